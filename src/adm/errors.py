@@ -37,3 +37,15 @@ class MissingFileError(AdmError, FileNotFoundError):
     """A file adm needs is not there; the hint names the command that fetches it."""
 
     exit_code = 2
+
+
+class DownloadError(AdmError):
+    """A download failed: the server said no, could not be reached, or the disk filled up."""
+
+    exit_code = 3
+
+
+class ChecksumError(DownloadError):
+    """A file does not have the size or sha256 it must have; it was removed from the cache."""
+
+    exit_code = 4

@@ -1,0 +1,27 @@
+"""`adm convert IN OUT`: re-save a checkpoint as safetensors (or back), tensors unchanged."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from adm.cli.common import console, guarded
+from adm.errors import UsageError
+from adm.hub.checkpoints import convert as convert_checkpoint
+
+FORMATS = (".pt", ".pth", ".safetensors")
+
+
+@guarded
+def convert(
+    src: Path = typer.Argument(..., help="Checkpoint to read (.pt/.pth, or .safetensors)."),
+    dst: Path = typer.Argument(..., help="File to write; the format follows its suffix."),
+) -> None:
+    """Convert a checkpoint between .pt and .safetensors (loaded safely, written atomically)."""
+    if dst.suffix not in FORMATS:
+        raise UsageError(f"cannot tell the output format from {dst.name!r}", "name it *.safetensors or *.pt")
+    if dst.resolve() == src.resolve():
+        raise UsageError("input and output are the same file")
+    convert_checkpoint(src, dst)
+    console.print(f"wrote {dst}")

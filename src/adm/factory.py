@@ -1,0 +1,101 @@
+"""Flags → modules: the one place where the original's flag vocabulary meets adm's typed layers.
+
+``create_model`` & co. in ``adm.compat`` and every preset go through these functions, so there is
+a single mapping from a flag set to a network and a diffusion process.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from adm.errors import UsageError
+from adm.flags import (
+    ClassifierFlags,
+    DiffusionFlags,
+    ModelFlags,
+    SuperResFlags,
+    attention_downsample_rates,
+    channel_mult,
+)
+from adm.models import NoisyClassifier, SuperResUNet, UNet
+
+
+def _heads_fit(width: int, num_heads: int, num_head_channels: int, what: str) -> None:
+    if num_head_channels != -1 and width % num_head_channels:
+        raise UsageError(f"{what}: attention width {width} is not divisible by num_head_channels {num_head_channels}")
+    if num_head_channels == -1 and width % num_heads:
+        raise UsageError(f"{what}: attention width {width} is not divisible by num_heads {num_heads}")
+
+
+def unet_kwargs(flags: ModelFlags | SuperResFlags) -> dict[str, Any]:
+    """Constructor arguments of ``UNet`` / ``SuperResUNet`` for a flag set (as create_model builds them)."""
+    is_sr = isinstance(flags, SuperResFlags)
+    mults = channel_mult(flags)
+    rates = attention_downsample_rates(flags)
+    for level, mult in enumerate(mults):
+        if 2**level in rates or level == len(mults) - 1:
+            width = int(mult * flags.num_channels)
+            _heads_fit(width, flags.num_heads, flags.num_head_channels, "model")
+            if flags.num_heads_upsample != -1:
+                _heads_fit(width, flags.num_heads_upsample, flags.num_head_channels, "model decoder")
+    return dict(
+        image_size=flags.large_size if is_sr else flags.image_size,
+        in_channels=3,
+        model_channels=flags.num_channels,
+        out_channels=6 if flags.learn_sigma else 3,
+        num_res_blocks=flags.num_res_blocks,
+        attention_resolutions=rates,
+        dropout=flags.dropout,
+        channel_mult=mults,
+        num_classes=flags.num_classes if flags.class_cond else None,
+        use_checkpoint=flags.use_checkpoint,
+        num_heads=flags.num_heads,
+        num_head_channels=flags.num_head_channels,
+        num_heads_upsample=flags.num_heads_upsample,
+        use_scale_shift_norm=flags.use_scale_shift_norm,
+        resblock_updown=flags.resblock_updown,
+        # sr_create_model never passes use_new_attention_order: upsamplers are legacy order.
+        attention_order="new" if (not is_sr and flags.use_new_attention_order) else "legacy",
+    )
+
+
+def classifier_kwargs(flags: ClassifierFlags) -> dict[str, Any]:
+    """Constructor arguments of ``NoisyClassifier`` (as create_classifier builds them)."""
+    mults = channel_mult(flags)
+    rates = attention_downsample_rates(flags)
+    for level, mult in enumerate(mults):
+        if 2**level in rates or level == len(mults) - 1:
+            _heads_fit(int(mult * flags.classifier_width), 1, flags.classifier_num_head_channels, "classifier")
+    return dict(
+        image_size=flags.image_size,
+        in_channels=3,
+        model_channels=flags.classifier_width,
+        out_channels=flags.classifier_num_classes,
+        num_res_blocks=flags.classifier_depth,
+        attention_resolutions=rates,
+        channel_mult=mults,
+        num_head_channels=flags.classifier_num_head_channels,
+        use_scale_shift_norm=flags.classifier_use_scale_shift_norm,
+        resblock_updown=flags.classifier_resblock_updown,
+        pool=flags.classifier_pool,
+    )
+
+
+def build_model(flags: ModelFlags | SuperResFlags, device: torch.device | str | None = None) -> UNet:
+    """The diffusion network for ``flags`` (on the meta device, it costs no memory)."""
+    kwargs = unet_kwargs(flags)
+    with torch.device(device or "cpu"):
+        return SuperResUNet(**kwargs) if isinstance(flags, SuperResFlags) else UNet(**kwargs)
+
+
+def build_classifier(flags: ClassifierFlags, device: torch.device | str | None = None) -> NoisyClassifier:
+    kwargs = classifier_kwargs(flags)
+    with torch.device(device or "cpu"):
+        return NoisyClassifier(**kwargs)
+
+
+def diffusion_flags(flags: DiffusionFlags) -> DiffusionFlags:
+    """The diffusion part of a model's flags."""
+    return DiffusionFlags(**{k: getattr(flags, k) for k in DiffusionFlags.model_fields})

@@ -1,0 +1,264 @@
+"""Typed flag sets in the original's names, and parsing of ``--flag value`` strings.
+
+The released checkpoints are described by guided-diffusion command-line flags (the README's
+MODEL_FLAGS). Keeping the same names means a user can paste those strings unchanged, and a preset
+can print exactly what the original would have been run with. Validation happens here, once, so
+that a wrong flag is a one-line error instead of a wall of state_dict mismatches later.
+
+Three flag sets mirror ``script_util``'s defaults dicts: ``ModelFlags`` (base model + diffusion,
+``model_and_diffusion_defaults``), ``SuperResFlags`` (``sr_model_and_diffusion_defaults``) and
+``ClassifierFlags`` (``classifier_defaults``). A few extension flags that the original hard-codes
+(``num_classes``, the classifier's ``channel_mult``/head width) are marked as such; their defaults
+reproduce the original.
+"""
+
+from __future__ import annotations
+
+import difflib
+import shlex
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from adm.errors import UsageError
+
+DEFAULT_CHANNEL_MULT = {
+    512: (0.5, 1, 1, 2, 2, 4, 4),
+    256: (1, 1, 2, 2, 4, 4),
+    128: (1, 1, 2, 3, 4),
+    64: (1, 2, 3, 4),
+}
+# sr_create_model's own table: the 512 upsampler has no 0.5 level.
+DEFAULT_SR_CHANNEL_MULT = {512: (1, 1, 2, 2, 4, 4), 256: (1, 1, 2, 2, 4, 4), 64: (1, 2, 3, 4)}
+
+
+class _Flags(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def flag_dict(self) -> dict[str, Any]:
+        """The flags as the original's argparse namespace would hold them."""
+        return self.model_dump()
+
+    def replace(self, **changes: Any):
+        return parse_flags(type(self), {**self.flag_dict(), **changes})
+
+
+class DiffusionFlags(_Flags):
+    """``diffusion_defaults()``: how the Gaussian process is set up."""
+
+    learn_sigma: bool = False
+    diffusion_steps: int = 1000
+    noise_schedule: Literal["linear", "cosine"] = "linear"
+    timestep_respacing: str = ""
+    use_kl: bool = False
+    predict_xstart: bool = False
+    rescale_timesteps: bool = False
+    rescale_learned_sigmas: bool = False
+    sigma_small: bool = False  # a create_gaussian_diffusion keyword the original never exposed
+
+
+class _NetworkFlags(DiffusionFlags):
+    num_channels: int = 128
+    num_res_blocks: int = 2
+    num_heads: int = 4
+    num_heads_upsample: int = -1
+    num_head_channels: int = -1
+    attention_resolutions: str = "16,8"
+    dropout: float = 0.0
+    class_cond: bool = False
+    use_checkpoint: bool = False
+    use_scale_shift_norm: bool = True
+    resblock_updown: bool = False
+    use_fp16: bool = False
+    num_classes: int = 1000  # extension: the original hard-codes NUM_CLASSES = 1000
+
+
+class ModelFlags(_NetworkFlags):
+    """``model_and_diffusion_defaults()``: a base (non-upsampling) diffusion model."""
+
+    image_size: int = 64
+    channel_mult: str = ""
+    use_new_attention_order: bool = False
+
+
+class SuperResFlags(_NetworkFlags):
+    """``sr_model_and_diffusion_defaults()``: an upsampler conditioned on a low-res image."""
+
+    large_size: int = 256
+    small_size: int = 64
+    channel_mult: str = ""  # extension: the original derives it from large_size only
+
+
+class ClassifierFlags(_Flags):
+    """``classifier_defaults()``: the noisy classifier used for guidance."""
+
+    image_size: int = 64
+    classifier_use_fp16: bool = False
+    classifier_width: int = 128
+    classifier_depth: int = 2
+    classifier_attention_resolutions: str = "32,16,8"
+    classifier_use_scale_shift_norm: bool = True
+    classifier_resblock_updown: bool = True
+    classifier_pool: Literal["adaptive", "attention", "spatial", "spatial_v2"] = "attention"
+    classifier_channel_mult: str = ""  # extension: the original derives it from image_size
+    classifier_num_head_channels: int = 64  # extension: hard-coded 64 in create_classifier
+    classifier_num_classes: int = 1000  # extension: hard-coded 1000 in the original
+
+
+F = TypeVar("F", bound=_Flags)
+
+
+def str2bool(value: str) -> bool:
+    """The original's boolean flag syntax (``--class_cond True``)."""
+    lowered = value.lower()
+    if lowered in ("yes", "true", "t", "y", "1"):
+        return True
+    if lowered in ("no", "false", "f", "n", "0"):
+        return False
+    raise UsageError(f"expected a boolean (True/False), got {value!r}")
+
+
+def split_flag_string(text: str) -> dict[str, str]:
+    """``"--a 1 --b=2"`` → ``{"a": "1", "b": "2"}`` in the original's argparse syntax."""
+    tokens = shlex.split(text)
+    out: dict[str, str] = {}
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        if not token.startswith("--"):
+            raise UsageError(f"unexpected value {token!r} in flags", "flags look like --name value")
+        name = token[2:]
+        if "=" in name:
+            name, value = name.split("=", 1)
+            i += 1
+        elif i + 1 < len(tokens) and not tokens[i + 1].startswith("--"):
+            value = tokens[i + 1]
+            i += 2
+        else:
+            raise UsageError(f"flag --{name} has no value", "write it as --name value")
+        out[name.replace("-", "_")] = value
+    return out
+
+
+def _coerce(cls: type[_Flags], values: dict[str, Any]) -> dict[str, Any]:
+    fields = cls.model_fields
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            hint = f"did you mean --{close[0]}?" if close else f"{cls.__name__} knows: {', '.join(fields)}"
+            raise UsageError(f"unknown flag --{key} for {_KIND[cls]}", hint)
+        if isinstance(value, str) and fields[key].annotation is bool:
+            value = str2bool(value)
+        out[key] = value
+    return out
+
+
+_KIND = {
+    DiffusionFlags: "the diffusion process",
+    ModelFlags: "a diffusion model",
+    SuperResFlags: "an upsampler",
+    ClassifierFlags: "a classifier",
+}
+
+
+def parse_flags(cls: type[F], values: dict[str, Any] | str) -> F:
+    """Validate flags (a dict or a ``--flag value`` string) into ``cls``, with one-line errors."""
+    if isinstance(values, str):
+        values = split_flag_string(values)
+    try:
+        flags = cls(**_coerce(cls, values))
+    except ValidationError as err:
+        first = err.errors()[0]
+        name = ".".join(str(p) for p in first["loc"])
+        raise UsageError(f"bad value for --{name}: {first['msg']}") from None
+    check_flags(flags)
+    return flags
+
+
+def parse_model_flags(values: dict[str, Any] | str) -> ModelFlags | SuperResFlags:
+    """Model flags of either kind: ``--large_size`` marks an upsampler, as in the original scripts."""
+    as_dict = split_flag_string(values) if isinstance(values, str) else values
+    is_sr = "large_size" in as_dict or "small_size" in as_dict
+    return parse_flags(SuperResFlags if is_sr else ModelFlags, as_dict)
+
+
+def int_list(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise UsageError(f"--{flag} must be a comma list of integers, got {text!r}") from None
+
+
+def float_list(text: str, flag: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise UsageError(f"--{flag} must be a comma list of numbers, got {text!r}") from None
+    return tuple(int(v) if v.is_integer() else v for v in values)
+
+
+def channel_mult(flags: ModelFlags | SuperResFlags | ClassifierFlags) -> tuple[float, ...]:
+    """The channel multipliers, derived from the image size when not given (as the original)."""
+    if isinstance(flags, ClassifierFlags):
+        text, size, table, flag = flags.classifier_channel_mult, flags.image_size, DEFAULT_CHANNEL_MULT, "classifier_channel_mult"
+    elif isinstance(flags, SuperResFlags):
+        text, size, table, flag = flags.channel_mult, flags.large_size, DEFAULT_SR_CHANNEL_MULT, "channel_mult"
+    else:
+        text, size, table, flag = flags.channel_mult, flags.image_size, DEFAULT_CHANNEL_MULT, "channel_mult"
+    if text:
+        return float_list(text, flag)
+    if size not in table:
+        sizes = ", ".join(str(s) for s in sorted(table))
+        raise UsageError(
+            f"image size {size} has no default channel multipliers (known: {sizes})",
+            f"pass --{flag}, e.g. 1,2,2,4",
+        )
+    return table[size]
+
+
+def image_size(flags: ModelFlags | SuperResFlags | ClassifierFlags) -> int:
+    return flags.large_size if isinstance(flags, SuperResFlags) else flags.image_size
+
+
+def attention_downsample_rates(flags) -> tuple[int, ...]:
+    """Attention resolutions (pixels) → downsample rates, as ``create_model`` converts them."""
+    if isinstance(flags, ClassifierFlags):
+        text, flag = flags.classifier_attention_resolutions, "classifier_attention_resolutions"
+    else:
+        text, flag = flags.attention_resolutions, "attention_resolutions"
+    size = image_size(flags)
+    rates = []
+    for res in int_list(text, flag):
+        if res > size:  # the original's image_size // res == 0 never matches a level: ignored
+            continue
+        if res <= 0 or size % res:
+            raise UsageError(f"--{flag} {res} does not divide the image size {size}")
+        rates.append(size // res)
+    return tuple(rates)
+
+
+def check_flags(flags: _Flags) -> None:
+    """Cross-field checks that the original only fails on deep inside model construction."""
+    if isinstance(flags, DiffusionFlags) and flags.diffusion_steps < 1:
+        raise UsageError("--diffusion_steps must be at least 1")
+    if isinstance(flags, DiffusionFlags) and not isinstance(flags, _NetworkFlags):
+        return
+    width = flags.classifier_width if isinstance(flags, ClassifierFlags) else flags.num_channels
+    mults = channel_mult(flags)
+    attention_downsample_rates(flags)
+    size = image_size(flags)
+    if size % (2 ** (len(mults) - 1)):
+        raise UsageError(f"image size {size} is not divisible by 2^{len(mults) - 1} for {len(mults)} levels")
+    for mult in mults:
+        ch = int(mult * width)
+        if ch <= 0 or ch % 32:
+            raise UsageError(
+                f"level width {ch} (= {mult} x {width}) is not a positive multiple of 32 (GroupNorm groups)",
+                "choose a width and channel_mult giving multiples of 32",
+            )
+    if isinstance(flags, SuperResFlags) and flags.small_size > flags.large_size:
+        raise UsageError(f"--small_size {flags.small_size} is larger than --large_size {flags.large_size}")
+    num_classes = flags.classifier_num_classes if isinstance(flags, ClassifierFlags) else flags.num_classes
+    if num_classes < 1:
+        raise UsageError("the number of classes must be at least 1")

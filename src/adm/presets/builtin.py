@@ -1,0 +1,219 @@
+"""adm's built-in presets: OpenAI's released guided-diffusion checkpoints.
+
+Flags are the README's MODEL_FLAGS (openai/guided-diffusion, commit 22e0df8), pasted as strings so
+they can be compared with the README by eye. Default guidance scales are the README's sample
+commands; the ``results`` are the README's FID / precision / recall. No sizes or checksums were
+ever published, so artifacts carry none: the download layer records a hash on first use.
+"""
+
+from __future__ import annotations
+
+from adm.presets.registry import Registry
+from adm.presets.types import Artifact, Preset, SamplingDefaults
+
+BASE_URL = "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/"
+COMMON = "--diffusion_steps 1000 --learn_sigma True --resblock_updown True --use_scale_shift_norm True"
+INCEPTION_URL = (
+    "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
+    "weights-inception-2015-12-05-6726825d.pth"
+)
+
+# artifact name -> (file name, description)
+CHECKPOINTS = {
+    "64-cond": ("64x64_diffusion.pt", "ImageNet 64x64 class-conditional diffusion model"),
+    "64-classifier": ("64x64_classifier.pt", "ImageNet 64x64 noisy classifier"),
+    "128-cond": ("128x128_diffusion.pt", "ImageNet 128x128 class-conditional diffusion model"),
+    "128-classifier": ("128x128_classifier.pt", "ImageNet 128x128 noisy classifier"),
+    "256-cond": ("256x256_diffusion.pt", "ImageNet 256x256 class-conditional diffusion model"),
+    "256-uncond": ("256x256_diffusion_uncond.pt", "ImageNet 256x256 unconditional diffusion model"),
+    "256-classifier": ("256x256_classifier.pt", "ImageNet 256x256 noisy classifier"),
+    "512-cond": ("512x512_diffusion.pt", "ImageNet 512x512 class-conditional diffusion model"),
+    "512-classifier": ("512x512_classifier.pt", "ImageNet 512x512 noisy classifier"),
+    "64-256-upsampler": ("64_256_upsampler.pt", "ImageNet 64->256 upsampler"),
+    "128-512-upsampler": ("128_512_upsampler.pt", "ImageNet 128->512 upsampler"),
+    "lsun-bedroom": ("lsun_bedroom.pt", "LSUN bedroom 256x256 unconditional model"),
+    "lsun-cat": ("lsun_cat.pt", "LSUN cat 256x256 unconditional model"),
+    "lsun-horse": ("lsun_horse.pt", "LSUN horse 256x256 unconditional model"),
+    "lsun-horse-nodropout": ("lsun_horse_nodropout.pt", "LSUN horse 256x256, trained without dropout"),
+}
+
+# artifact name -> path below BASE_URL (the evaluator's reference batches)
+REFERENCE_BATCHES = {
+    "ref-imagenet64": "ref_batches/imagenet/64/VIRTUAL_imagenet64_labeled.npz",
+    "ref-imagenet128": "ref_batches/imagenet/128/VIRTUAL_imagenet128_labeled.npz",
+    "ref-imagenet256": "ref_batches/imagenet/256/VIRTUAL_imagenet256_labeled.npz",
+    "ref-imagenet512": "ref_batches/imagenet/512/VIRTUAL_imagenet512.npz",
+    "ref-lsun-bedroom": "ref_batches/lsun/bedroom/VIRTUAL_lsun_bedroom256.npz",
+    "ref-lsun-cat": "ref_batches/lsun/cat/VIRTUAL_lsun_cat256.npz",
+    "ref-lsun-horse": "ref_batches/lsun/horse/VIRTUAL_lsun_horse256.npz",
+}
+
+
+def _classifier(size: int, depth: int = 2) -> str:
+    return (
+        f"--image_size {size} --classifier_attention_resolutions 32,16,8 --classifier_depth {depth} "
+        "--classifier_width 128 --classifier_pool attention --classifier_resblock_updown True "
+        "--classifier_use_scale_shift_norm True"
+    )
+
+
+def _lsun(dropout: str) -> str:
+    return (
+        f"{COMMON} --attention_resolutions 32,16,8 --class_cond False --dropout {dropout} --image_size 256 "
+        "--noise_schedule linear --num_channels 256 --num_head_channels 64 --num_res_blocks 2 --use_fp16 True"
+    )
+
+
+def _presets() -> list[Preset]:
+    readme = SamplingDefaults(sampler="ddpm", steps="250", batch_size=4)
+    p256 = (
+        f"{COMMON} --attention_resolutions 32,16,8 --image_size 256 --noise_schedule linear "
+        "--num_channels 256 --num_head_channels 64 --num_res_blocks 2 --use_fp16 True"
+    )
+    return [
+        Preset(
+            name="imagenet64",
+            description="ImageNet 64x64, class-conditional, classifier-guided (ADM-G)",
+            model_flags=f"{COMMON} --attention_resolutions 32,16,8 --class_cond True --dropout 0.1 --image_size 64 "
+            "--noise_schedule cosine --num_channels 192 --num_head_channels 64 --num_res_blocks 3 "
+            "--use_new_attention_order True --use_fp16 True",
+            classifier_flags=_classifier(64, depth=4),
+            checkpoint="64-cond",
+            classifier_checkpoint="64-classifier",
+            classifier_scale=1.0,
+            sampling=readme,
+            results={"fid": 2.07, "precision": 0.74, "recall": 0.63},
+        ),
+        Preset(
+            name="imagenet128",
+            description="ImageNet 128x128, class-conditional, classifier-guided (ADM-G)",
+            model_flags=f"{COMMON} --attention_resolutions 32,16,8 --class_cond True --image_size 128 "
+            "--noise_schedule linear --num_channels 256 --num_heads 4 --num_res_blocks 2 --use_fp16 True",
+            classifier_flags=_classifier(128),
+            checkpoint="128-cond",
+            classifier_checkpoint="128-classifier",
+            classifier_scale=0.5,
+            sampling=readme,
+            results={"fid": 2.97, "precision": 0.78, "recall": 0.59},
+        ),
+        Preset(
+            name="imagenet256",
+            description="ImageNet 256x256, class-conditional, classifier-guided (ADM-G)",
+            model_flags=f"{p256} --class_cond True",
+            classifier_flags=_classifier(256),
+            checkpoint="256-cond",
+            classifier_checkpoint="256-classifier",
+            classifier_scale=1.0,
+            sampling=readme,
+            results={"fid": 4.59, "precision": 0.82, "recall": 0.52},
+        ),
+        Preset(
+            name="imagenet256-uncond",
+            description="ImageNet 256x256, unconditional model guided by the classifier at scale 10",
+            model_flags=f"{p256} --class_cond False",
+            classifier_flags=_classifier(256),
+            checkpoint="256-uncond",
+            classifier_checkpoint="256-classifier",
+            classifier_scale=10.0,
+            sampling=readme,
+        ),
+        Preset(
+            name="imagenet512",
+            description="ImageNet 512x512, class-conditional, classifier-guided (ADM-G)",
+            model_flags=f"{COMMON} --attention_resolutions 32,16,8 --class_cond True --image_size 512 "
+            "--noise_schedule linear --num_channels 256 --num_head_channels 64 --num_res_blocks 2 --use_fp16 False",
+            classifier_flags=_classifier(512),
+            checkpoint="512-cond",
+            classifier_checkpoint="512-classifier",
+            classifier_scale=4.0,
+            sampling=readme,
+            results={"fid": 7.72, "precision": 0.87, "recall": 0.42},
+        ),
+        Preset(
+            name="upsample-64-256",
+            description="ImageNet 64->256 upsampler (ADM-U), class-conditional",
+            model_flags=f"{COMMON} --attention_resolutions 32,16,8 --class_cond True --large_size 256 --small_size 64 "
+            "--noise_schedule linear --num_channels 192 --num_heads 4 --num_res_blocks 2 --use_fp16 True",
+            checkpoint="64-256-upsampler",
+            base_preset="imagenet64",
+            sampling=readme,
+            results={"fid": 3.94, "precision": 0.83, "recall": 0.53},
+        ),
+        Preset(
+            name="upsample-128-512",
+            description="ImageNet 128->512 upsampler (ADM-U), class-conditional",
+            model_flags=f"{COMMON} --attention_resolutions 32,16 --class_cond True --large_size 512 --small_size 128 "
+            "--noise_schedule linear --num_channels 192 --num_head_channels 64 --num_res_blocks 2 --use_fp16 True",
+            checkpoint="128-512-upsampler",
+            base_preset="imagenet128",
+            sampling=readme,
+            results={"fid": 3.85, "precision": 0.84, "recall": 0.53},
+        ),
+        Preset(
+            name="lsun-bedroom",
+            description="LSUN bedroom 256x256, unconditional (README: best with 1000 steps)",
+            model_flags=_lsun("0.1"),
+            checkpoint="lsun-bedroom",
+            sampling=SamplingDefaults(sampler="ddpm", steps="1000", batch_size=4),
+            results={"fid": 1.90, "precision": 0.66, "recall": 0.51},
+        ),
+        Preset(
+            name="lsun-cat",
+            description="LSUN cat 256x256, unconditional",
+            model_flags=_lsun("0.1"),
+            checkpoint="lsun-cat",
+            sampling=SamplingDefaults(sampler="ddpm", steps="1000", batch_size=4),
+            results={"fid": 5.57, "precision": 0.63, "recall": 0.52},
+        ),
+        Preset(
+            name="lsun-horse",
+            description="LSUN horse 256x256, unconditional",
+            model_flags=_lsun("0.1"),
+            checkpoint="lsun-horse",
+            sampling=SamplingDefaults(sampler="ddpm", steps="1000", batch_size=4),
+            results={"fid": 2.57, "precision": 0.71, "recall": 0.55},
+        ),
+        Preset(
+            name="lsun-horse-nodropout",
+            description="LSUN horse 256x256, unconditional, trained without dropout",
+            model_flags=_lsun("0.0"),
+            checkpoint="lsun-horse-nodropout",
+            sampling=SamplingDefaults(sampler="ddpm", steps="1000", batch_size=4),
+        ),
+    ]
+
+
+def _artifacts() -> list[Artifact]:
+    artifacts = [
+        Artifact(name=name, url=BASE_URL + filename, filename=filename, kind="checkpoint", description=text)
+        for name, (filename, text) in CHECKPOINTS.items()
+    ]
+    artifacts += [
+        Artifact(
+            name=name,
+            url=BASE_URL + path,
+            filename=path.rsplit("/", 1)[-1],
+            mirror_path=path,
+            kind="reference",
+            description="reference batch of the ADM evaluator",
+        )
+        for name, path in REFERENCE_BATCHES.items()
+    ]
+    artifacts.append(
+        Artifact(
+            name="inception",
+            url=INCEPTION_URL,
+            filename=INCEPTION_URL.rsplit("/", 1)[-1],
+            kind="weights",
+            description="Inception-v3 (TF 2015-12-05 graph, torch-fidelity port) for adm evaluate",
+        )
+    )
+    return artifacts
+
+
+def register(registry: Registry) -> None:
+    """Entry point ``adm.presets:builtin``."""
+    for artifact in _artifacts():
+        registry.add_artifact(artifact)
+    for preset in _presets():
+        registry.add_preset(preset)

@@ -1,0 +1,114 @@
+"""The registry of named presets and downloadable artifacts, filled from entry points.
+
+A plugin is a callable registered under the entry-point group ``adm.presets``; it receives the
+registry and adds to it::
+
+    # pyproject.toml of a third-party package
+    [project.entry-points."adm.presets"]
+    mymodels = "mypackage.adm_presets:register"
+
+    # mypackage/adm_presets.py
+    def register(registry):
+        registry.add_artifact(Artifact(name="my-64", url="https://.../my64.pt", filename="my64.pt"))
+        registry.add_preset(Preset(name="my64", ...))
+
+adm's own presets register the same way (``adm.presets.builtin:register``), so there is one path
+for everybody. Nothing is loaded at import time: ``default_registry()`` builds the registry on first
+use and caches it for the process.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterable
+from functools import cache
+from importlib.metadata import entry_points
+
+from adm.errors import UsageError
+from adm.presets.types import Artifact, Preset
+
+ENTRY_POINT_GROUP = "adm.presets"
+
+
+class Registry:
+    """Named presets and artifacts; names are unique across plugins."""
+
+    def __init__(self) -> None:
+        self._presets: dict[str, Preset] = {}
+        self._artifacts: dict[str, Artifact] = {}
+        self.plugin_errors: list[str] = []
+
+    def add_preset(self, preset: Preset) -> None:
+        if preset.name in self._presets:
+            raise ValueError(f"preset {preset.name!r} is registered twice")
+        self._presets[preset.name] = preset
+
+    def add_artifact(self, artifact: Artifact) -> None:
+        if artifact.name in self._artifacts:
+            raise ValueError(f"artifact {artifact.name!r} is registered twice")
+        self._artifacts[artifact.name] = artifact
+
+    @property
+    def presets(self) -> dict[str, Preset]:
+        return dict(self._presets)
+
+    @property
+    def artifacts(self) -> dict[str, Artifact]:
+        return dict(self._artifacts)
+
+    def preset(self, name: str) -> Preset:
+        if name not in self._presets:
+            raise UsageError(f"unknown preset {name!r}", _suggest(name, self._presets, "adm presets"))
+        return self._presets[name]
+
+    def artifact(self, name: str) -> Artifact:
+        if name not in self._artifacts:
+            raise UsageError(f"unknown artifact {name!r}", _suggest(name, self._artifacts, "adm download --list"))
+        return self._artifacts[name]
+
+    def load_plugins(self, plugins: Iterable[tuple[str, Callable[[Registry], None]]]) -> Registry:
+        """Run each plugin's ``register``; a broken third-party plugin is recorded, not fatal."""
+        for name, register in plugins:
+            try:
+                register(self)
+            except Exception as err:  # a broken plugin must not take the CLI down
+                self.plugin_errors.append(f"plugin {name!r} failed: {err}")
+        return self
+
+
+def _suggest(name: str, known: Iterable[str], listing: str) -> str:
+    close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.5)
+    if close:
+        return "did you mean " + " or ".join(close) + "?"
+    return f"`{listing}` lists them"
+
+
+def installed_plugins() -> list[tuple[str, Callable[[Registry], None]]]:
+    """Entry points of group ``adm.presets``, adm's built-ins first so names are stable."""
+    eps = sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: (ep.value.split(":")[0] != "adm.presets.builtin", ep.name))
+    loaded = []
+    for ep in eps:
+        try:
+            loaded.append((ep.name, ep.load()))
+        except Exception as err:
+            loaded.append((ep.name, _failing(err)))
+    return loaded
+
+
+def _failing(err: Exception) -> Callable[[Registry], None]:
+    def register(_: Registry) -> None:
+        raise err
+
+    return register
+
+
+@cache
+def default_registry() -> Registry:
+    """The registry of every installed plugin (built once per process)."""
+    registry = Registry().load_plugins(installed_plugins())
+    if not registry.presets:
+        # Running from a source tree that was never pip-installed: entry points are missing.
+        from adm.presets.builtin import register
+
+        register(registry)
+    return registry

@@ -1,0 +1,99 @@
+"""What a preset and an artifact are: typed, frozen records validated once at registration."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from adm.flags import ClassifierFlags, ModelFlags, SuperResFlags, parse_flags
+
+ArtifactKind = Literal["checkpoint", "reference", "weights", "other"]
+
+
+class Artifact(BaseModel):
+    """A downloadable file: where it lives, what it should look like when it arrives."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(description="the name users type: `adm download NAME`")
+    url: str = Field(description="canonical URL")
+    filename: str = Field(description="file name in the cache")
+    mirror_path: str | None = Field(
+        default=None, description="path below ADM_BASE_URL on a mirror (default: the file name)"
+    )
+    size: int | None = Field(default=None, description="expected size in bytes, when known")
+    sha256: str | None = Field(default=None, description="expected sha256, when published")
+    kind: ArtifactKind = "other"
+    description: str = ""
+
+
+class SamplingDefaults(BaseModel):
+    """How the paper / README sampled this model."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sampler: str = "ddpm"
+    steps: str = "250"
+    eta: float = 0.0
+    batch_size: int = 4
+    clip_denoised: bool = True
+
+
+class Preset(BaseModel):
+    """One released model: its flags, its classifier, and how it is sampled by default."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    description: str = ""
+    model_flags: ModelFlags | SuperResFlags
+    classifier_flags: ClassifierFlags | None = None
+    checkpoint: str | None = Field(default=None, description="artifact name of the model weights")
+    classifier_checkpoint: str | None = Field(default=None, description="artifact name of the classifier")
+    classifier_scale: float = Field(default=0.0, description="default guidance scale (0 = unguided)")
+    sampling: SamplingDefaults = SamplingDefaults()
+    base_preset: str | None = Field(default=None, description="upsamplers: the preset whose samples they upsample")
+    results: dict[str, float] = Field(default_factory=dict, description="published metrics, for reference")
+
+    @field_validator("model_flags", mode="before")
+    @classmethod
+    def _model_flags(cls, value: Any):
+        if isinstance(value, (ModelFlags, SuperResFlags)):
+            return value
+        from adm.flags import parse_model_flags
+
+        return parse_model_flags(value)
+
+    @field_validator("classifier_flags", mode="before")
+    @classmethod
+    def _classifier_flags(cls, value: Any):
+        if value is None or isinstance(value, ClassifierFlags):
+            return value
+        return parse_flags(ClassifierFlags, value)
+
+    @property
+    def is_upsampler(self) -> bool:
+        return isinstance(self.model_flags, SuperResFlags)
+
+    @property
+    def artifacts(self) -> list[str]:
+        """Everything `adm download PRESET` fetches."""
+        return [a for a in (self.checkpoint, self.classifier_checkpoint) if a]
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The preset in the original's flag names (what `adm presets NAME --json` prints)."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "kind": "upsampler" if self.is_upsampler else "diffusion",
+            "model_flags": self.model_flags.flag_dict(),
+            "classifier_flags": self.classifier_flags.flag_dict() if self.classifier_flags else None,
+            "classifier_scale": self.classifier_scale,
+            "sampling": self.sampling.model_dump(),
+            "checkpoint": self.checkpoint,
+            "classifier_checkpoint": self.classifier_checkpoint,
+            "download": self.artifacts,
+            "base_preset": self.base_preset,
+            "results": self.results,
+        }
