@@ -2,11 +2,11 @@
 
 import collections
 
-import golden
 import pytest
 import torch
 from typer.testing import CliRunner
 
+import golden
 from adm.cli.main import app
 from adm.errors import CheckpointError
 from adm.hub.checkpoints import convert, load_into, load_state_dict, save_state_dict, signature

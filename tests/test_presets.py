@@ -2,16 +2,16 @@
 
 import json
 
-import golden
 import pytest
-import torch
 from typer.testing import CliRunner
 
+import golden
 from adm.cli.main import app
 from adm.errors import UsageError
 from adm.factory import build_classifier, build_model
 from adm.presets import Artifact, Preset, Registry, default_registry, get_preset
 from adm.presets.builtin import CHECKPOINTS
+from tests_support import assert_manifest
 
 # preset -> (diffusion manifest, classifier manifest or None)
 RELEASED = {
@@ -29,15 +29,6 @@ RELEASED = {
 }
 
 
-def assert_matches_manifest(module: torch.nn.Module, manifest: dict) -> None:
-    state = module.state_dict()
-    got = [[k, list(v.shape), str(v.dtype).removeprefix("torch.")] for k, v in state.items()]
-    assert [k for k, *_ in got] == [k for k, *_ in manifest["state_dict"]], "keys or their order differ"
-    assert got == manifest["state_dict"]
-    assert len(state) == manifest["num_tensors"]
-    assert sum(p.numel() for p in module.parameters()) == manifest["num_params"]
-
-
 def test_every_released_model_has_a_preset():
     assert set(RELEASED) <= set(default_registry().presets)
     covered = {m for pair in RELEASED.values() for m in pair if m}
@@ -48,11 +39,11 @@ def test_every_released_model_has_a_preset():
 def test_preset_builds_the_released_state_dict(name):
     preset = get_preset(name)
     model_manifest, classifier_manifest = RELEASED[name]
-    assert_matches_manifest(build_model(preset.model_flags, device="meta"), golden.manifest(model_manifest))
+    assert_manifest(build_model(preset.model_flags, device="meta"), golden.manifest(model_manifest))
     if classifier_manifest is None:
         assert preset.classifier_flags is None
     else:
-        assert_matches_manifest(build_classifier(preset.classifier_flags, device="meta"), golden.manifest(classifier_manifest))
+        assert_manifest(build_classifier(preset.classifier_flags, device="meta"), golden.manifest(classifier_manifest))
 
 
 @pytest.mark.parametrize("name", sorted(RELEASED))

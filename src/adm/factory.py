@@ -99,3 +99,36 @@ def build_classifier(flags: ClassifierFlags, device: torch.device | str | None =
 def diffusion_flags(flags: DiffusionFlags) -> DiffusionFlags:
     """The diffusion part of a model's flags."""
     return DiffusionFlags(**{k: getattr(flags, k) for k in DiffusionFlags.model_fields})
+
+
+def build_process(flags: DiffusionFlags, respacing: str | None = None):
+    """``(process, parameterization, loss_type)`` as ``create_gaussian_diffusion`` sets them up.
+
+    ``respacing`` overrides the flags' ``timestep_respacing`` (sampling picks its own steps).
+    """
+    from adm.diffusion.process import (
+        GaussianProcess,
+        LossType,
+        ModelMeanType,
+        ModelVarType,
+        Parameterization,
+    )
+
+    process = GaussianProcess.create(
+        schedule=flags.noise_schedule,
+        num_steps=flags.diffusion_steps,
+        respacing=flags.timestep_respacing if respacing is None else respacing,
+        rescale_timesteps=flags.rescale_timesteps,
+    )
+    if flags.learn_sigma:
+        variance = ModelVarType.LEARNED_RANGE
+    else:
+        variance = ModelVarType.FIXED_SMALL if flags.sigma_small else ModelVarType.FIXED_LARGE
+    mean = ModelMeanType.START_X if flags.predict_xstart else ModelMeanType.EPSILON
+    if flags.use_kl:
+        loss = LossType.RESCALED_KL
+    elif flags.rescale_learned_sigmas:
+        loss = LossType.RESCALED_MSE
+    else:
+        loss = LossType.MSE
+    return process, Parameterization(mean=mean, variance=variance), loss

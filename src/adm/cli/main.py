@@ -7,6 +7,7 @@ import typer
 from adm._version import __version__
 from adm.cli.common import fail
 from adm.cli.convert_cmd import convert
+from adm.cli.download_cmd import download
 from adm.cli.presets_cmd import presets
 
 app = typer.Typer(
@@ -32,6 +33,7 @@ def main(
 
 
 app.command("presets")(presets)
+app.command("download")(download)
 app.command("convert")(convert)
 
 
@@ -46,7 +48,6 @@ def _not_built(name: str, issue: str):
 # Commands of later milestones: registered so `adm --help` shows the whole tool, and each says
 # in one line that it is not available yet (exit 2). Remove an entry when its module lands.
 NOT_YET = {
-    "download": "planned: checkpoint downloads",
     "sample": "planned: sampling",
     "upsample": "planned: upsampling",
     "train": "planned: training",

@@ -1,0 +1,35 @@
+"""ADM networks as plain ``nn.Module``s whose ``state_dict`` is key-for-key the released checkpoints'.
+
+Depends on torch only. Call signatures are the original's: ``unet(x, timesteps, y=None)``,
+``sr(x, timesteps, low_res, y=None)``, ``classifier(x, timesteps)``.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .attention import AttentionBlock, AttentionOrder, AttentionPool2d
+from .classifier import NoisyClassifier
+from .layers import GroupNorm32, ResBlock, TimestepBlock, TimestepSequential, timestep_embedding
+from .unet import SuperResUNet, UNet
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameter elements (the figure the checkpoint tables quote)."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+__all__ = [
+    "AttentionBlock",
+    "AttentionOrder",
+    "AttentionPool2d",
+    "GroupNorm32",
+    "NoisyClassifier",
+    "ResBlock",
+    "SuperResUNet",
+    "TimestepBlock",
+    "TimestepSequential",
+    "UNet",
+    "count_parameters",
+    "timestep_embedding",
+]

@@ -1,0 +1,140 @@
+"""The Python API in a few calls: ``adm.load_model("imagenet64")`` gives a ready model.
+
+>>> import adm
+>>> m = adm.load_model("imagenet64", checkpoint="64x64_diffusion.pt",
+...                    classifier_checkpoint="64x64_classifier.pt")
+>>> m.model, m.classifier, m.process          # networks + the diffusion process
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from adm.diffusion.process import GaussianProcess, LossType, Parameterization
+from adm.errors import UsageError
+from adm.factory import build_classifier, build_model, build_process
+from adm.flags import ClassifierFlags, ModelFlags, SuperResFlags, parse_flags, parse_model_flags
+from adm.hub.checkpoints import Signature, load_into, load_state_dict, signature
+from adm.presets import Preset, Registry, default_registry
+
+
+@dataclass
+class LoadedModel:
+    """A diffusion network with its process, and the guiding classifier when there is one."""
+
+    model: nn.Module
+    process: GaussianProcess
+    parameterization: Parameterization
+    loss_type: LossType
+    flags: ModelFlags | SuperResFlags
+    classifier: nn.Module | None = None
+    classifier_flags: ClassifierFlags | None = None
+    preset: Preset | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def num_classes(self) -> int | None:
+        return self.flags.num_classes if self.flags.class_cond else None
+
+
+def default_device() -> torch.device:
+    """The best available accelerator: CUDA, then Apple's MPS, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def _preset_signatures(registry: Registry, classifier: bool) -> Iterator[tuple[str, Signature]]:
+    """Key/shape signatures of every preset's network, built lazily on the meta device."""
+    seen: dict[str, Signature] = {}
+    for name, preset in registry.presets.items():
+        flags = preset.classifier_flags if classifier else preset.model_flags
+        if flags is None:
+            continue
+        key = flags.model_dump_json()
+        if key not in seen:
+            builder = build_classifier if classifier else build_model
+            seen[key] = signature(builder(flags, device="meta"))
+        yield (f"{name} classifier" if classifier else name), seen[key]
+
+
+def load_weights(module: nn.Module, checkpoint: str | Path, *, what: str, registry: Registry, classifier: bool) -> nn.Module:
+    """Load a checkpoint into a (meta-built) module, explaining any architecture mismatch."""
+    state = load_state_dict(checkpoint)
+    return load_into(module, state, what=f"{what} {checkpoint}", candidates=_preset_signatures(registry, classifier))
+
+
+def _resolve(checkpoint: str | Path | None, artifact: str | None, download: bool, what: str) -> Path:
+    if checkpoint is not None:
+        return Path(checkpoint)
+    if artifact is None:
+        raise UsageError(f"no {what} checkpoint given and the preset names none", "pass the checkpoint path")
+    from adm.hub.download import ensure_artifact
+
+    return ensure_artifact(artifact, download=download)
+
+
+def load_model(
+    preset: str | Preset | None = None,
+    *,
+    checkpoint: str | Path | None = None,
+    classifier_checkpoint: str | Path | None = None,
+    model_flags: str | dict | ModelFlags | SuperResFlags | None = None,
+    classifier_flags: str | dict | ClassifierFlags | None = None,
+    with_classifier: bool = True,
+    steps: str | None = None,
+    device: str | torch.device | None = None,
+    download: bool = False,
+    registry: Registry | None = None,
+) -> LoadedModel:
+    """Build a preset's (or flags') networks, load their weights, and set up the process.
+
+    Checkpoints default to the preset's cached downloads (``download=True`` fetches what is
+    missing). ``steps`` is a respacing string (``"250"``, ``"ddim25"``) overriding the flags.
+    """
+    registry = registry or default_registry()
+    if isinstance(preset, str):
+        preset = registry.preset(preset)
+    if preset is None and model_flags is None:
+        raise UsageError("give a preset name or model flags")
+    flags = _as_model_flags(model_flags) if model_flags is not None else preset.model_flags
+    cflags = _as_classifier_flags(classifier_flags) if classifier_flags is not None else (preset.classifier_flags if preset else None)
+    device = torch.device(device) if device is not None else default_device()
+
+    model_path = _resolve(checkpoint, preset.checkpoint if preset else None, download, "model")
+    model = load_weights(build_model(flags, device="meta"), model_path, what="model", registry=registry, classifier=False)
+    classifier = None
+    if with_classifier and cflags is not None:
+        artifact = preset.classifier_checkpoint if preset else None
+        classifier_path = _resolve(classifier_checkpoint, artifact, download, "classifier")
+        classifier = load_weights(build_classifier(cflags, device="meta"), classifier_path, what="classifier", registry=registry, classifier=True)
+        classifier = classifier.to(device).eval()
+    process, param, loss = build_process(flags, respacing=steps)
+    return LoadedModel(
+        model=model.to(device).eval(),
+        process=process,
+        parameterization=param,
+        loss_type=loss,
+        flags=flags,
+        classifier=classifier,
+        classifier_flags=cflags if classifier is not None else None,
+        preset=preset,
+    )
+
+
+def _as_model_flags(value) -> ModelFlags | SuperResFlags:
+    return value if isinstance(value, (ModelFlags, SuperResFlags)) else parse_model_flags(value)
+
+
+def _as_classifier_flags(value) -> ClassifierFlags:
+    return value if isinstance(value, ClassifierFlags) else parse_flags(ClassifierFlags, value)

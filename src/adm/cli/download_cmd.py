@@ -1,0 +1,231 @@
+"""`adm download`: fetch artifacts into the cache, list the cache, verify it, import files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.filesize import decimal
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from adm.cli.common import console, err_console, guarded
+from adm.errors import ChecksumError, MissingFileError, UsageError
+from adm.hub.cache import cache_root
+from adm.hub.download import (
+    CacheEntry,
+    cache_entries,
+    download_artifact,
+    import_file,
+    resolve_artifacts,
+    verify_artifact,
+)
+from adm.hub.transfer import TransferPolicy
+from adm.presets import default_registry
+
+STATE_TEXT = {
+    "ok": "[green]yes[/]",
+    "missing": "no",
+    "unrecorded": "[yellow]unverified[/]",
+    "changed": "[yellow]changed (run --verify)[/]",
+    "mismatch": "[red]mismatch[/]",
+}
+
+
+@guarded
+def download(
+    names: list[str] | None = typer.Argument(
+        None,
+        metavar="NAME",
+        help="Artifact or preset names (a preset fetches everything it needs).",
+        show_default=False,
+    ),
+    list_: bool = typer.Option(
+        False, "--list", help="List the downloadable artifacts and whether they are cached."
+    ),
+    force: bool = typer.Option(
+        False, "--force", help="Download again even when cached (a partial download is discarded)."
+    ),
+    cache_dir: Path | None = typer.Option(
+        None,
+        "--dir",
+        help="Cache root for this call (default: $ADM_HOME, else the user cache folder).",
+        show_default=False,
+    ),
+    from_file: Path | None = typer.Option(
+        None,
+        "--from-file",
+        help="Import a file fetched by hand: verified, then copied into the cache.",
+        show_default=False,
+    ),
+    verify: bool = typer.Option(
+        False, "--verify", help="Rehash cached files (all, or the NAMEs) against their sha256."
+    ),
+) -> None:
+    """Download checkpoints, reference batches and weights into the cache (resumable, verified).
+
+    Files come from each artifact's URL, or from the mirror $ADM_BASE_URL when set; $ADM_DOWNLOAD_RETRIES, $ADM_DOWNLOAD_BACKOFF and $ADM_DOWNLOAD_TIMEOUT tune retries and timeouts.
+    """
+    registry = default_registry()
+    for problem in registry.plugin_errors:
+        err_console.print(f"[yellow]warning:[/] {problem}", highlight=False)
+    names = names or []
+    modes = [
+        flag
+        for flag, on in (("--list", list_), ("--verify", verify), ("--from-file", from_file))
+        if on
+    ]
+    if len(modes) > 1:
+        raise UsageError(f"{' and '.join(modes)} cannot be combined")
+    if force and (list_ or verify):
+        raise UsageError("--force only applies to downloads")
+
+    artifacts = resolve_artifacts(names, registry) if names else None
+    if list_:
+        _list(cache_entries(artifacts, cache_dir=cache_dir, registry=registry), cache_dir)
+        return
+    if verify:
+        _verify(artifacts, cache_dir, registry, explicit=bool(names))
+        return
+    if not artifacts:
+        raise UsageError(
+            "name what to download",
+            "`adm download --list` lists the artifacts, `adm presets` the presets",
+        )
+    if from_file is not None:
+        if len(artifacts) != 1:
+            raise UsageError(
+                f"--from-file imports one artifact, but {' '.join(names)} means {len(artifacts)}",
+                "name the artifact: " + " or ".join(a.name for a in artifacts),
+            )
+        with _progress() as progress:
+            task = progress.add_task(f"import {artifacts[0].name}", total=None)
+            done = import_file(
+                artifacts[0],
+                from_file,
+                registry=registry,
+                cache_dir=cache_dir,
+                on_progress=lambda n, total: progress.update(task, completed=n, total=total),
+                on_status=lambda msg: progress.console.print(f"[dim]{msg}[/]", highlight=False),
+            )
+        console.print(
+            f"{done.artifact.name}: imported {decimal(done.size)}, sha256 {done.sha256} -> {done.path}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return
+
+    policy = TransferPolicy.from_env()
+    for art in artifacts:
+        with _progress() as progress:
+            task = progress.add_task(art.name, total=art.size)
+            got = download_artifact(
+                art,
+                registry=registry,
+                cache_dir=cache_dir,
+                force=force,
+                policy=policy,
+                on_progress=lambda n, total, task=task, progress=progress: progress.update(
+                    task, completed=n, total=total
+                ),
+                on_status=lambda msg, progress=progress: progress.console.print(
+                    f"[dim]{msg}[/]", highlight=False
+                ),
+            )
+            if got.action == "cached":
+                progress.update(task, completed=got.size, total=got.size)
+        what = "already cached" if got.action == "cached" else f"downloaded {decimal(got.size)}"
+        console.print(f"{art.name}: {what} -> {got.path}", highlight=False, soft_wrap=True)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+def _list(entries: list[CacheEntry], cache_dir: Path | None) -> None:
+    table = Table(title=f"adm artifacts (cache: {cache_root(cache_dir)})")
+    for column in ("name", "kind", "size", "cached", "path"):
+        table.add_column(column, overflow="fold")
+    for entry in entries:
+        cached = STATE_TEXT[entry.state]
+        if entry.state == "missing" and entry.partial:
+            cached = f"partial ({decimal(entry.partial)})"
+        table.add_row(
+            entry.artifact.name,
+            entry.artifact.kind,
+            decimal(entry.size) if entry.size is not None else "?",
+            cached,
+            str(entry.path),
+        )
+    console.print(table)
+
+
+def _verify(artifacts, cache_dir: Path | None, registry, *, explicit: bool) -> None:
+    if artifacts is None:
+        artifacts = [
+            e.artifact
+            for e in cache_entries(cache_dir=cache_dir, registry=registry)
+            if e.state != "missing"
+        ]
+        if not artifacts:
+            console.print(f"nothing cached in {cache_root(cache_dir)}", highlight=False)
+            return
+    failed, missing = [], []
+    for art in artifacts:
+        with _progress() as progress:
+            task = progress.add_task(f"verify {art.name}", total=None)
+            result = verify_artifact(
+                art,
+                registry=registry,
+                cache_dir=cache_dir,
+                on_progress=lambda n, total, task=task, progress=progress: progress.update(
+                    task, completed=n, total=total
+                ),
+            )
+        if result.status == "ok":
+            trust = "published" if result.trust == "published" else "recorded at first download"
+            console.print(
+                f"[green]ok[/] {art.name}: sha256 {result.sha256} ({trust})",
+                highlight=False,
+                soft_wrap=True,
+            )
+        elif result.status == "mismatch":
+            failed.append(art.name)
+            got = f"got {result.sha256[:12]}…, " if result.sha256 else ""
+            exp = f"expected {result.expected[:12]}…" if result.expected else "size changed"
+            console.print(
+                f"[red]mismatch[/] {art.name}: {got}{exp}; removed from the cache", highlight=False
+            )
+        elif result.status == "unverified":
+            console.print(
+                f"[yellow]unverified[/] {art.name}: {result.path} has no record and no published hash "
+                f"(accept it with `adm download {art.name} --from-file {result.path}`)",
+                highlight=False,
+                soft_wrap=True,
+            )
+        else:
+            missing.append(art.name)
+            console.print(f"[dim]missing[/] {art.name}: not in the cache", highlight=False)
+    if failed:
+        raise ChecksumError(
+            f"{len(failed)} cached file(s) failed verification and were removed: {', '.join(failed)}",
+            f"run `adm download {' '.join(failed)}`",
+        )
+    if missing and explicit:
+        raise MissingFileError(
+            f"not in the cache: {', '.join(missing)}", f"run `adm download {' '.join(missing)}`"
+        )

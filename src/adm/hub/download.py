@@ -1,0 +1,491 @@
+"""Fetching registry artifacts into the cache, importing hand-fetched files, verifying the cache.
+
+The public entry points all take the artifact (or its name) and keyword options; none keeps state
+between calls. The registry is ``adm.presets.default_registry()`` unless a ``registry=`` is passed,
+which is how tests and embedding applications use their own artifacts::
+
+    from adm.hub.download import ensure_artifact
+    path = ensure_artifact("256-cond")                 # MissingFileError if not downloaded yet
+    path = ensure_artifact("256-cond", download=True)  # fetch (resumable, verified) if needed
+
+Every writer of a cache entry holds that entry's file lock, so concurrent processes asking for the
+same file download it once: the others wait for the lock, then find the file in place.
+Layout and records: ``adm.hub.cache``; the HTTP side: ``adm.hub.transfer``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import errno
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from adm.errors import ChecksumError, DownloadError, MissingFileError, UsageError
+from adm.hub.cache import (
+    HASH_CHUNK,
+    CacheState,
+    ProgressCallback,
+    Record,
+    cache_root,
+    expected_sha256,
+    inspect_entry,
+    lock_path,
+    part_path,
+    read_record,
+    remove_entry,
+    sha256_file,
+    write_record,
+)
+from adm.hub.cache import cache_path as _cache_path
+from adm.hub.transfer import StatusCallback, TransferPolicy, fetch_to_part
+from adm.presets.registry import Registry, default_registry
+from adm.presets.types import Artifact
+
+ENV_BASE_URL = "ADM_BASE_URL"
+
+KIND_WORDS = {
+    "checkpoint": "checkpoint",
+    "reference": "reference batch",
+    "weights": "weights",
+    "other": "artifact",
+}
+
+__all__ = [
+    "ENV_BASE_URL",
+    "CacheEntry",
+    "Fetched",
+    "TransferPolicy",
+    "Verified",
+    "cache_entries",
+    "cache_path",
+    "cache_root",
+    "download_artifact",
+    "ensure_artifact",
+    "import_file",
+    "is_cached",
+    "resolve_artifacts",
+    "resolve_url",
+    "verify_artifact",
+]
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """The outcome of ``download_artifact`` / ``import_file``: a verified file in the cache."""
+
+    artifact: Artifact
+    path: Path
+    sha256: str
+    size: int
+    action: Literal["cached", "downloaded", "imported"]
+    source: str
+    resumed_from: int = 0
+
+
+@dataclass(frozen=True)
+class Verified:
+    """The outcome of ``verify_artifact``.
+
+    ``ok``: the hash matches the published / recorded one; ``missing``: not in the cache;
+    ``mismatch``: it did not match and was removed; ``unverified``: a file with no published hash
+    and no record (placed by hand), nothing to check it against.
+    """
+
+    artifact: Artifact
+    path: Path
+    status: Literal["ok", "missing", "mismatch", "unverified"]
+    sha256: str | None = None
+    expected: str | None = None
+    trust: str | None = None
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One row of ``adm download --list`` (from stat calls, no hashing)."""
+
+    artifact: Artifact
+    path: Path
+    state: CacheState
+    size: int | None
+    partial: int
+
+
+# ------------------------------------------------------------------------------------- look-ups
+
+
+def _registry(registry: Registry | None) -> Registry:
+    return registry if registry is not None else default_registry()
+
+
+def _artifact(artifact: Artifact | str, registry: Registry | None) -> Artifact:
+    return artifact if isinstance(artifact, Artifact) else _registry(registry).artifact(artifact)
+
+
+def cache_path(
+    artifact: Artifact | str,
+    cache_dir: str | os.PathLike[str] | None = None,
+    *,
+    registry: Registry | None = None,
+) -> Path:
+    """Where an artifact (or artifact name) lives in the cache, whether or not it is there."""
+    return _cache_path(_artifact(artifact, registry), cache_dir)
+
+
+def resolve_url(artifact: Artifact, base_url: str | None = None) -> str:
+    """The URL to fetch: below ``base_url`` / ``$ADM_BASE_URL`` when set, else the canonical one."""
+    base = base_url if base_url is not None else os.environ.get(ENV_BASE_URL, "")
+    if base.strip():
+        return (
+            base.strip().rstrip("/") + "/" + (artifact.mirror_path or artifact.filename).lstrip("/")
+        )
+    return artifact.url
+
+
+def resolve_artifacts(names: Iterable[str], registry: Registry | None = None) -> list[Artifact]:
+    """Artifact names and preset names (expanded to what the preset needs), deduplicated, in order."""
+    reg = _registry(registry)
+    artifacts, presets = reg.artifacts, reg.presets
+    out: dict[str, Artifact] = {}
+    for name in names:
+        if name in artifacts:
+            out.setdefault(name, artifacts[name])
+        elif name in presets:
+            for needed in presets[name].artifacts:
+                out.setdefault(needed, reg.artifact(needed))
+        else:
+            close = difflib.get_close_matches(name, [*artifacts, *presets], n=3, cutoff=0.5)
+            hint = (
+                ("did you mean " + " or ".join(close) + "?")
+                if close
+                else "`adm download --list` lists them"
+            )
+            raise UsageError(f"unknown artifact or preset {name!r}", hint)
+    return list(out.values())
+
+
+def is_cached(
+    name: Artifact | str,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    registry: Registry | None = None,
+) -> bool:
+    """Whether a verified copy is in the cache (a quick look: stat and record, no hashing)."""
+    art = _artifact(name, registry)
+    return inspect_entry(art, _cache_path(art, cache_dir))[0] == "ok"
+
+
+def cache_entries(
+    artifacts: Iterable[Artifact] | None = None,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    registry: Registry | None = None,
+) -> list[CacheEntry]:
+    """The cache state of each artifact (default: every registered one), without hashing."""
+    arts = (
+        list(artifacts) if artifacts is not None else list(_registry(registry).artifacts.values())
+    )
+    entries = []
+    for art in arts:
+        path = _cache_path(art, cache_dir)
+        state, _ = inspect_entry(art, path)
+        try:
+            size: int | None = path.stat().st_size
+        except OSError:
+            size = art.size
+        try:
+            partial = part_path(path).stat().st_size
+        except OSError:
+            partial = 0
+        entries.append(CacheEntry(art, path, state, size, partial))
+    return entries
+
+
+# ------------------------------------------------------------------------------------- locking
+
+
+def _noop(_message: str) -> None:
+    pass
+
+
+@contextmanager
+def _locked(art: Artifact, path: Path, on_status: StatusCallback) -> Iterator[None]:
+    """Hold the entry's file lock; tell the caller when another process has it first."""
+    from filelock import FileLock, Timeout
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DownloadError(
+            f"cannot create the cache folder {path.parent}: {err.strerror or err}",
+            "pass --dir or set ADM_HOME to a writable folder",
+        ) from None
+    lock = FileLock(str(lock_path(path)))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        on_status(f"waiting for another adm process that is fetching {art.name}")
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+# ------------------------------------------------------------------------------------- checking
+
+
+def _check_locked(
+    art: Artifact, path: Path, on_progress: ProgressCallback | None, rehash: bool = False
+) -> tuple[Literal["ok", "missing", "mismatch", "unverified"], Record | None, str | None]:
+    """Full check of an entry (caller holds the lock). A file that fails is removed.
+
+    Returns (status, record, actual sha256 when hashed).
+    """
+    state, record = inspect_entry(art, path)
+    if state == "missing":
+        return "missing", None, None
+    if state == "ok" and not rehash:
+        return "ok", record, None
+    if state == "mismatch":
+        remove_entry(path)
+        return "mismatch", record, None
+    expected = expected_sha256(art, record)
+    if expected is None:
+        return "unverified", None, None
+    digest = sha256_file(path, on_progress)
+    if digest != expected:
+        remove_entry(path)
+        return "mismatch", record, digest
+    if record is None:
+        record = Record.for_file(art, path, digest, source="adopted")
+    else:
+        st = path.stat()
+        record = dataclasses.replace(record, size=st.st_size, mtime_ns=st.st_mtime_ns)
+    write_record(path, record)
+    return "ok", record, digest
+
+
+def _settled(
+    art: Artifact, path: Path, on_progress: ProgressCallback | None, on_status: StatusCallback
+):
+    """Quick look first; take the lock and check fully only when the quick look is not conclusive."""
+    state, record = inspect_entry(art, path)
+    if state in ("ok", "missing"):
+        return state, record
+    with _locked(art, path, on_status):
+        status, record, _ = _check_locked(art, path, on_progress)
+    return status, record
+
+
+def _install(art: Artifact, path: Path, staged: Path, digest: str, source: str) -> Record:
+    """Record first, then rename: a file in place always has its record."""
+    try:
+        record = Record.for_file(art, staged, digest, source)
+        write_record(path, record)
+        os.replace(staged, path)
+    except OSError as err:
+        raise DownloadError(
+            f"cannot move {art.name} into the cache at {path}: {err.strerror or err}"
+        ) from None
+    return record
+
+
+# ------------------------------------------------------------------------------------- actions
+
+
+def download_artifact(
+    artifact: Artifact | str,
+    *,
+    registry: Registry | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    force: bool = False,
+    base_url: str | None = None,
+    policy: TransferPolicy | None = None,
+    on_progress: ProgressCallback | None = None,
+    on_status: StatusCallback | None = None,
+    session=None,
+) -> Fetched:
+    """Make sure a verified copy of ``artifact`` is in the cache, downloading it if needed.
+
+    ``force`` downloads again from scratch (a partial download is discarded). ``base_url``
+    (default ``$ADM_BASE_URL``) fetches from a mirror instead of the canonical URL. Progress is
+    reported as ``on_progress(done_bytes, total_bytes_or_None)``; short notes (resuming, retrying,
+    waiting for another process) through ``on_status(message)``.
+    """
+    art = _artifact(artifact, registry)
+    path = _cache_path(art, cache_dir)
+    status = on_status or _noop
+    if not force:
+        state, record = inspect_entry(art, path)
+        if state == "ok" and record is not None:
+            return Fetched(art, path, record.sha256, record.size, "cached", record.source)
+    with _locked(art, path, status):
+        if not force:
+            state, record, _ = _check_locked(art, path, on_progress)
+            if (
+                state == "ok" and record is not None
+            ):  # possibly fetched by the process we waited for
+                return Fetched(art, path, record.sha256, record.size, "cached", record.source)
+            if state == "mismatch":
+                status(
+                    f"{art.name}: the cached copy failed verification and was removed; downloading again"
+                )
+        url = resolve_url(art, base_url)
+        got = fetch_to_part(
+            url,
+            part_path(path),
+            name=art.name,
+            expected_size=art.size,
+            expected_sha256=art.sha256,
+            policy=policy or TransferPolicy.from_env(),
+            on_progress=on_progress,
+            on_status=status,
+            session=session,
+            restart=force,
+        )
+        _install(art, path, part_path(path), got.sha256, url)
+    return Fetched(art, path, got.sha256, got.size, "downloaded", url, got.resumed_from)
+
+
+def import_file(
+    artifact: Artifact | str,
+    source: str | os.PathLike[str],
+    *,
+    registry: Registry | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    on_progress: ProgressCallback | None = None,
+    on_status: StatusCallback | None = None,
+) -> Fetched:
+    """Copy a hand-fetched file into the cache after checking its size and sha256 where known.
+
+    The copy goes to a temporary file next to the cache entry and is renamed into place only when
+    it checks out; a file that does not is never in the cache. With no published hash, the copy's
+    hash is recorded (trust on first use) like a download's.
+    """
+    art = _artifact(artifact, registry)
+    src = Path(source).expanduser()
+    if not src.is_file():
+        raise MissingFileError(
+            f"{src} is not a file", f"pass the path of the downloaded {art.filename}"
+        )
+    path = _cache_path(art, cache_dir)
+    total = src.stat().st_size
+    if art.size is not None and total != art.size:
+        raise ChecksumError(
+            f"{src} has {total} bytes, {art.name} has {art.size}; nothing was imported",
+            f"is it {art.filename} from {art.url}?",
+        )
+    with _locked(art, path, on_status or _noop):
+        fd, tmp_name = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{art.filename}.", suffix=".import"
+        )
+        tmp = Path(tmp_name)
+        try:
+            hasher = hashlib.sha256()
+            done = 0
+            try:
+                with open(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
+                    while chunk := fin.read(HASH_CHUNK):
+                        fout.write(chunk)
+                        hasher.update(chunk)
+                        done += len(chunk)
+                        if on_progress is not None:
+                            on_progress(done, total)
+                    fout.flush()
+                    os.fsync(fout.fileno())
+            except OSError as err:
+                if err.errno == errno.ENOSPC:
+                    raise DownloadError(
+                        f"disk full while copying {src} into {path.parent}",
+                        "free some space, or pass --dir / set ADM_HOME to a larger disk",
+                    ) from None
+                raise DownloadError(f"cannot import {src}: {err.strerror or err}") from None
+            digest = hasher.hexdigest()
+            if art.size is not None and done != art.size:
+                raise ChecksumError(
+                    f"{src} has {done} bytes, {art.name} has {art.size}; nothing was imported"
+                )
+            if art.sha256 and digest != art.sha256.lower():
+                raise ChecksumError(
+                    f"{src} does not match the published sha256 of {art.name} (got {digest[:12]}…, "
+                    f"expected {art.sha256.lower()[:12]}…); nothing was imported",
+                    f"is it {art.filename} from {art.url}?",
+                )
+            _install(art, path, tmp, digest, src.resolve().as_uri())
+        finally:
+            tmp.unlink(missing_ok=True)
+        # an abandoned download of the same file is moot now
+        part_path(path).unlink(missing_ok=True)
+    return Fetched(art, path, digest, done, "imported", src.resolve().as_uri())
+
+
+def verify_artifact(
+    artifact: Artifact | str,
+    *,
+    registry: Registry | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    on_progress: ProgressCallback | None = None,
+    on_status: StatusCallback | None = None,
+) -> Verified:
+    """Rehash a cached file and compare with its published or recorded sha256; remove it on mismatch."""
+    art = _artifact(artifact, registry)
+    path = _cache_path(art, cache_dir)
+    if not path.exists():
+        return Verified(art, path, "missing")
+    with _locked(art, path, on_status or _noop):
+        before = read_record(path)
+        status, record, digest = _check_locked(art, path, on_progress, rehash=True)
+    expected = art.sha256.lower() if art.sha256 else (before.sha256 if before else None)
+    trust = record.trust if record else (before.trust if before else None)
+    return Verified(art, path, status, digest, expected, trust)
+
+
+def ensure_artifact(
+    name: Artifact | str,
+    *,
+    download: bool = False,
+    cache_dir: str | os.PathLike[str] | None = None,
+    on_progress: ProgressCallback | None = None,
+    registry: Registry | None = None,
+    on_status: StatusCallback | None = None,
+    base_url: str | None = None,
+    policy: TransferPolicy | None = None,
+) -> Path:
+    """The cached, verified path of an artifact; downloads it when ``download`` is true.
+
+    A file whose size or modification time changed since it was recorded is rehashed (and removed
+    if it no longer matches). Without ``download``, a missing file raises ``MissingFileError``
+    naming the command that fetches it.
+    """
+    art = _artifact(name, registry)
+    path = _cache_path(art, cache_dir)
+    status = on_status or _noop
+    state, _ = _settled(art, path, on_progress, status)
+    if state == "ok":
+        return path
+    if download:
+        return download_artifact(
+            art,
+            cache_dir=cache_dir,
+            base_url=base_url,
+            policy=policy,
+            on_progress=on_progress,
+            on_status=status,
+        ).path
+    what = f"{KIND_WORDS.get(art.kind, 'artifact')} {art.name}"
+    fix = f"run `adm download {art.name}`, or pass --download"
+    if state == "mismatch":
+        raise ChecksumError(f"the cached {what} failed verification and was removed ({path})", fix)
+    if state == "unverified":
+        raise MissingFileError(
+            f"the {what} at {path} was not placed there by adm and has no published hash to check",
+            f"run `adm download {art.name} --from-file {path}` to accept it, or `adm download {art.name}`",
+        )
+    raise MissingFileError(f"{what} is not in the cache ({path})", fix)

@@ -1,0 +1,245 @@
+"""Samplers, guidance and noise sources.
+
+Golden: the tiny class-conditional UNet and noisy classifier of the golden set, sampled with
+DDIM (unguided and guided) and the ancestral sampler (guided, recorded noise) through
+``adm.compat.diffusion`` and through the ``adm.sampling`` API the CLI uses.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import golden
+from adm.compat.diffusion import create_gaussian_diffusion
+from adm.diffusion import GaussianProcess, ModelMeanType, ModelVarType, Parameterization
+from adm.errors import UsageError
+from adm.models import NoisyClassifier, UNet
+from adm.sampling import (
+    SAMPLERS,
+    Denoiser,
+    PerSampleNoise,
+    ReplayNoise,
+    classifier_grad_fn,
+    get_sampler,
+    sample_ddim,
+    sample_ddpm,
+)
+
+CASE = "sampling_16px_ddim10_guided"
+
+
+def _constructor_kwargs(case_name: str) -> dict:
+    kwargs = dict(golden.case(case_name)["constructor"]["kwargs"])
+    kwargs.pop("dims")
+    kwargs.pop("use_fp16")
+    new_order = kwargs.pop("use_new_attention_order")
+    kwargs["attention_order"] = "new" if new_order else "legacy"
+    return kwargs
+
+
+@pytest.fixture(scope="module")
+def nets():
+    case = golden.case(CASE)
+    unet = UNet(**_constructor_kwargs(case["model_case"]))
+    unet.load_state_dict(golden.weights(case["model_case"]))
+    classifier_kwargs = _constructor_kwargs(case["classifier_case"])
+    classifier_kwargs.pop("num_heads_upsample")  # the encoder has no decoder attention
+    classifier = NoisyClassifier(**classifier_kwargs)
+    classifier.load_state_dict(golden.weights(case["classifier_case"]))
+    return unet.eval(), classifier.eval()
+
+
+class Recording:
+    """model_fn(x, t, y) = unet(x, t, y), as in classifier_sample.py, recording t."""
+
+    def __init__(self, net):
+        self.net = net
+        self.seen: list[torch.Tensor] = []
+
+    def __call__(self, x, t, y=None):
+        self.seen.append(t.clone())
+        return self.net(x, t, y)
+
+
+def _diffusion(respacing: str):
+    flags = dict(golden.case(CASE)["diffusion_flags"])
+    flags["steps"] = flags.pop("diffusion_steps")
+    return create_gaussian_diffusion(**flags, timestep_respacing=respacing)
+
+
+def _cond_fn(classifier):
+    return classifier_grad_fn(classifier, golden.case(CASE)["classifier_scale"])
+
+
+def _assert_loop_close(samples: list[torch.Tensor], prefix: str, seen: list[torch.Tensor]):
+    io = golden.io(CASE)
+    limit = golden.case(CASE)["tolerance"]["sampling"]["max_abs_diff"]
+    got = torch.stack(samples)
+    assert got.shape == io[f"{prefix}/samples"].shape
+    assert (got - io[f"{prefix}/samples"]).abs().max().item() <= limit
+    assert (samples[-1] - io[f"{prefix}/final"]).abs().max().item() <= limit
+    golden.assert_math_close(torch.stack(seen), io[f"{prefix}/t_seen_by_model"])
+
+
+@pytest.mark.parametrize("guided", [False, True], ids=["ddim", "ddim_guided"])
+def test_compat_ddim_loop(nets, guided):
+    unet, classifier = nets
+    io, case = golden.io(CASE), golden.case(CASE)
+    model_fn = Recording(unet)
+    samples = [
+        out["sample"]
+        for out in _diffusion(case["ddim_respacing"]).ddim_sample_loop_progressive(
+            model_fn,
+            tuple(io["noise"].shape),
+            noise=io["noise"],
+            clip_denoised=case["clip_denoised"],
+            cond_fn=_cond_fn(classifier) if guided else None,
+            model_kwargs={"y": io["y"]},
+            eta=case["eta"],
+        )
+    ]
+    _assert_loop_close(samples, "ddim_guided" if guided else "ddim", model_fn.seen)
+
+
+def test_compat_p_sample_loop_guided_with_recorded_noise(nets):
+    unet, classifier = nets
+    io, case = golden.io(CASE), golden.case(CASE)
+    model_fn = Recording(unet)
+    samples = [
+        out["sample"]
+        for out in _diffusion(case["psample_respacing"]).p_sample_loop_progressive(
+            model_fn,
+            tuple(io["noise"].shape),
+            noise=io["noise"],
+            clip_denoised=case["clip_denoised"],
+            cond_fn=_cond_fn(classifier),
+            model_kwargs={"y": io["y"]},
+            step_noise=io["p_sample/step_noise"],
+        )
+    ]
+    _assert_loop_close(samples, "p_sample_guided", model_fn.seen)
+
+
+def test_compat_single_guided_step(nets):
+    unet, classifier = nets
+    io, case = golden.io(CASE), golden.case(CASE)
+    diffusion = _diffusion(case["psample_respacing"])
+    x_t, y = io["single_step/x_t"], io["y"]
+    t = torch.full((x_t.shape[0],), case["single_step_t"], dtype=torch.long)
+    with torch.no_grad():
+        pmv = diffusion.p_mean_variance(
+            Recording(unet), x_t, t, clip_denoised=True, model_kwargs={"y": y}
+        )
+    for key in ("mean", "variance", "log_variance", "pred_xstart"):
+        golden.assert_forward_close(pmv[key], io[f"single_step/p_mean_variance/{key}"])
+
+    seen = []
+    scale = case["classifier_scale"]
+    grad_fn = classifier_grad_fn(
+        lambda x, ts: (seen.append(ts.clone()), classifier(x, ts))[1], scale
+    )
+    golden.assert_forward_close(
+        diffusion.condition_mean(grad_fn, pmv, x_t, t, model_kwargs={"y": y}),
+        io["single_step/condition_mean"],
+    )
+    golden.assert_math_close(seen[0], io["single_step/t_seen_by_classifier"])
+    mapped = torch.tensor(diffusion.timestep_map)[t]
+    golden.assert_forward_close(grad_fn(x_t, mapped, y), io["single_step/cond_fn_gradient"])
+    score = diffusion.condition_score(grad_fn, pmv, x_t, t, model_kwargs={"y": y})
+    golden.assert_forward_close(score["pred_xstart"], io["single_step/condition_score/pred_xstart"])
+    golden.assert_forward_close(score["mean"], io["single_step/condition_score/mean"])
+
+
+def test_sampling_api_ddim_guided_matches_original(nets):
+    """The path the CLI takes: GaussianProcess + Denoiser + SAMPLERS['ddim'] + classifier_grad_fn."""
+    unet, classifier = nets
+    io, case = golden.io(CASE), golden.case(CASE)
+    process = GaussianProcess.create("linear", 1000, case["ddim_respacing"])
+    param = Parameterization(ModelMeanType.EPSILON, ModelVarType.LEARNED_RANGE)
+    denoiser = Denoiser(unet, process, param, {"y": io["y"]}, clip_denoised=True)
+    steps = []
+    final = get_sampler("ddim")(
+        denoiser, io["noise"], cond_fn=_cond_fn(classifier), callback=steps.append, eta=0.0
+    )
+    assert [s["t"] for s in steps] == list(range(9, -1, -1))
+    assert (torch.stack([s["x"] for s in steps]) - io["ddim_guided/samples"]).abs().max() <= 1e-3
+    assert (final - io["ddim_guided/final"]).abs().max() <= 1e-3
+
+
+# --- non-golden behaviour -------------------------------------------------------------------
+
+
+def _toy_denoiser(num_steps: int = 8) -> Denoiser:
+    """A per-sample 'network' (no interaction across the batch), learned-range variance."""
+
+    def model(x, t, y=None):
+        scale = 1.0 + t.float().view(-1, 1, 1, 1) / 1000
+        return torch.cat([torch.tanh(x) * scale, torch.sin(x)], dim=1)
+
+    process = GaussianProcess.create("cosine", 1000, str(num_steps))
+    param = Parameterization(ModelMeanType.EPSILON, ModelVarType.LEARNED_RANGE)
+    return Denoiser(model, process, param)
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_per_sample_noise_does_not_depend_on_batch_composition(name):
+    sampler, denoiser = get_sampler(name), _toy_denoiser()
+    knobs = {"eta": 0.7} if name == "ddim" else {}
+    shape = (3, 3, 4, 4)
+
+    def run(seeds):
+        source = PerSampleNoise.from_seeds(seeds)
+        x_T = source.randn((len(seeds), *shape[1:]))
+        return sampler(denoiser, x_T, noise=source, **knobs)
+
+    together = run([11, 22, 33])
+    apart = torch.cat([run([11]), run([22, 33])])
+    torch.testing.assert_close(together, apart, rtol=0, atol=1e-6)
+    assert not torch.allclose(together[0], together[1])
+
+
+def test_sampler_registry():
+    assert set(SAMPLERS) == {"ddpm", "ddim"}
+    assert get_sampler("ddpm") is sample_ddpm and get_sampler("ddim") is sample_ddim
+    with pytest.raises(UsageError, match="unknown sampler") as info:
+        get_sampler("euler")
+    assert "ddim" in str(info.value) and "ddpm" in str(info.value)
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_callback_receives_every_step(name):
+    denoiser = _toy_denoiser(num_steps=6)
+    calls = []
+    x_T = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    final = get_sampler(name)(
+        denoiser, x_T, noise=PerSampleNoise.from_seeds([1, 2]), callback=calls.append
+    )
+    assert [c["i"] for c in calls] == list(range(6))
+    assert [c["t"] for c in calls] == list(range(5, -1, -1))
+    assert set(calls[0]) == {"i", "t", "x", "pred_xstart"}
+    assert torch.equal(calls[-1]["x"], final)
+
+
+def test_replay_noise_is_consumed_in_loop_order_even_for_deterministic_ddim():
+    denoiser = _toy_denoiser(num_steps=4)
+    x_T = torch.randn(2, 3, 4, 4)
+    source = ReplayNoise(torch.randn(4, 2, 3, 4, 4))
+    sample_ddim(denoiser, x_T, noise=source, eta=0.0)
+    assert source.calls == 4
+    with pytest.raises(UsageError, match="exhausted"):
+        source(x_T)
+
+
+def test_guidance_shifts_the_ancestral_mean_by_variance_times_gradient():
+    denoiser = _toy_denoiser(num_steps=4)
+    x = torch.randn(2, 3, 4, 4)
+    grad = torch.randn_like(x)
+    t = torch.tensor([2, 2])
+    zeros = ReplayNoise([torch.zeros_like(x), torch.zeros_like(x)])
+    from adm.sampling import ddpm_step
+
+    plain = ddpm_step(denoiser, x, t, noise=zeros).sample
+    guided = ddpm_step(denoiser, x, t, noise=zeros, cond_fn=lambda x, t, **kw: grad).sample
+    variance = denoiser(x, t)[0].variance
+    torch.testing.assert_close(guided - plain, variance * grad)
