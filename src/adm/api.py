@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from adm.diffusion.process import GaussianProcess, LossType, Parameterization
+from adm.distributed import pick_device
 from adm.errors import UsageError
 from adm.factory import build_classifier, build_model, build_process
 from adm.flags import ClassifierFlags, ModelFlags, SuperResFlags, parse_flags, parse_model_flags
@@ -47,11 +48,7 @@ class LoadedModel:
 
 def default_device() -> torch.device:
     """The best available accelerator: CUDA, then Apple's MPS, else the CPU."""
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    return pick_device()
 
 
 def _preset_signatures(registry: Registry, classifier: bool) -> Iterator[tuple[str, Signature]]:

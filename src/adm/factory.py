@@ -101,25 +101,10 @@ def diffusion_flags(flags: DiffusionFlags) -> DiffusionFlags:
     return DiffusionFlags(**{k: getattr(flags, k) for k in DiffusionFlags.model_fields})
 
 
-def build_process(flags: DiffusionFlags, respacing: str | None = None):
-    """``(process, parameterization, loss_type)`` as ``create_gaussian_diffusion`` sets them up.
+def parameterization(flags: DiffusionFlags):
+    """``(Parameterization, LossType)`` as ``create_gaussian_diffusion`` derives them from flags."""
+    from adm.diffusion.process import LossType, ModelMeanType, ModelVarType, Parameterization
 
-    ``respacing`` overrides the flags' ``timestep_respacing`` (sampling picks its own steps).
-    """
-    from adm.diffusion.process import (
-        GaussianProcess,
-        LossType,
-        ModelMeanType,
-        ModelVarType,
-        Parameterization,
-    )
-
-    process = GaussianProcess.create(
-        schedule=flags.noise_schedule,
-        num_steps=flags.diffusion_steps,
-        respacing=flags.timestep_respacing if respacing is None else respacing,
-        rescale_timesteps=flags.rescale_timesteps,
-    )
     if flags.learn_sigma:
         variance = ModelVarType.LEARNED_RANGE
     else:
@@ -131,4 +116,20 @@ def build_process(flags: DiffusionFlags, respacing: str | None = None):
         loss = LossType.RESCALED_MSE
     else:
         loss = LossType.MSE
-    return process, Parameterization(mean=mean, variance=variance), loss
+    return Parameterization(mean=mean, variance=variance), loss
+
+
+def build_process(flags: DiffusionFlags, respacing: str | None = None):
+    """``(process, parameterization, loss_type)`` for a flag set.
+
+    ``respacing`` overrides the flags' ``timestep_respacing`` (sampling picks its own steps).
+    """
+    from adm.diffusion.process import GaussianProcess
+
+    process = GaussianProcess.create(
+        schedule=flags.noise_schedule,
+        num_steps=flags.diffusion_steps,
+        respacing=flags.timestep_respacing if respacing is None else respacing,
+        rescale_timesteps=flags.rescale_timesteps,
+    )
+    return (process, *parameterization(flags))

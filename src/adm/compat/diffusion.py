@@ -64,7 +64,7 @@ class GaussianDiffusion:
         rescale_timesteps: bool = False,
     ):
         self._init(
-            GaussianProcess.from_betas(torch.as_tensor(np.asarray(betas, dtype=np.float64))),
+            GaussianProcess.from_betas(torch.as_tensor(np.asarray(betas, dtype=np.float64), device="cpu")),
             model_mean_type, model_var_type, loss_type, rescale_timesteps,
         )
 
@@ -226,7 +226,7 @@ class SpacedDiffusion(GaussianDiffusion):
 
     def __init__(self, use_timesteps: Iterable[int], **kwargs):
         self.use_timesteps = set(use_timesteps)
-        base_betas = torch.as_tensor(np.asarray(kwargs.pop("betas"), dtype=np.float64))
+        base_betas = torch.as_tensor(np.asarray(kwargs.pop("betas"), dtype=np.float64), device="cpu")
         new_betas, timestep_map = schedules.respace(base_betas, self.use_timesteps)
         process = GaussianProcess(new_betas, timestep_map, int(base_betas.shape[0]))
         self._init(
@@ -248,21 +248,19 @@ def create_gaussian_diffusion(
     timestep_respacing="",
 ) -> SpacedDiffusion:
     """``script_util.create_gaussian_diffusion``: flags → a (always respaced) diffusion."""
-    if use_kl:
-        loss_type = LossType.RESCALED_KL
-    elif rescale_learned_sigmas:
-        loss_type = LossType.RESCALED_MSE
-    else:
-        loss_type = LossType.MSE
-    if learn_sigma:
-        var_type = ModelVarType.LEARNED_RANGE
-    else:
-        var_type = ModelVarType.FIXED_SMALL if sigma_small else ModelVarType.FIXED_LARGE
+    from adm.factory import parameterization
+    from adm.flags import DiffusionFlags
+
+    flags = DiffusionFlags(
+        learn_sigma=learn_sigma, diffusion_steps=steps, noise_schedule=noise_schedule, use_kl=use_kl,
+        predict_xstart=predict_xstart, rescale_learned_sigmas=rescale_learned_sigmas, sigma_small=sigma_small,
+    )
+    param, loss_type = parameterization(flags)
     return SpacedDiffusion(
         use_timesteps=space_timesteps(steps, timestep_respacing or [steps]),
         betas=get_named_beta_schedule(noise_schedule, steps),
-        model_mean_type=ModelMeanType.START_X if predict_xstart else ModelMeanType.EPSILON,
-        model_var_type=var_type,
+        model_mean_type=param.mean,
+        model_var_type=param.variance,
         loss_type=loss_type,
         rescale_timesteps=rescale_timesteps,
     )

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
 from adm.compat.diffusion import create_gaussian_diffusion
 from adm.compat.models import EncoderUNetModel, SuperResModel, UNetModel
 from adm.factory import classifier_kwargs, unet_kwargs
@@ -75,13 +73,11 @@ def create_model(
 
 
 def create_gaussian_diffusion_from(args: dict):
-    # Schedules are float64 CPU arrays whatever device context the caller builds models in.
-    with torch.device("cpu"):
-        return create_gaussian_diffusion(
-            steps=args["diffusion_steps"], learn_sigma=args["learn_sigma"], noise_schedule=args["noise_schedule"],
-            use_kl=args["use_kl"], predict_xstart=args["predict_xstart"], rescale_timesteps=args["rescale_timesteps"],
-            rescale_learned_sigmas=args["rescale_learned_sigmas"], timestep_respacing=args["timestep_respacing"],
-        )
+    return create_gaussian_diffusion(
+        steps=args["diffusion_steps"], learn_sigma=args["learn_sigma"], noise_schedule=args["noise_schedule"],
+        use_kl=args["use_kl"], predict_xstart=args["predict_xstart"], rescale_timesteps=args["rescale_timesteps"],
+        rescale_learned_sigmas=args["rescale_learned_sigmas"], timestep_respacing=args["timestep_respacing"],
+    )
 
 
 def create_model_and_diffusion(

@@ -104,6 +104,12 @@ class GaussianProcess:
     _on_device: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self):
+        device = self.betas.device if isinstance(self.betas, torch.Tensor) else torch.device("cpu")
+        # Computed where the betas live, even inside a caller's ``with torch.device("meta")``.
+        with torch.device(device):
+            self._validate_and_derive()
+
+    def _validate_and_derive(self) -> None:
         betas = torch.as_tensor(self.betas, dtype=torch.float64)
         tmap = torch.as_tensor(self.timestep_map, dtype=torch.int64)
         if betas.ndim != 1 or betas.numel() == 0:
@@ -113,7 +119,10 @@ class GaussianProcess:
         if tmap.shape != betas.shape:
             raise UsageError("timestep_map must have one entry per beta")
         object.__setattr__(self, "betas", betas)
-        object.__setattr__(self, "timestep_map", tmap)
+        object.__setattr__(self, "timestep_map", tmap.to(betas.device))
+        if betas.device.type == "cpu":
+            for name in ARRAY_NAMES[1:] + _EXTRA_NAMES:  # cheap (T floats each); fixes them on the CPU
+                getattr(self, name)
 
     @classmethod
     def create(

@@ -8,6 +8,7 @@ arrays equal to the original's to the last few ulps.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable
 
@@ -18,6 +19,18 @@ from adm.errors import UsageError
 SCHEDULES = ("linear", "cosine")
 
 
+def _on_cpu(func):
+    """Schedule arrays are float64 CPU tensors even inside a ``with torch.device(...)`` block."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        with torch.device("cpu"):
+            return func(*args, **kwargs)
+
+    return wrapper
+
+
+@_on_cpu
 def beta_schedule(name: str, num_steps: int) -> torch.Tensor:
     """The beta_t sequence of a named schedule (float64, shape [num_steps]).
 
@@ -133,6 +146,7 @@ def _parse_counts(text: str) -> list[int]:
         ) from None
 
 
+@_on_cpu
 def respace(betas: torch.Tensor, use_timesteps: Iterable[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Shorten a chain to ``use_timesteps`` while keeping alpha_bar at the kept steps.
 
