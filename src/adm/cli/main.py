@@ -9,6 +9,7 @@ from adm.cli.common import fail
 from adm.cli.convert_cmd import convert
 from adm.cli.download_cmd import download
 from adm.cli.presets_cmd import presets
+from adm.cli.sample_cmd import sample, upsample
 
 app = typer.Typer(
     name="adm",
@@ -35,6 +36,8 @@ def main(
 app.command("presets")(presets)
 app.command("download")(download)
 app.command("convert")(convert)
+app.command("sample")(sample)
+app.command("upsample")(upsample)
 
 
 def _not_built(name: str, issue: str):
@@ -48,8 +51,6 @@ def _not_built(name: str, issue: str):
 # Commands of later milestones: registered so `adm --help` shows the whole tool, and each says
 # in one line that it is not available yet (exit 2). Remove an entry when its module lands.
 NOT_YET = {
-    "sample": "planned: sampling",
-    "upsample": "planned: upsampling",
     "train": "planned: training",
     "train-classifier": "planned: classifier training",
     "evaluate": "planned: evaluation",

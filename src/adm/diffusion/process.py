@@ -114,6 +114,8 @@ class GaussianProcess:
         tmap = torch.as_tensor(self.timestep_map, dtype=torch.int64)
         if betas.ndim != 1 or betas.numel() == 0:
             raise UsageError(f"betas must be a non-empty 1-D array, got shape {tuple(betas.shape)}")
+        if betas.numel() < 2:  # the clipped posterior log-variance borrows step 1's value
+            raise UsageError("a diffusion chain needs at least 2 steps", "respace to 2 or more steps")
         if not bool(((betas > 0) & (betas <= 1)).all()):
             raise UsageError("betas must lie in (0, 1]")
         if tmap.shape != betas.shape:

@@ -1,0 +1,5 @@
+"""`python -m adm`."""
+
+from adm.cli.main import run
+
+run()

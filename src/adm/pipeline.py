@@ -1,0 +1,232 @@
+"""``adm.sample`` and ``adm.upsample``: from a preset (or flags, or a training run) to images.
+
+These resolve defaults from the preset (scale, sampler, steps, batch size), load the networks,
+and run the sharded, resumable sampling job. The CLI calls exactly these functions.
+
+>>> import adm
+>>> out = adm.sample("imagenet64", num_samples=8, classes="balanced", download=True)
+>>> out.images.shape, out.labels          # (8, 64, 64, 3) uint8, int64 labels
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from adm.api import LoadedModel, load_model
+from adm.data.images import load_npz_array, npz_keys, open_images
+from adm.distributed import Dist, pick_device
+from adm.errors import UsageError
+from adm.factory import build_process
+from adm.flags import SuperResFlags
+from adm.presets import Preset, Registry, default_registry
+from adm.progress import ProgressFn
+from adm.sampling.generate import SamplerSettings, parse_classes
+from adm.sampling.job import JobResult, SampleJob, run_sample_job
+
+
+@dataclass(frozen=True)
+class Samples:
+    """What a sampling run produced. ``images``/``labels`` are filled when no ``out`` file was asked
+    for (the run went to a temporary file); otherwise ``load()`` reads them from ``path``."""
+
+    path: Path
+    result: JobResult
+    images: np.ndarray | None = None
+    labels: np.ndarray | None = None
+
+    def load(self) -> tuple[np.ndarray, np.ndarray | None]:
+        if self.images is not None:
+            return self.images, self.labels
+        with np.load(self.path, allow_pickle=False) as data:
+            return data["arr_0"], (data["arr_1"] if "arr_1" in data.files else None)
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where the networks come from: a preset, flags + checkpoint, or a training run directory."""
+
+    preset: str | None = None
+    model_flags: str | dict | None = None
+    model_path: Path | None = None
+    run_dir: Path | None = None
+    classifier_flags: str | dict | None = None
+    classifier_path: Path | None = None
+
+    def check(self) -> None:
+        if sum(x is not None for x in (self.preset, self.model_flags, self.run_dir)) != 1:
+            raise UsageError("give exactly one of a preset, model flags or a run directory")
+        if self.model_flags is not None and self.model_path is None:
+            raise UsageError("model flags need a model checkpoint (--model-path)")
+
+
+def _load(source: ModelSource, *, with_classifier: bool, device, download: bool, registry: Registry) -> LoadedModel:
+    source.check()
+    model_flags, model_path = source.model_flags, source.model_path
+    if source.run_dir is not None:
+        from adm.training.rundir import latest_weights
+
+        model_flags, weights = latest_weights(source.run_dir)
+        model_path = model_path or weights
+    return load_model(
+        source.preset, model_flags=model_flags, checkpoint=model_path, classifier_flags=source.classifier_flags,
+        classifier_checkpoint=source.classifier_path, with_classifier=with_classifier, device=device,
+        download=download, registry=registry,
+    )
+
+
+def _default(value, fallback):
+    return fallback if value is None else value
+
+
+def _identity(loaded: LoadedModel, source: ModelSource, steps: str) -> dict:
+    identity = {
+        "model": loaded.preset.name if loaded.preset else loaded.flags.model_dump(),
+        "model_path": str(source.model_path or source.run_dir or "") or None,
+        "steps": steps,
+    }
+    if loaded.classifier is not None:
+        identity["classifier_path"] = str(source.classifier_path) if source.classifier_path else None
+    return identity
+
+
+def _precision(precision: str | None, loaded: LoadedModel) -> str:
+    if precision:
+        return precision
+    return "fp16" if (loaded.flags.use_fp16 and loaded.device.type == "cuda") else "fp32"
+
+
+def _respace(loaded: LoadedModel, preset: Preset | None, steps: str | None) -> str:
+    """Set the sampling chain: ``steps`` or the preset's, else up to 250 of the model's steps."""
+    if not steps:
+        steps = preset.sampling.steps if preset else (loaded.flags.timestep_respacing or str(min(250, loaded.flags.diffusion_steps)))
+    loaded.process = build_process(loaded.flags, respacing=steps)[0]
+    return steps
+
+
+def _run(loaded, job: SampleJob, dist: Dist | None, on_progress, in_memory: bool, **kwargs) -> Samples:
+    result = run_sample_job(loaded, job, dist, on_progress=on_progress, **kwargs)
+    samples = Samples(job.out, result)
+    if in_memory and (dist is None or dist.is_main):
+        images, labels = samples.load()
+        samples = Samples(job.out, result, images, labels)
+    return samples
+
+
+def _with_output(run, out: str | Path | None) -> Samples:
+    """Run to ``out``, or to a temporary file whose contents come back in memory."""
+    if out is not None:
+        return run(Path(out), False)
+    with tempfile.TemporaryDirectory(prefix="adm-") as tmp:
+        return run(Path(tmp) / "samples.npz", True)
+
+
+def sample(
+    preset: str | None = None,
+    *,
+    source: ModelSource | None = None,
+    scale: float | None = None,
+    sampler: str | None = None,
+    steps: str | None = None,
+    eta: float = 0.0,
+    num_samples: int = 16,
+    batch_size: int | None = None,
+    seed: int = 0,
+    classes: str | list[int] = "random",
+    clip_denoised: bool = True,
+    precision: str | None = None,
+    device=None,
+    download: bool = False,
+    out: str | Path | None = None,
+    grid: int = 64,
+    dist: Dist | None = None,
+    on_progress: ProgressFn | None = None,
+    registry: Registry | None = None,
+) -> Samples:
+    """Sample ``num_samples`` images; with ``out`` they are written (resumably) to that npz."""
+    registry = registry or default_registry()
+    source = source or ModelSource(preset=preset)
+    preset_obj = registry.preset(source.preset) if source.preset else None
+    if preset_obj is not None and preset_obj.is_upsampler:
+        raise UsageError(f"{preset_obj.name} is an upsampler", f"use `adm upsample --preset {preset_obj.name} --base-samples ...`")
+    if scale is None:
+        scale = preset_obj.classifier_scale if preset_obj else (1.0 if source.classifier_flags else 0.0)
+    guided = scale > 0
+    if guided and source.classifier_flags is None and (preset_obj is None or preset_obj.classifier_flags is None):
+        raise UsageError("a guidance scale > 0 needs a classifier", "pass classifier flags and checkpoint, or use scale 0")
+    device = device if device is not None else (dist.device if dist else pick_device())
+    loaded = _load(source, with_classifier=guided, device=device, download=download, registry=registry)
+    steps = _respace(loaded, preset_obj, steps)
+    needs_labels = loaded.flags.class_cond or guided
+    plan = parse_classes(classes, loaded.flags.num_classes) if needs_labels and isinstance(classes, str) else classes
+    settings = SamplerSettings(
+        sampler=sampler or (preset_obj.sampling.sampler if preset_obj else "ddpm"), scale=scale, eta=eta,
+        clip_denoised=clip_denoised, precision=_precision(precision, loaded),
+    )
+
+    def run(out: Path, in_memory: bool) -> Samples:
+        job = SampleJob(
+            out=out, num_samples=num_samples,
+            batch_size=_default(batch_size, preset_obj.sampling.batch_size if preset_obj else 16),
+            seed=seed, settings=settings, classes=plan, grid_size=grid, identity=_identity(loaded, source, steps),
+        )
+        return _run(loaded, job, dist, on_progress, in_memory)
+
+    return _with_output(run, out)
+
+
+def upsample(
+    preset: str | None = None,
+    *,
+    base_samples: str | Path,
+    source: ModelSource | None = None,
+    sampler: str | None = None,
+    steps: str | None = None,
+    eta: float = 0.0,
+    num_samples: int | None = None,
+    batch_size: int | None = None,
+    seed: int = 0,
+    clip_denoised: bool = True,
+    precision: str | None = None,
+    device=None,
+    download: bool = False,
+    out: str | Path | None = None,
+    grid: int = 64,
+    dist: Dist | None = None,
+    on_progress: ProgressFn | None = None,
+    registry: Registry | None = None,
+) -> Samples:
+    """Upsample ``base_samples`` (npz with labels, or a folder of PNGs) with an upsampler (ADM-U)."""
+    registry = registry or default_registry()
+    source = source or ModelSource(preset=preset)
+    preset_obj = registry.preset(source.preset) if source.preset else None
+    if preset_obj is not None and not preset_obj.is_upsampler:
+        names = ", ".join(n for n, p in registry.presets.items() if p.is_upsampler)
+        raise UsageError(f"{preset_obj.name} is not an upsampler", f"upsampler presets: {names}")
+    base = open_images(base_samples, name="base samples")
+    labels = None
+    if base.is_npz and "arr_1" in npz_keys(base_samples):
+        labels = load_npz_array(base_samples, "arr_1").astype(np.int64).reshape(-1)
+    device = device if device is not None else (dist.device if dist else pick_device())
+    loaded = _load(source, with_classifier=False, device=device, download=download, registry=registry)
+    if not isinstance(loaded.flags, SuperResFlags):
+        raise UsageError("the model flags do not describe an upsampler (they need --large_size and --small_size)")
+    steps = _respace(loaded, preset_obj, steps)
+    settings = SamplerSettings(
+        sampler=sampler or (preset_obj.sampling.sampler if preset_obj else "ddpm"), scale=0.0, eta=eta,
+        clip_denoised=clip_denoised, precision=_precision(precision, loaded),
+    )
+
+    def run(out: Path, in_memory: bool) -> Samples:
+        job = SampleJob(
+            out=out, num_samples=_default(num_samples, base.count),
+            batch_size=_default(batch_size, preset_obj.sampling.batch_size if preset_obj else 16),
+            seed=seed, settings=settings, grid_size=grid,
+            identity={**_identity(loaded, source, steps), "base": str(base_samples), "base_count": base.count},
+        )
+        return _run(loaded, job, dist, on_progress, in_memory, base=base, base_labels=labels)
+
+    return _with_output(run, out)

@@ -1,0 +1,199 @@
+"""A sampling run to an ``.npz``: sharded, resumable, split across torchrun ranks.
+
+Ranks share the output folder. Rank 0 opens the shard store (or refuses a store made by another
+command) and decides which samples are missing; every rank then samples the batches ``j`` with
+``j % world_size == rank`` and writes each as a shard; rank 0 assembles the final npz (the
+original's format: ``arr_0`` uint8 NHWC, ``arr_1`` int64 labels), a PNG grid and a JSON sidecar.
+Because sample *i* depends on ``(seed, i)`` only, the result does not depend on batch size, the
+number of processes, or interruptions.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from adm.data.grid import save_grid
+from adm.data.images import ImageCollection
+from adm.distributed import Dist
+from adm.errors import UsageError
+from adm.fileio import atomic_path, write_text_atomic
+from adm.progress import ProgressFn, report
+from adm.sampling.generate import SamplerSettings, from_uint8, generate_batch
+from adm.sampling.shards import ShardStore
+
+
+@dataclass(frozen=True)
+class SampleJob:
+    """What to write: ``num_samples`` images to ``out`` in batches of ``batch_size``."""
+
+    out: Path
+    num_samples: int
+    batch_size: int
+    seed: int = 0
+    settings: SamplerSettings = SamplerSettings()
+    classes: str | list[int] = "random"
+    identity: dict[str, Any] = field(default_factory=dict)  # what made the model: preset, checkpoints
+    grid_size: int = 64
+
+    def key(self) -> dict[str, Any]:
+        """Everything that changes the images (batch size, device and world size do not)."""
+        return {
+            **self.identity,
+            "seed": self.seed,
+            "sampler": self.settings.sampler,
+            "scale": self.settings.scale,
+            "eta": self.settings.eta,
+            "clip_denoised": self.settings.clip_denoised,
+            "precision": self.settings.precision,
+            "classes": self.classes,
+        }
+
+    def validate(self) -> None:
+        if self.num_samples < 1:
+            raise UsageError(f"--num-samples must be at least 1, got {self.num_samples}")
+        if self.batch_size < 1:
+            raise UsageError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.out.suffix != ".npz":
+            raise UsageError(f"--out must name an .npz file, got {self.out}")
+        self.settings.validate()
+
+
+@dataclass(frozen=True)
+class JobResult:
+    path: Path
+    num_samples: int
+    already_done: int  # samples found finished (shards or a complete output) and not recomputed
+    computed: int  # samples this process computed
+    labels: np.ndarray | None = None
+
+
+def sidecar_path(out: Path) -> Path:
+    return out.with_suffix(".json")
+
+
+def grid_path(out: Path) -> Path:
+    return out.with_suffix(".png")
+
+
+def _complete(job: SampleJob) -> bool:
+    sidecar = sidecar_path(job.out)
+    if not (job.out.is_file() and sidecar.is_file()):
+        return False
+    meta = json.loads(sidecar.read_text())
+    return meta.get("key") == job.key() and meta.get("num_samples") == job.num_samples
+
+
+def _batches(missing: list[int], batch_size: int) -> list[list[int]]:
+    """Contiguous runs of missing indices cut into batches (a shard is one contiguous range)."""
+    batches, run = [], []
+    for index in missing:
+        if run and (index != run[-1] + 1 or len(run) == batch_size):
+            batches.append(run)
+            run = []
+        run.append(index)
+    if run:
+        batches.append(run)
+    return batches
+
+
+def run_sample_job(
+    loaded,
+    job: SampleJob,
+    dist: Dist | None = None,
+    *,
+    on_progress: ProgressFn | None = None,
+    base: ImageCollection | None = None,
+    base_labels: np.ndarray | None = None,
+    step_callback: Callable[[dict], None] | None = None,
+) -> JobResult:
+    """Sample ``job`` with ``loaded`` (an ``adm.LoadedModel``); upsamplers read ``base`` images."""
+    dist = dist or Dist(device=loaded.device)
+    job.validate()
+    flags = loaded.flags
+    upsampler = base is not None
+    if upsampler:
+        _check_base(flags, base, base_labels, job.num_samples)
+    if _complete(job):
+        return JobResult(job.out, job.num_samples, job.num_samples, 0, _labels_of(job.out))
+    store = ShardStore(job.out)
+    if dist.is_main:
+        store.open(job.key())
+    dist.barrier()
+    missing = dist.broadcast_object(store.missing(job.num_samples) if dist.is_main else None)
+    already = job.num_samples - len(missing)
+    mine = [b for j, b in enumerate(_batches(missing, job.batch_size)) if j % dist.world_size == dist.rank]
+    size = flags.large_size if upsampler else flags.image_size
+    computed = 0
+    task = "upsampling" if upsampler else "sampling"
+    report(on_progress, task, already, job.num_samples, unit="img",
+           message=f"resuming: {already} of {job.num_samples} samples already done" if already else None)
+    for indices in mine:
+        low_res = labels = None
+        if upsampler:
+            (chunk,) = base.batches(len(indices), indices[0], indices[-1] + 1)
+            low_res = from_uint8(chunk, loaded.device)
+            labels = torch.from_numpy(base_labels[indices[0] : indices[-1] + 1]) if base_labels is not None else None
+        images, batch_labels = generate_batch(
+            loaded.model, loaded.process, loaded.parameterization, job.settings, indices, job.seed,
+            image_shape=(3, size, size), num_classes=flags.num_classes, class_cond=flags.class_cond,
+            classes=job.classes, classifier=loaded.classifier, low_res=low_res, labels=labels,
+            device=loaded.device, callback=step_callback,
+        )
+        store.write(indices[0], images, batch_labels)
+        computed += len(indices)
+        report(on_progress, task, already + computed * dist.world_size, job.num_samples, unit="img")
+    dist.barrier()
+    labels = None
+    if dist.is_main:
+        labels = _finish(job, store)
+    dist.barrier()
+    return JobResult(job.out, job.num_samples, already, computed, labels)
+
+
+def _finish(job: SampleJob, store: ShardStore) -> np.ndarray | None:
+    images, labels = store.assemble(job.num_samples)
+    arrays = {"arr_0": images} if labels is None else {"arr_0": images, "arr_1": labels}
+    with atomic_path(job.out) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    shown = min(job.grid_size, len(images))
+    if shown:
+        save_grid(images[:shown], grid_path(job.out))
+    meta = {
+        "num_samples": job.num_samples,
+        "shape": list(images.shape),
+        "key": job.key(),
+        "grid": {"file": grid_path(job.out).name, "count": shown, "order": "row-major"},
+        "grid_labels": labels[:shown].tolist() if labels is not None else None,
+    }
+    write_text_atomic(sidecar_path(job.out), json.dumps(meta, indent=2))
+    store.remove()
+    return labels
+
+
+def _labels_of(out: Path) -> np.ndarray | None:
+    with np.load(out, allow_pickle=False) as data:
+        return data["arr_1"] if "arr_1" in data.files else None
+
+
+def _check_base(flags, base: ImageCollection, base_labels: np.ndarray | None, num_samples: int) -> None:
+    if (base.height, base.width) != (flags.small_size, flags.small_size):
+        raise UsageError(
+            f"base samples are {base.width}x{base.height}, the upsampler expects {flags.small_size}x{flags.small_size}"
+        )
+    if num_samples > base.count:
+        raise UsageError(f"asked for {num_samples} upsampled images but the base has only {base.count}")
+    if flags.class_cond and base_labels is None:
+        raise UsageError("this upsampler is class-conditional but the base samples carry no labels (arr_1)")
+    if base_labels is not None:
+        if len(base_labels) < base.count:
+            raise UsageError(f"base samples have {base.count} images but {len(base_labels)} labels")
+        bad = base_labels[(base_labels < 0) | (base_labels >= flags.num_classes)]
+        if flags.class_cond and bad.size:
+            raise UsageError(f"base label {int(bad[0])} is out of range for {flags.num_classes} classes")

@@ -1,0 +1,102 @@
+"""Crash-safe sample storage: finished batches as atomic shard files, assembled at the end.
+
+A run writing ``OUT.npz`` keeps its shards in ``OUT.npz.parts/``: a ``run.json`` holding the key
+of the command that made them (seed, model, scale, ...) and one ``shard-START-STOP.npz`` per
+finished batch. Re-running the same command finds the shards and only samples what is missing;
+a different command is refused rather than mixed in. Shards are written with temp file + rename,
+so a shard either exists whole or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from adm.errors import UsageError
+from adm.fileio import atomic_path, write_text_atomic
+
+SHARD = re.compile(r"^shard-(\d{9})-(\d{9})\.npz$")
+
+
+def describe_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
+    changed = [k for k in sorted(set(old) & set(new)) if old[k] != new[k]]
+    other = [k for k in sorted(set(old) ^ set(new))]  # settings one of the two commands lacks
+    return ", ".join(f"{k} {old.get(k)!r} → {new.get(k)!r}" for k in (changed + other)[:3])
+
+
+class ShardStore:
+    """The shard folder of one output file."""
+
+    def __init__(self, out: str | Path):
+        self.out = Path(out)
+        self.folder = self.out.with_name(self.out.name + ".parts")
+
+    @property
+    def manifest(self) -> Path:
+        return self.folder / "run.json"
+
+    def open(self, key: dict[str, Any]) -> None:
+        """Create the folder for ``key``, or check that existing shards were made by the same command."""
+        if self.manifest.is_file():
+            old = json.loads(self.manifest.read_text())["key"]
+            if old != key:
+                raise UsageError(
+                    f"{self.folder} holds samples of a different command ({describe_difference(old, key)})",
+                    f"delete {self.folder} to start over, or choose another --out",
+                )
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(self.manifest, json.dumps({"key": key}, indent=2, sort_keys=True))
+
+    def done(self) -> list[tuple[int, int]]:
+        """Finished ``[start, stop)`` ranges, sorted."""
+        if not self.folder.is_dir():
+            return []
+        ranges = []
+        for path in self.folder.iterdir():
+            match = SHARD.match(path.name)
+            if match:
+                ranges.append((int(match[1]), int(match[2])))
+        return sorted(ranges)
+
+    def missing(self, num_samples: int) -> list[int]:
+        """Sample indices below ``num_samples`` not covered by any finished shard."""
+        covered = np.zeros(num_samples, dtype=bool)
+        for start, stop in self.done():
+            covered[start : min(stop, num_samples)] = True
+        return np.flatnonzero(~covered).tolist()
+
+    def write(self, start: int, images: np.ndarray, labels: np.ndarray | None) -> Path:
+        path = self.folder / f"shard-{start:09d}-{start + len(images):09d}.npz"
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, images=images, labels=labels if labels is not None else np.zeros(0, np.int64))
+        return path
+
+    def assemble(self, num_samples: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Images and labels ``0..num_samples`` in index order, from the shards."""
+        images, labels, expected = [], [], 0
+        for start, stop in self.done():
+            if stop <= expected:
+                continue  # wholly covered by an earlier shard (e.g. from a run with other batch sizes)
+            if start > expected:
+                raise UsageError(f"{self.folder} is missing samples {expected}..{start - 1}", "re-run the command to finish them")
+            with np.load(self.folder / f"shard-{start:09d}-{stop:09d}.npz", allow_pickle=False) as data:
+                skip = expected - start
+                images.append(data["images"][skip:])
+                labels.append(data["labels"][skip:])
+            expected = stop
+            if expected >= num_samples:
+                break
+        if expected < num_samples:
+            raise UsageError(f"{self.folder} has {expected} of {num_samples} samples", "re-run the command to finish them")
+        all_images = np.concatenate(images)[:num_samples]
+        all_labels = np.concatenate(labels)[:num_samples] if labels and labels[0].size else None
+        return all_images, all_labels
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
