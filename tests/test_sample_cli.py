@@ -256,3 +256,33 @@ def test_torchrun_two_processes_give_the_single_process_result(ckpt, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert np.array_equal(load(single)["arr_0"], load(double)["arr_0"])
     assert np.array_equal(load(single)["arr_1"], load(double)["arr_1"])
+
+
+@pytest.fixture()
+def tiny_presets(ckpt, tmp_path, monkeypatch):
+    from tiny import tiny_registry
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("ADM_HOME", str(cache))
+    registry = tiny_registry(cache, ckpt)
+    monkeypatch.setattr("adm.pipeline.default_registry", lambda: registry)
+    return registry
+
+
+def test_preset_from_the_cache_and_the_cascade_in_one_command(tiny_presets, tmp_path):
+    out = tmp_path / "c.npz"
+    invoke(["sample", "--preset", "tiny", "-n", 3, "--classes", "balanced", "--upsample", "tiny-up", "--out", out])
+    base, up = load(out), load(tmp_path / "c-up.npz")
+    assert base["arr_0"].shape == (3, 16, 16, 3) and up["arr_0"].shape == (3, 32, 32, 3)
+    assert up["arr_1"].tolist() == base["arr_1"].tolist() == [0, 1, 2]
+    assert (tmp_path / "c-up.png").is_file()
+
+
+def test_preset_defaults_and_wrong_kind_of_preset(tiny_presets, tmp_path):
+    out = tmp_path / "d.npz"
+    invoke(["sample", "--preset", "tiny", "-n", 2, "--out", out])
+    assert json.loads(out.with_suffix(".json").read_text())["key"]["scale"] == 2.0  # the preset's scale
+    result = runner.invoke(app, ["sample", "--preset", "tiny-up", "--out", str(tmp_path / "x.npz")])
+    assert result.exit_code == 2 and "is an upsampler" in result.output
+    result = runner.invoke(app, ["upsample", "--preset", "tiny", "--base-samples", str(out)])
+    assert result.exit_code == 2 and "is not an upsampler" in result.output

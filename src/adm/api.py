@@ -71,14 +71,14 @@ def load_weights(module: nn.Module, checkpoint: str | Path, *, what: str, regist
     return load_into(module, state, what=f"{what} {checkpoint}", candidates=_preset_signatures(registry, classifier))
 
 
-def _resolve(checkpoint: str | Path | None, artifact: str | None, download: bool, what: str) -> Path:
+def _resolve(checkpoint: str | Path | None, artifact: str | None, download: bool, what: str, registry: Registry) -> Path:
     if checkpoint is not None:
         return Path(checkpoint)
     if artifact is None:
         raise UsageError(f"no {what} checkpoint given and the preset names none", "pass the checkpoint path")
     from adm.hub.download import ensure_artifact
 
-    return ensure_artifact(artifact, download=download)
+    return ensure_artifact(artifact, download=download, registry=registry)
 
 
 def load_model(
@@ -108,12 +108,12 @@ def load_model(
     cflags = _as_classifier_flags(classifier_flags) if classifier_flags is not None else (preset.classifier_flags if preset else None)
     device = torch.device(device) if device is not None else default_device()
 
-    model_path = _resolve(checkpoint, preset.checkpoint if preset else None, download, "model")
+    model_path = _resolve(checkpoint, preset.checkpoint if preset else None, download, "model", registry)
     model = load_weights(build_model(flags, device="meta"), model_path, what="model", registry=registry, classifier=False)
     classifier = None
     if with_classifier and cflags is not None:
         artifact = preset.classifier_checkpoint if preset else None
-        classifier_path = _resolve(classifier_checkpoint, artifact, download, "classifier")
+        classifier_path = _resolve(classifier_checkpoint, artifact, download, "classifier", registry)
         classifier = load_weights(build_classifier(cflags, device="meta"), classifier_path, what="classifier", registry=registry, classifier=True)
         classifier = classifier.to(device).eval()
     process, param, loss = build_process(flags, respacing=steps)

@@ -177,13 +177,26 @@ def sample_ddim(
 
 
 SAMPLERS: dict[str, Callable[..., Tensor]] = {"ddpm": sample_ddpm, "ddim": sample_ddim}
+SAMPLER_ENTRY_POINTS = "adm.samplers"
+
+
+def available_samplers() -> dict[str, Callable[..., Tensor]]:
+    """Built-in samplers plus those other packages register under the entry-point group
+    ``adm.samplers`` (a function with the shared signature ``(denoiser, x_T, *, noise, cond_fn,
+    cond_kwargs, callback, **options)``). Built-in names cannot be overridden."""
+    from importlib.metadata import entry_points
+
+    found = dict(SAMPLERS)
+    for ep in entry_points(group=SAMPLER_ENTRY_POINTS):
+        if ep.name not in found:
+            found[ep.name] = ep
+    return found
 
 
 def get_sampler(name: str) -> Callable[..., Tensor]:
-    """The registered sampler called ``name``."""
-    try:
-        return SAMPLERS[name]
-    except KeyError:
-        raise UsageError(
-            f"unknown sampler {name!r}", hint=f"choose one of {', '.join(sorted(SAMPLERS))}"
-        ) from None
+    """The sampler called ``name`` (built-in or from a plugin)."""
+    samplers = available_samplers()
+    if name not in samplers:
+        raise UsageError(f"unknown sampler {name!r}", hint=f"choose one of {', '.join(sorted(samplers))}")
+    sampler = samplers[name]
+    return sampler if name in SAMPLERS else sampler.load()
