@@ -286,3 +286,22 @@ def test_preset_defaults_and_wrong_kind_of_preset(tiny_presets, tmp_path):
     assert result.exit_code == 2 and "is an upsampler" in result.output
     result = runner.invoke(app, ["upsample", "--preset", "tiny", "--base-samples", str(out)])
     assert result.exit_code == 2 and "is not an upsampler" in result.output
+
+
+def test_download_flag_fetches_missing_checkpoints_from_a_mirror(ckpt, tmp_path, monkeypatch):
+    from http_server import FileServer
+    from tiny import tiny_registry
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("ADM_HOME", str(cache))
+    registry = tiny_registry(cache, ckpt, import_files=False)
+    monkeypatch.setattr("adm.pipeline.default_registry", lambda: registry)
+    args = ["sample", "--preset", "tiny", "-n", 2, "--out", tmp_path / "m.npz", "-q"]
+    missing = runner.invoke(app, [str(a) for a in args])
+    assert missing.exit_code == 2 and "adm download tiny-cond" in missing.output
+    with FileServer() as server:
+        for path in registry.files.values():
+            server.add(f"/{path.name}", path.read_bytes())
+        monkeypatch.setenv("ADM_BASE_URL", server.url(""))
+        invoke([*args, "--download"])
+    assert load(tmp_path / "m.npz")["arr_0"].shape == (2, 16, 16, 3)

@@ -53,7 +53,7 @@ UPSAMPLER_32_FLAGS = (
 )
 
 
-def tiny_registry(cache_dir: Path, checkpoints: dict[str, Path]):
+def tiny_registry(cache_dir: Path, checkpoints: dict[str, Path], import_files: bool = True):
     """adm's built-ins plus presets `tiny` (guided, 16px) and `tiny-up` (16→32), registered as a
     plugin would and with their checkpoints imported into the cache at ``cache_dir``."""
     from adm.hub.download import import_file
@@ -75,6 +75,7 @@ def tiny_registry(cache_dir: Path, checkpoints: dict[str, Path]):
                                    base_preset="tiny", sampling=fast))
 
     registry = Registry().load_plugins([("builtin", builtin), ("tiny", plugin)])
-    for name, path in files.items():
+    for name, path in files.items() if import_files else ():
         import_file(name, path, registry=registry, cache_dir=cache_dir)
+    registry.files = files
     return registry
