@@ -124,6 +124,47 @@ def _with_output(run, out: str | Path | None) -> Samples:
         return run(Path(tmp) / "samples.npz", True)
 
 
+@dataclass
+class _Setup:
+    """A loaded model with the preset defaults resolved: what sample() and upsample() share."""
+
+    preset: Preset | None
+    loaded: LoadedModel
+    steps: str
+    settings: SamplerSettings
+
+    def batch_size(self, requested: int | None) -> int:
+        return _default(requested, self.preset.sampling.batch_size if self.preset else 16)
+
+
+def _setup(
+    source: ModelSource, registry: Registry | None, *, upsampler: bool, scale: float | None, sampler, steps, eta,
+    clip_denoised, precision, device, download, dist,
+) -> _Setup:
+    registry = registry or default_registry()
+    preset = registry.preset(source.preset) if source.preset else None
+    if preset is not None and preset.is_upsampler != upsampler:
+        if upsampler:
+            names = ", ".join(n for n, p in registry.presets.items() if p.is_upsampler)
+            raise UsageError(f"{preset.name} is not an upsampler", f"upsampler presets: {names}")
+        raise UsageError(f"{preset.name} is an upsampler", f"use `adm upsample --preset {preset.name} --base-samples ...`")
+    if scale is None:
+        scale = preset.classifier_scale if preset else (1.0 if source.classifier_flags else 0.0)
+    guided = scale > 0
+    if guided and source.classifier_flags is None and (preset is None or preset.classifier_flags is None):
+        raise UsageError("a guidance scale > 0 needs a classifier", "pass classifier flags and checkpoint, or use scale 0")
+    device = device if device is not None else (dist.device if dist else pick_device())
+    loaded = _load(source, with_classifier=guided, device=device, download=download, registry=registry)
+    if upsampler and not isinstance(loaded.flags, SuperResFlags):
+        raise UsageError("the model flags do not describe an upsampler (they need --large_size and --small_size)")
+    steps = _respace(loaded, preset, steps)
+    settings = SamplerSettings(
+        sampler=sampler or (preset.sampling.sampler if preset else "ddpm"), scale=scale, eta=eta,
+        clip_denoised=clip_denoised, precision=_precision(precision, loaded),
+    )
+    return _Setup(preset, loaded, steps, settings)
+
+
 def sample(
     preset: str | None = None,
     *,
@@ -147,33 +188,22 @@ def sample(
     registry: Registry | None = None,
 ) -> Samples:
     """Sample ``num_samples`` images; with ``out`` they are written (resumably) to that npz."""
-    registry = registry or default_registry()
     source = source or ModelSource(preset=preset)
-    preset_obj = registry.preset(source.preset) if source.preset else None
-    if preset_obj is not None and preset_obj.is_upsampler:
-        raise UsageError(f"{preset_obj.name} is an upsampler", f"use `adm upsample --preset {preset_obj.name} --base-samples ...`")
-    if scale is None:
-        scale = preset_obj.classifier_scale if preset_obj else (1.0 if source.classifier_flags else 0.0)
-    guided = scale > 0
-    if guided and source.classifier_flags is None and (preset_obj is None or preset_obj.classifier_flags is None):
-        raise UsageError("a guidance scale > 0 needs a classifier", "pass classifier flags and checkpoint, or use scale 0")
-    device = device if device is not None else (dist.device if dist else pick_device())
-    loaded = _load(source, with_classifier=guided, device=device, download=download, registry=registry)
-    steps = _respace(loaded, preset_obj, steps)
-    needs_labels = loaded.flags.class_cond or guided
-    plan = parse_classes(classes, loaded.flags.num_classes) if needs_labels and isinstance(classes, str) else classes
-    settings = SamplerSettings(
-        sampler=sampler or (preset_obj.sampling.sampler if preset_obj else "ddpm"), scale=scale, eta=eta,
-        clip_denoised=clip_denoised, precision=_precision(precision, loaded),
+    setup = _setup(
+        source, registry, upsampler=False, scale=scale, sampler=sampler, steps=steps, eta=eta,
+        clip_denoised=clip_denoised, precision=precision, device=device, download=download, dist=dist,
     )
+    flags = setup.loaded.flags
+    if (flags.class_cond or setup.settings.scale > 0) and isinstance(classes, str):
+        classes = parse_classes(classes, flags.num_classes)
 
     def run(out: Path, in_memory: bool) -> Samples:
         job = SampleJob(
-            out=out, num_samples=num_samples,
-            batch_size=_default(batch_size, preset_obj.sampling.batch_size if preset_obj else 16),
-            seed=seed, settings=settings, classes=plan, grid_size=grid, identity=_identity(loaded, source, steps),
+            out=out, num_samples=num_samples, batch_size=setup.batch_size(batch_size), seed=seed,
+            settings=setup.settings, classes=classes, grid_size=grid,
+            identity=_identity(setup.loaded, source, setup.steps),
         )
-        return _run(loaded, job, dist, on_progress, in_memory)
+        return _run(setup.loaded, job, dist, on_progress, in_memory)
 
     return _with_output(run, out)
 
@@ -200,33 +230,22 @@ def upsample(
     registry: Registry | None = None,
 ) -> Samples:
     """Upsample ``base_samples`` (npz with labels, or a folder of PNGs) with an upsampler (ADM-U)."""
-    registry = registry or default_registry()
     source = source or ModelSource(preset=preset)
-    preset_obj = registry.preset(source.preset) if source.preset else None
-    if preset_obj is not None and not preset_obj.is_upsampler:
-        names = ", ".join(n for n, p in registry.presets.items() if p.is_upsampler)
-        raise UsageError(f"{preset_obj.name} is not an upsampler", f"upsampler presets: {names}")
     base = open_images(base_samples, name="base samples")
     labels = None
     if base.is_npz and "arr_1" in npz_keys(base_samples):
         labels = load_npz_array(base_samples, "arr_1").astype(np.int64).reshape(-1)
-    device = device if device is not None else (dist.device if dist else pick_device())
-    loaded = _load(source, with_classifier=False, device=device, download=download, registry=registry)
-    if not isinstance(loaded.flags, SuperResFlags):
-        raise UsageError("the model flags do not describe an upsampler (they need --large_size and --small_size)")
-    steps = _respace(loaded, preset_obj, steps)
-    settings = SamplerSettings(
-        sampler=sampler or (preset_obj.sampling.sampler if preset_obj else "ddpm"), scale=0.0, eta=eta,
-        clip_denoised=clip_denoised, precision=_precision(precision, loaded),
+    setup = _setup(
+        source, registry, upsampler=True, scale=0.0, sampler=sampler, steps=steps, eta=eta,
+        clip_denoised=clip_denoised, precision=precision, device=device, download=download, dist=dist,
     )
 
     def run(out: Path, in_memory: bool) -> Samples:
         job = SampleJob(
-            out=out, num_samples=_default(num_samples, base.count),
-            batch_size=_default(batch_size, preset_obj.sampling.batch_size if preset_obj else 16),
-            seed=seed, settings=settings, grid_size=grid,
-            identity={**_identity(loaded, source, steps), "base": str(base_samples), "base_count": base.count},
+            out=out, num_samples=_default(num_samples, base.count), batch_size=setup.batch_size(batch_size),
+            seed=seed, settings=setup.settings, grid_size=grid,
+            identity={**_identity(setup.loaded, source, setup.steps), "base": str(base_samples), "base_count": base.count},
         )
-        return _run(loaded, job, dist, on_progress, in_memory, base=base, base_labels=labels)
+        return _run(setup.loaded, job, dist, on_progress, in_memory, base=base, base_labels=labels)
 
     return _with_output(run, out)
