@@ -688,3 +688,14 @@ def test_cli_errors_are_one_line(server, cache, monkeypatch, runner, args, code,
     assert "Traceback" not in result.output
     for art in registry.artifacts.values():
         assert not cache_path(art, cache).exists()
+
+
+def test_sha256_prefix_from_a_torch_hub_file_name_is_checked(server, cache):
+    data = blob(42)
+    good = served(server, "t-prefix", data).model_copy(update={"sha256": sha(data)[:8]})
+    got = download_artifact(good, registry=make_registry(good), cache_dir=cache)
+    assert got.sha256 == sha(data)
+    bad = served(server, "t-prefix-bad", data).model_copy(update={"sha256": "deadbeef"})
+    with pytest.raises(ChecksumError):
+        download_artifact(bad, registry=make_registry(bad), cache_dir=cache)
+    assert_nothing_or_verified(bad, cache, data)

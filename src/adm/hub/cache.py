@@ -22,12 +22,12 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
+from adm.fileio import write_text_atomic as atomic_write_text
 from adm.presets.types import Artifact
 
 ENV_HOME = "ADM_HOME"
@@ -123,19 +123,6 @@ def remove_entry(path: Path) -> None:
         p.unlink(missing_ok=True)
 
 
-def atomic_write_text(target: Path, text: str) -> None:
-    """Write ``text`` to ``target`` through a temporary file in the same folder and ``os.replace``."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def hash_into(
@@ -169,7 +156,7 @@ def inspect_entry(artifact: Artifact, path: Path) -> tuple[CacheState, Record | 
         if artifact.size is not None and st.st_size != artifact.size:
             return "mismatch", None
         return "unrecorded", None
-    if artifact.sha256 and record.sha256.lower() != artifact.sha256.lower():
+    if artifact.sha256 and not hash_matches(record.sha256, artifact.sha256):
         return "mismatch", record
     if artifact.size is not None and st.st_size != artifact.size:
         return "mismatch", record
@@ -185,3 +172,12 @@ def expected_sha256(artifact: Artifact, record: Record | None) -> str | None:
     if artifact.sha256:
         return artifact.sha256.lower()
     return record.sha256.lower() if record else None
+
+
+def hash_matches(digest: str, expected: str) -> bool:
+    """``digest`` (full sha256 hex) equals ``expected``, which may also be a prefix of at least
+    8 hex digits, as torch.hub file names carry (``...-6726825d.pth``)."""
+    digest, expected = digest.lower(), expected.lower()
+    if len(expected) < 8:
+        raise ValueError(f"a sha256 prefix needs at least 8 hex digits, got {expected!r}")
+    return digest.startswith(expected) if len(expected) < 64 else digest == expected

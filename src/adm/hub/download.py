@@ -35,6 +35,7 @@ from adm.hub.cache import (
     Record,
     cache_root,
     expected_sha256,
+    hash_matches,
     inspect_entry,
     lock_path,
     part_path,
@@ -260,7 +261,7 @@ def _check_locked(
     if expected is None:
         return "unverified", None, None
     digest = sha256_file(path, on_progress)
-    if digest != expected:
+    if not hash_matches(digest, expected):
         remove_entry(path)
         return "mismatch", record, digest
     if record is None:
@@ -412,7 +413,7 @@ def import_file(
                 raise ChecksumError(
                     f"{src} has {done} bytes, {art.name} has {art.size}; nothing was imported"
                 )
-            if art.sha256 and digest != art.sha256.lower():
+            if art.sha256 and not hash_matches(digest, art.sha256):
                 raise ChecksumError(
                     f"{src} does not match the published sha256 of {art.name} (got {digest[:12]}…, "
                     f"expected {art.sha256.lower()[:12]}…); nothing was imported",

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import requests
 
 from adm.errors import ChecksumError, DownloadError, UsageError
-from adm.hub.cache import ProgressCallback, atomic_write_text, hash_into
+from adm.hub.cache import ProgressCallback, atomic_write_text, hash_into, hash_matches
 
 StatusCallback = Callable[[str], None]
 """``on_status(message)``: one-line notes (resuming, retrying, waiting) for the CLI to show."""
@@ -222,7 +222,7 @@ def fetch_to_part(
             f"re-run `adm download {name}`; if it persists, the source serves a different file",
         )
     digest = part.hasher.hexdigest()
-    if expected_sha256 and digest != expected_sha256.lower():
+    if expected_sha256 and not hash_matches(digest, expected_sha256):
         part.reset()
         raise ChecksumError(
             f"{name}: sha256 mismatch for the file from {url} (got {digest[:12]}…, expected "

@@ -205,6 +205,7 @@ def _artifacts() -> list[Artifact]:
             url=INCEPTION_URL,
             filename=INCEPTION_URL.rsplit("/", 1)[-1],
             kind="weights",
+            sha256="6726825d",  # the hash prefix its torch.hub file name carries
             description="Inception-v3 (TF 2015-12-05 graph, torch-fidelity port) for adm evaluate",
         )
     )

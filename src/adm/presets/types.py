@@ -23,7 +23,11 @@ class Artifact(BaseModel):
         default=None, description="path below ADM_BASE_URL on a mirror (default: the file name)"
     )
     size: int | None = Field(default=None, description="expected size in bytes, when known")
-    sha256: str | None = Field(default=None, description="expected sha256, when published")
+    sha256: str | None = Field(
+        default=None,
+        description="expected sha256 when published, or its first 8+ hex digits (torch.hub file-name convention)",
+        pattern=r"^[0-9a-fA-F]{8,64}$",
+    )
     kind: ArtifactKind = "other"
     description: str = ""
 

@@ -1,0 +1,24 @@
+"""`adm data`: write the built-in datasets (the offline digits demo) where training can read them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from adm.cli.common import console, guarded
+from adm.data.digits import write_digits
+
+app = typer.Typer(help="Write built-in datasets (offline, no downloads).", no_args_is_help=True)
+
+
+@app.command("digits")
+@guarded
+def digits(
+    out: Path = typer.Argument(..., help="Output: an .npz file, or a folder with --format png."),
+    split: str = typer.Option("all", "--split", help="all, train (4 of 5 images) or heldout (every fifth)."),
+    image_format: str = typer.Option("npz", "--format", help="npz (arr_0 images, arr_1 labels) or png (LABEL_INDEX.png files)."),
+) -> None:
+    """scikit-learn's 1,797 handwritten digits as 16x16 RGB images with labels."""
+    path = write_digits(out, split=split, image_format=image_format)
+    console.print(f"wrote {path}")
