@@ -5,11 +5,13 @@ from __future__ import annotations
 import typer
 
 from adm._version import __version__
-from adm.cli.common import fail
 from adm.cli.convert_cmd import convert
+from adm.cli.data_cmd import app as data_app
 from adm.cli.download_cmd import download
+from adm.cli.evaluate_cmd import evaluate
 from adm.cli.presets_cmd import presets
 from adm.cli.sample_cmd import sample, upsample
+from adm.cli.train_cmd import train, train_classifier
 
 app = typer.Typer(
     name="adm",
@@ -36,29 +38,12 @@ def main(
 app.command("presets")(presets)
 app.command("download")(download)
 app.command("convert")(convert)
+app.command("evaluate")(evaluate)
 app.command("sample")(sample)
 app.command("upsample")(upsample)
-
-
-def _not_built(name: str, issue: str):
-    def command(ctx: typer.Context) -> None:
-        raise fail(f"`adm {name}` is not available in this version yet ({issue})")
-
-    command.__doc__ = f"(not available yet: {issue})"
-    return command
-
-
-# Commands of later milestones: registered so `adm --help` shows the whole tool, and each says
-# in one line that it is not available yet (exit 2). Remove an entry when its module lands.
-NOT_YET = {
-    "train": "planned: training",
-    "train-classifier": "planned: classifier training",
-    "evaluate": "planned: evaluation",
-}
-for _name, _note in NOT_YET.items():
-    app.command(_name, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(
-        _not_built(_name, _note)
-    )
+app.command("train")(train)
+app.command("train-classifier")(train_classifier)
+app.add_typer(data_app, name="data")
 
 
 def run() -> None:

@@ -1,0 +1,126 @@
+"""What a training run is: one typed, immutable config, validated once at the edge.
+
+``TrainConfig`` (diffusion and super-resolution models) and ``ClassifierTrainConfig`` (the noisy
+classifier) share ``CommonTrainConfig``. The resolved config is written to the run dir's
+``config.json`` before the first step, so a run can be resumed or sampled from with nothing else.
+Durations are in optimizer steps (``steps`` is a real stopping point, unlike the original's
+``lr_anneal_steps = 0`` that never stops); ``batch_size`` is the GLOBAL batch, split over ranks.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from adm.errors import UsageError
+
+Precision = Literal["fp32", "bf16", "fp16"]
+LabelSource = Literal["auto", "prefix", "folder"]
+ScheduleSampler = Literal["uniform", "loss-second-moment"]
+
+
+class CommonTrainConfig(BaseModel):
+    """Knobs shared by diffusion and classifier training (names follow the original where it had one)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    data: str = Field(description="training images: a folder (recursive) or an npz (arr_0 uint8 NHWC, arr_1 labels)")
+    labels: LabelSource = Field("auto", description="class names from the file-name prefix before '_' or the sub-folder; auto: folder if every image is in one")
+    random_crop: bool = Field(False, description="random-resized crop (smaller side in [S/1.0, S/0.8]) instead of the center crop")
+    random_flip: bool = Field(True, description="horizontal flip with p = 0.5 (the original's default)")
+    steps: int = Field(100_000, ge=1, description="optimizer steps to train for (the run stops there)")
+    batch_size: int = Field(64, ge=1, description="GLOBAL batch size: all ranks and micro-batches together")
+    microbatch: int = Field(0, ge=0, description="per-rank micro-batch for gradient accumulation; 0 = the whole local batch")
+    lr: float = Field(1e-4, gt=0, description="AdamW learning rate")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW (decoupled) weight decay")
+    anneal_lr: bool = Field(False, description="anneal the lr linearly to 0 at `steps`")
+    ema_rates: tuple[float, ...] = Field((0.9999,), description="EMA decay rates, one EMA copy each")
+    grad_clip: float | None = Field(None, gt=0, description="clip the global gradient norm to this value; None = no clipping")
+    precision: Precision = Field("fp32", description="fp32, or torch.amp autocast in bf16 / fp16 (fp16 with a GradScaler)")
+    grad_checkpoint: bool = Field(False, description="recompute activations in backward (the flags' use_checkpoint)")
+    compile: bool = Field(False, description="torch.compile the network")
+    seed: int = Field(0, ge=0, description="seeds data order, augmentation, noise, timesteps and dropout")
+    save_every: int = Field(10_000, ge=1, description="write a checkpoint every this many steps (and at the end)")
+    keep: int = Field(2, ge=0, description="checkpoints to keep (the newest); 0 keeps all")
+    log_every: int = Field(10, ge=1, description="steps between metrics.jsonl records and progress updates")
+    plot: bool = Field(False, description="draw loss.png from metrics.jsonl at every checkpoint")
+    workers: int = Field(2, ge=0, description="data-loading worker processes per rank")
+    init: str | None = Field(None, description="fine-tune: initial weights (a state_dict file) for the network")
+
+    @field_validator("ema_rates")
+    @classmethod
+    def _rates(cls, rates: tuple[float, ...]) -> tuple[float, ...]:
+        for rate in rates:
+            if not 0.0 < rate < 1.0:
+                raise ValueError(f"EMA rates must lie in (0, 1), got {rate}")
+        if len(set(rates)) != len(rates):
+            raise ValueError("EMA rates must be distinct")
+        return rates
+
+    def local_batch(self, world_size: int) -> int:
+        """Per-rank batch; a UsageError when the global batch does not split evenly."""
+        micro = self.microbatch or self.batch_size // max(world_size, 1)
+        if self.batch_size % world_size:
+            raise UsageError(
+                f"--batch-size {self.batch_size} does not divide over {world_size} processes",
+                "the batch size is global: use a multiple of the number of processes",
+            )
+        local = self.batch_size // world_size
+        if local % micro or micro > local:
+            raise UsageError(
+                f"--microbatch {self.microbatch} does not divide the per-process batch {local} "
+                f"(--batch-size {self.batch_size} over {world_size} process{'es' if world_size > 1 else ''})",
+                "pick a micro-batch that divides batch_size / processes",
+            )
+        return local
+
+    def micro_size(self, world_size: int) -> int:
+        return self.microbatch or self.local_batch(world_size)
+
+
+class TrainConfig(CommonTrainConfig):
+    """Training a diffusion model (base or super-resolution)."""
+
+    schedule_sampler: ScheduleSampler = Field("uniform", description="how training timesteps are drawn")
+
+
+class ClassifierTrainConfig(CommonTrainConfig):
+    """Training the noisy classifier (classifier_train.py's defaults where they differ)."""
+
+    steps: int = Field(150_000, ge=1, description="optimizer steps (the original's --iterations)")
+    lr: float = Field(3e-4, gt=0, description="AdamW learning rate")
+    random_crop: bool = Field(True, description="random-resized crop for training images (the original's choice)")
+    ema_rates: tuple[float, ...] = Field((), description="EMA decay rates (the original kept none for classifiers)")
+    noised: bool = Field(True, description="train on q_sample(x_0, t) at uniform t (False: clean images, t = 0)")
+    val_data: str | None = Field(None, description="validation images (same class names); else --val-fraction")
+    val_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="hold out this fraction of --data for validation")
+    val_samples: int = Field(1024, ge=1, description="validation images per evaluation (a fixed subset)")
+    eval_every: int = Field(100, ge=1, description="steps between validation passes")
+
+    @model_validator(mode="after")
+    def _one_validation_source(self):
+        if self.val_data and self.val_fraction:
+            raise ValueError("give either val_data or val_fraction, not both")
+        return self
+
+
+C = TypeVar("C", bound=CommonTrainConfig)
+
+
+def make_config(cls: type[C], values: dict[str, Any]) -> C:
+    """Validate ``values`` into ``cls`` with a one-line error naming the CLI option."""
+    unknown = [k for k in values if k not in cls.model_fields]
+    if unknown:
+        raise UsageError(f"unknown training option {unknown[0]!r}")
+    try:
+        return cls(**values)
+    except ValidationError as err:
+        first = err.errors()[0]
+        name = ".".join(str(p) for p in first["loc"]) or "config"
+        message = first["msg"].removeprefix("Value error, ")
+        option = _OPTION_NAMES.get(name, "--" + name.replace("_", "-"))
+        raise UsageError(f"bad value for {option}: {message}") from None
+
+
+_OPTION_NAMES = {"ema_rates": "--ema-rate", "val_data": "--val-data", "data": "--data"}

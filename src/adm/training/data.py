@@ -1,0 +1,407 @@
+"""Training data: image folders and npz files, the original's crops, and a rank-independent order.
+
+Sources
+    A folder is searched recursively for image files; an npz holds ``arr_0`` (uint8 ``[N, H, W, 3]``)
+    and, for labels, ``arr_1`` (``[N]`` integers). Class names come from the file-name prefix before
+    the first ``_`` (the original's rule: ImageNet's ``n01440764_10026.JPEG``) or from the top-level
+    sub-folder (``root/cat/x.png``); ``auto`` picks sub-folders when every image sits in one.
+    Indices are positions in the sorted list of names, as the original assigns them.
+
+Order
+    The run consumes one endless stream of sample positions ``p = 0, 1, 2, ...``; position ``p``
+    is image ``perm_e[p mod N]`` of epoch ``e = p div N`` (a seeded permutation per epoch). Step
+    ``s`` takes positions ``[s·B, (s+1)·B)`` of the GLOBAL batch B, and rank r the r-th contiguous
+    slice of them. Crops, flips, noise and timesteps are seeded by ``p`` too
+    (``adm.training.seeding``), so the union of the ranks' batches is exactly what one process
+    would see, and the position is recomputed from the step on resume (any world size).
+
+Broken files
+    An unreadable image is skipped: the next image (in sorted order) takes its place, and the
+    loader reports it so the loop can count it. Nothing crashes mid-epoch; only a source with no
+    readable image at all is an error.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from adm.data.images import check_nhwc_uint8, list_images, load_npz_array, npz_keys, read_image
+from adm.errors import UsageError
+from adm.training.config import LabelSource
+from adm.training.seeding import derive_seed
+
+MIN_CROP_FRAC = 0.8
+MAX_CROP_FRAC = 1.0
+
+
+# --------------------------------------------------------------------------------------------
+# Sources
+
+
+@dataclass(frozen=True, eq=False)
+class ImageSource:
+    """N images (a folder's files or an npz's array) and, optionally, their class indices."""
+
+    path: Path
+    count: int
+    files: tuple[Path, ...] = ()
+    array: np.ndarray | None = None
+    labels: np.ndarray | None = None  # int64 [N], or None when unlabelled
+    class_names: tuple[str, ...] = ()
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def name(self, index: int) -> str:
+        return str(self.files[index]) if self.files else f"{self.path}[{index}]"
+
+    def read(self, index: int) -> np.ndarray:
+        """Image ``index`` as uint8 ``[H, W, 3]`` (a UsageError when it cannot be decoded)."""
+        if self.array is not None:
+            return self.array[index]
+        return read_image(self.files[index])
+
+    def label(self, index: int) -> int:
+        return -1 if self.labels is None else int(self.labels[index])
+
+
+def open_source(
+    path: str | Path,
+    *,
+    image_size: int,
+    need_labels: bool,
+    label_source: LabelSource = "auto",
+    class_names: Sequence[str] | None = None,
+    what: str = "--data",
+) -> ImageSource:
+    """Open and check a training source; every problem is a one-line UsageError.
+
+    ``class_names`` fixes the name → index map (a validation set must use the training set's).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"{what} {path} does not exist")
+    if path.is_dir():
+        source = _open_folder(path, need_labels, label_source, class_names, what)
+    else:
+        source = _open_npz(path, need_labels, class_names, what)
+    _check_size(source, image_size, what)
+    return source
+
+
+def _open_folder(path: Path, need_labels: bool, label_source: LabelSource, known: Sequence[str] | None, what: str) -> ImageSource:
+    files = tuple(list_images(path))
+    if not files:
+        raise UsageError(f"{what} {path} contains no images (.png, .jpg, .jpeg, .webp, ...)")
+    if not need_labels:
+        return ImageSource(path, len(files), files=files)
+    relative = [f.relative_to(path) for f in files]
+    if label_source == "auto":
+        label_source = "folder" if all(len(r.parts) > 1 for r in relative) else "prefix"
+    if label_source == "folder":
+        loose = [r for r in relative if len(r.parts) < 2]
+        if loose:
+            raise UsageError(
+                f"{what}: {len(loose)} image(s) are not in a class sub-folder, e.g. {path / loose[0]}",
+                "put each class in its own sub-folder, or use --labels prefix",
+            )
+        names = [r.parts[0] for r in relative]
+    else:
+        unlabelled = [f for f in files if "_" not in f.name]
+        if unlabelled:
+            raise UsageError(
+                f"{what}: {len(unlabelled)} image(s) have no class prefix (CLASS_rest.ext), e.g. {unlabelled[0]}",
+                "name files CLASS_xxx.png, or use --labels folder with one sub-folder per class",
+            )
+        names = [f.name.split("_", 1)[0] for f in files]
+    class_names, labels = _index_labels(names, known, what)
+    return ImageSource(path, len(files), files=files, labels=labels, class_names=class_names)
+
+
+def _index_labels(names: Sequence[str], known: Sequence[str] | None, what: str) -> tuple[tuple[str, ...], np.ndarray]:
+    class_names = tuple(known) if known is not None else tuple(sorted(set(names)))
+    index = {name: i for i, name in enumerate(class_names)}
+    missing = sorted(set(names) - set(index))
+    if missing:
+        raise UsageError(f"{what} has class {missing[0]!r}, which the training data does not have")
+    return class_names, np.asarray([index[n] for n in names], dtype=np.int64)
+
+
+def _open_npz(path: Path, need_labels: bool, known: Sequence[str] | None, what: str) -> ImageSource:
+    keys = npz_keys(path)
+    if "arr_0" not in keys:
+        raise UsageError(f"{what} {path} has no arr_0 (it has: {', '.join(keys) or 'nothing'})")
+    images = load_npz_array(path, "arr_0")
+    check_nhwc_uint8(images.shape, images.dtype, path)
+    if len(images) == 0:
+        raise UsageError(f"{what} {path} holds no images")
+    if not need_labels:
+        return ImageSource(path, len(images), array=images)
+    if "arr_1" not in keys:
+        raise UsageError(f"{what} {path} has no labels (arr_1)", "save it with np.savez(path, images, labels)")
+    raw = load_npz_array(path, "arr_1")
+    if raw.ndim != 1 or len(raw) != len(images) or raw.dtype.kind not in "iu":
+        raise UsageError(f"{what} {path}: arr_1 must be {len(images)} integer labels, got {raw.dtype} {list(raw.shape)}")
+    if raw.min() < 0:
+        raise UsageError(f"{what} {path}: arr_1 has negative labels")
+    names = [str(int(v)) for v in raw]
+    if known is None:
+        # Integer labels keep their values as indices: class k is "k" for every k up to the largest.
+        known = [str(k) for k in range(int(raw.max()) + 1)]
+    class_names, labels = _index_labels(names, known, what)
+    return ImageSource(path, len(images), array=images, labels=labels, class_names=class_names)
+
+
+def _check_size(source: ImageSource, image_size: int, what: str) -> None:
+    """The first image must cover the model's size (others too small are skipped, not upsampled)."""
+    if source.array is not None:
+        height, width = source.array.shape[1:3]
+        where = str(source.path)
+    else:
+        height, width = _header_size(source.files[0])
+        where = str(source.files[0])
+    if min(height, width) < image_size:
+        raise UsageError(
+            f"{what}: images are smaller than the model ({where} is {width}x{height}, the model needs {image_size}x{image_size})",
+            "use larger images or a model of a smaller image size",
+        )
+
+
+def _header_size(path: Path) -> tuple[int, int]:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise UsageError(f"cannot read image {path}: {err}") from None
+    return height, width
+
+
+# --------------------------------------------------------------------------------------------
+# Crops (the original's image_datasets.center_crop_arr / random_crop_arr, re-derived)
+
+
+def _resize_smaller_side(image, target: int):
+    """Halve with BOX filtering while the smaller side is at least 2x the target, then BICUBIC."""
+    from PIL import Image
+
+    while min(image.size) >= 2 * target:
+        image = image.resize((image.size[0] // 2, image.size[1] // 2), resample=Image.BOX)
+    scale = target / min(image.size)
+    return image.resize(tuple(round(side * scale) for side in image.size), resample=Image.BICUBIC)
+
+
+def center_crop(array: np.ndarray, size: int) -> np.ndarray:
+    """Resize so the smaller side is ``size``, then take the central ``size x size`` square."""
+    if array.shape[0] == size and array.shape[1] == size:
+        return array
+    from PIL import Image
+
+    out = np.asarray(_resize_smaller_side(Image.fromarray(array), size))
+    top, left = (out.shape[0] - size) // 2, (out.shape[1] - size) // 2
+    return out[top : top + size, left : left + size]
+
+
+def random_crop(array: np.ndarray, size: int, generator: torch.Generator) -> np.ndarray:
+    """Resize the smaller side to a random value in [size/1.0, size/0.8], then crop at random."""
+    from PIL import Image
+
+    low, high = math.ceil(size / MAX_CROP_FRAC), math.ceil(size / MIN_CROP_FRAC)
+    side = int(torch.randint(low, high + 1, (), generator=generator))
+    out = np.asarray(_resize_smaller_side(Image.fromarray(array), side))
+    top = int(torch.randint(0, out.shape[0] - size + 1, (), generator=generator))
+    left = int(torch.randint(0, out.shape[1] - size + 1, (), generator=generator))
+    return out[top : top + size, left : left + size]
+
+
+# --------------------------------------------------------------------------------------------
+# The sample stream
+
+
+@dataclass(frozen=True)
+class SampleOrder:
+    """Position p → image index: a fresh seeded permutation of ``indices`` per epoch."""
+
+    indices: tuple[int, ...]
+    seed: int
+    shuffle: bool = True
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def index(self, position: int) -> int:
+        epoch, offset = divmod(position, len(self.indices))
+        return self.indices[int(_permutation(len(self.indices), self.seed, epoch, self.shuffle)[offset])]
+
+
+@lru_cache(maxsize=4)
+def _permutation(n: int, seed: int, epoch: int, shuffle: bool) -> np.ndarray:
+    if not shuffle:
+        return np.arange(n)
+    generator = torch.Generator().manual_seed(derive_seed(seed, "epoch", epoch))
+    return torch.randperm(n, generator=generator).numpy()
+
+
+@dataclass
+class Augment:
+    size: int
+    random_crop: bool = False
+    random_flip: bool = False
+
+
+class StreamDataset(torch.utils.data.Dataset):
+    """Map-style dataset whose keys are stream positions; item = (image, label, position, broken)."""
+
+    def __init__(self, source: ImageSource, order: SampleOrder, augment: Augment, seed: int):
+        self.source, self.order, self.augment, self.seed = source, order, augment, seed
+
+    def __len__(self) -> int:  # positions are unbounded; this is one epoch
+        return len(self.order)
+
+    def __getitem__(self, position: int):
+        index = self.order.index(position)
+        broken: list[str] = []
+        for attempt in range(self.source.count):
+            candidate = (index + attempt) % self.source.count
+            try:
+                array = self._load(candidate, position)
+            except Exception as err:  # any decoding failure (PIL raises a zoo of types): skip the file
+                broken.append(f"{self.source.name(candidate)}: {getattr(err, 'message', None) or err}")
+                continue
+            return torch.from_numpy(np.array(array, copy=True)), self.source.label(candidate), position, broken
+        raise UsageError(f"no readable image in {self.source.path} ({broken[0]})")
+
+    def _load(self, index: int, position: int) -> np.ndarray:
+        array = self.source.read(index)
+        size = self.augment.size
+        if min(array.shape[:2]) < size:
+            raise UsageError(f"{array.shape[1]}x{array.shape[0]} is smaller than {size}x{size}")
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, "augment", position))
+        array = random_crop(array, size, generator) if self.augment.random_crop else center_crop(array, size)
+        if self.augment.random_flip and bool(torch.rand((), generator=generator) < 0.5):
+            array = array[:, ::-1]
+        return array
+
+
+@dataclass
+class Batch:
+    """A rank's batch: uint8 NHWC images (convert on the device), labels, stream positions."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    positions: list[int]
+    broken: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+
+def collate(items) -> Batch:
+    images, labels, positions, broken = zip(*items, strict=True)
+    return Batch(
+        images=torch.stack(images),
+        labels=torch.as_tensor(labels, dtype=torch.int64),
+        positions=list(positions),
+        broken=[b for group in broken for b in group],
+    )
+
+
+def to_model_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 NHWC → float32 NCHW in [-1, 1] on ``device`` (the original's ``x / 127.5 - 1``)."""
+    x = images.to(device, non_blocking=True).permute(0, 3, 1, 2).float()
+    return x / 127.5 - 1
+
+
+@dataclass(frozen=True)
+class StreamPlan:
+    """Which positions each rank takes at each step (the data position is derived from the step).
+
+    ``base_step``/``base_position`` anchor the stream: step s starts at
+    ``base_position + (s - base_step) * batch_size``; both are 0 for a fresh run and are stored in
+    the trainer state so that a resumed run may even change the batch size.
+    """
+
+    batch_size: int
+    world_size: int
+    rank: int
+    base_step: int = 0
+    base_position: int = 0
+
+    @property
+    def local(self) -> int:
+        return self.batch_size // self.world_size
+
+    def step_start(self, step: int) -> int:
+        return self.base_position + (step - self.base_step) * self.batch_size
+
+    def positions(self, step: int) -> list[int]:
+        start = self.step_start(step) + self.rank * self.local
+        return list(range(start, start + self.local))
+
+
+class _StepBatches(torch.utils.data.Sampler):
+    def __init__(self, plan: StreamPlan, start: int, stop: int):
+        self.plan, self.start, self.stop = plan, start, stop
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for step in range(self.start, self.stop):
+            yield self.plan.positions(step)
+
+    def __len__(self) -> int:
+        return max(self.stop - self.start, 0)
+
+
+def _quiet_worker(_: int) -> None:
+    # Ctrl-C goes to the whole process group; the main process decides what to do with it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def stream_batches(
+    dataset: StreamDataset,
+    plan: StreamPlan,
+    start: int,
+    stop: int,
+    *,
+    workers: int,
+    pin_memory: bool = False,
+) -> Iterator[Batch]:
+    """The rank's batch for every step in ``[start, stop)``, in order."""
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=_StepBatches(plan, start, stop),
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=pin_memory,
+        worker_init_fn=_quiet_worker if workers else None,
+        prefetch_factor=4 if workers else None,
+        generator=torch.Generator().manual_seed(0),  # keeps the global RNG (dropout) untouched
+    )
+    return iter(loader)
+
+
+def fixed_batches(dataset: StreamDataset, positions: Sequence[int], batch_size: int) -> Iterator[Batch]:
+    """Batches of the given positions, loaded in this process (validation)."""
+    for begin in range(0, len(positions), batch_size):
+        yield collate([dataset[p] for p in positions[begin : begin + batch_size]])
+
+
+def split_indices(count: int, fraction: float, seed: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(train, val) index sets: a seeded ``fraction`` of ``range(count)`` held out for validation."""
+    if fraction <= 0:
+        return tuple(range(count)), ()
+    n_val = max(1, round(count * fraction))
+    if n_val >= count:
+        raise UsageError(f"--val-fraction {fraction} leaves no training images out of {count}")
+    perm = torch.randperm(count, generator=torch.Generator().manual_seed(derive_seed(seed, "split"))).tolist()
+    return tuple(sorted(perm[n_val:])), tuple(sorted(perm[:n_val]))
+

@@ -1,0 +1,135 @@
+"""Training a diffusion model: the base model, or the upsampler conditioned on a low-res copy.
+
+Per micro-batch (the original's ``TrainLoop.forward_backward``): draw chain indices ``t`` from the
+timestep sampler and noise ``ε`` (both seeded by each sample's stream position), compute
+``training_losses`` (L_simple, plus L_vlb for a learned variance), and weight each sample's loss by
+the sampler's importance weight. The upsampler is conditioned on
+``F.interpolate(x_0, small_size, mode="area")`` (super_res_train.py's downsampling); the
+network upsamples it back bilinearly itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from adm.diffusion.losses import training_losses
+from adm.distributed import Dist
+from adm.errors import UsageError
+from adm.factory import build_model, build_process
+from adm.flags import ModelFlags, SuperResFlags, image_size
+from adm.hub.checkpoints import load_into, load_state_dict
+from adm.progress import ProgressFn
+from adm.training.config import TrainConfig
+from adm.training.data import Augment, SampleOrder, StreamDataset, open_source
+from adm.training.engine import DeviceBatch, MicroOut, Trainer, TrainResult, fit, open_run
+from adm.training.rundir import run_config, write_run_config
+from adm.training.samplers import make_sampler
+from adm.training.seeding import derive_seed, per_sample_normal, uniform
+
+
+class DiffusionTask:
+    """Loss of a (super-resolution) diffusion model on one micro-batch."""
+
+    kind = "diffusion"
+
+    def __init__(self, flags: ModelFlags | SuperResFlags, config: TrainConfig, *, init: str | None = None):
+        self.flags, self.seed = flags, config.seed
+        self.process, self.param, self.loss_type = build_process(flags)
+        self.sampler = make_sampler(config.schedule_sampler, self.process.num_steps)
+        self.is_upsampler = isinstance(flags, SuperResFlags)
+        source = open_source(
+            config.data,
+            image_size=image_size(flags),
+            need_labels=flags.class_cond,
+            label_source=config.labels,
+        )
+        if flags.class_cond and source.num_classes > flags.num_classes:
+            raise UsageError(
+                f"--data has {source.num_classes} classes but the model has {flags.num_classes} (--num_classes)",
+                "raise --num_classes in the model flags",
+            )
+        self.source = source
+        self.dataset = StreamDataset(
+            source,
+            SampleOrder(tuple(range(source.count)), config.seed),
+            Augment(image_size(flags), config.random_crop, config.random_flip),
+            config.seed,
+        )
+        self.model = build_model(flags)
+        if init:
+            load_into(self.model, load_state_dict(init), what=f"--init {init}")
+
+    def micro(self, trainer: Trainer, batch: DeviceBatch) -> MicroOut:
+        x0, n, device = batch.x, len(batch), batch.x.device
+        noise = per_sample_normal([derive_seed(self.seed, "noise", p) for p in batch.positions], x0.shape[1:], device)
+        t, weights = self.sampler.sample([uniform(self.seed, "timestep", p) for p in batch.positions])
+        t, weights = t.to(device), weights.to(device)
+        kwargs: dict[str, Any] = {}
+        if self.is_upsampler:
+            kwargs["low_res"] = F.interpolate(x0, size=(self.flags.small_size,) * 2, mode="area")
+        if self.flags.class_cond:
+            kwargs["y"] = batch.y
+        terms = training_losses(self.process, self.param, self.loss_type, trainer, x0, t, noise=noise, model_kwargs=kwargs)
+        per_sample = terms["loss"].detach()
+        sums = {key: (terms[key].detach().sum(), n) for key in ("loss", "mse", "vb") if key in terms}
+        quarter = (4 * t) // self.process.num_steps
+        for q in range(4):
+            mask = quarter == q
+            sums[f"loss_q{q}"] = ((per_sample * mask).sum(), mask.sum())
+        return MicroOut((terms["loss"] * weights).mean(), sums, batch.positions, t, per_sample)
+
+    def after_step(self, outs: list[MicroOut], dist: Dist) -> None:
+        """Feed the whole global batch's losses, in stream order, to a loss-aware sampler."""
+        if not self.sampler.loss_aware:
+            return
+        local = [
+            (p, int(t), float(loss))
+            for out in outs
+            for p, t, loss in zip(out.positions, out.timesteps.tolist(), out.sample_losses.tolist(), strict=True)
+        ]
+        merged = sorted(item for part in dist.all_gather_objects(local) for item in part)
+        self.sampler.update([t for _, t, _ in merged], [loss for _, _, loss in merged])
+
+    def evaluate(self, trainer: Trainer, step: int) -> dict[str, float]:
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"sampler": self.sampler.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sampler.load_state_dict(state.get("sampler", {}))
+
+
+def train_diffusion(
+    config: TrainConfig,
+    flags: ModelFlags | SuperResFlags,
+    run_dir: str | Path,
+    *,
+    dist: Dist | None = None,
+    on_progress: ProgressFn | None = None,
+    preset: str | None = None,
+    resume: bool = False,
+) -> TrainResult:
+    """Train (or continue training) a diffusion model into ``run_dir``.
+
+    Everything is validated before the run dir is touched: flags, data, batch split and
+    ``config.init``. Then ``config.json`` is written (rank 0, atomically) and the loop runs until
+    ``config.steps``, resuming from the run dir's newest checkpoint when it has one.
+    """
+    dist = dist or Dist()
+    run_dir = Path(run_dir)
+    if config.grad_checkpoint and not flags.use_checkpoint:
+        flags = flags.replace(use_checkpoint=True)
+    doc = run_config("diffusion", flags, config.model_dump(mode="json"), preset=preset)
+    resuming = open_run(run_dir, doc, resume=resume)
+    config.local_batch(dist.world_size)
+    torch.manual_seed(derive_seed(config.seed, "init"))
+    task = DiffusionTask(flags, config, init=None if resuming else config.init)
+    if dist.is_main:
+        write_run_config(run_dir, doc)
+    dist.barrier()
+    return fit(task, config, run_dir, dist, on_progress)
