@@ -305,3 +305,19 @@ def test_download_flag_fetches_missing_checkpoints_from_a_mirror(ckpt, tmp_path,
         monkeypatch.setenv("ADM_BASE_URL", server.url(""))
         invoke([*args, "--download"])
     assert load(tmp_path / "m.npz")["arr_0"].shape == (2, 16, 16, 3)
+
+
+@pytest.mark.slow
+def test_a_trained_run_directory_samples_with_nothing_else(tmp_path):
+    rng = np.random.default_rng(0)
+    data = tmp_path / "d.npz"
+    np.savez(data, arr_0=rng.integers(0, 256, (8, 16, 16, 3), dtype=np.uint8), arr_1=np.arange(8) % 2)
+    run = tmp_path / "run"
+    invoke(["train", "--preset", "tiny", "--data", data, "--run-dir", run, "--steps", 2, "--batch-size", 4,
+            "--save-every", 2, "--device", "cpu"])
+    out = tmp_path / "r.npz"
+    invoke(["sample", "--run-dir", run, "-n", 2, "--steps", 3, "--out", out, "-q"])
+    assert load(out)["arr_0"].shape == (2, 16, 16, 3)
+    assert json.loads(out.with_suffix(".json").read_text())["key"]["model_path"] == str(run)
+    result = runner.invoke(app, ["sample", "--run-dir", str(tmp_path / "nothing"), "--out", str(tmp_path / "n.npz")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
