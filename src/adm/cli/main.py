@@ -10,6 +10,7 @@ from adm.cli.data_cmd import app as data_app
 from adm.cli.download_cmd import download
 from adm.cli.evaluate_cmd import evaluate
 from adm.cli.presets_cmd import presets
+from adm.cli.recipe_cmd import app as recipe_app
 from adm.cli.sample_cmd import sample, upsample
 from adm.cli.train_cmd import train, train_classifier
 
@@ -44,6 +45,7 @@ app.command("upsample")(upsample)
 app.command("train")(train)
 app.command("train-classifier")(train_classifier)
 app.add_typer(data_app, name="data")
+app.add_typer(recipe_app, name="recipe")
 
 
 def run() -> None:

@@ -112,5 +112,8 @@ def load_into(
         hint = f"it fits: {', '.join(fits)}" if fits else "check the preset or --model-flags it was trained with"
         raise CheckpointError(f"{what} does not fit the chosen architecture ({describe_mismatch(expected, got)})", hint)
     on_meta = any(p.is_meta for p in module.parameters())
+    if on_meta:  # assign=True keeps the file's tensors: give them the network's dtypes (fp16 files → fp32)
+        dtypes = {k: v.dtype for k, v in module.state_dict().items()}
+        state_dict = {k: v.to(dtypes[k]) for k, v in state_dict.items()}
     module.load_state_dict(state_dict, strict=True, assign=on_meta)
     return module

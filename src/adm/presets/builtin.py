@@ -9,6 +9,7 @@ ever published, so artifacts carry none: the download layer records a hash on fi
 from __future__ import annotations
 
 from adm.presets.registry import Registry
+from adm.presets.training import builtin_training_presets
 from adm.presets.types import Artifact, Preset, SamplingDefaults
 
 BASE_URL = "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/"
@@ -218,3 +219,5 @@ def register(registry: Registry) -> None:
         registry.add_artifact(artifact)
     for preset in _presets():
         registry.add_preset(preset)
+    for training in builtin_training_presets():
+        registry.add_training_preset(training)

@@ -25,7 +25,7 @@ from functools import cache
 from importlib.metadata import entry_points
 
 from adm.errors import UsageError
-from adm.presets.types import Artifact, Preset
+from adm.presets.types import Artifact, Preset, TrainKind, TrainPreset
 
 ENTRY_POINT_GROUP = "adm.presets"
 
@@ -36,6 +36,7 @@ class Registry:
     def __init__(self) -> None:
         self._presets: dict[str, Preset] = {}
         self._artifacts: dict[str, Artifact] = {}
+        self._training: dict[tuple[TrainKind, str], TrainPreset] = {}
         self.plugin_errors: list[str] = []
 
     def add_preset(self, preset: Preset) -> None:
@@ -47,6 +48,28 @@ class Registry:
         if artifact.name in self._artifacts:
             raise ValueError(f"artifact {artifact.name!r} is registered twice")
         self._artifacts[artifact.name] = artifact
+
+    def add_training_preset(self, preset: TrainPreset) -> None:
+        key = (preset.kind, preset.name)
+        if key in self._training:
+            raise ValueError(f"training preset {preset.name!r} ({preset.kind}) is registered twice")
+        self._training[key] = preset
+
+    def training_presets(self, kind: TrainKind) -> dict[str, TrainPreset]:
+        return {name: p for (k, name), p in self._training.items() if k == kind}
+
+    def training_preset(self, name: str, kind: TrainKind) -> TrainPreset:
+        """A training preset; a released preset without one gets its flags and default values."""
+        if (kind, name) in self._training:
+            return self._training[(kind, name)]
+        released = self._presets.get(name)
+        if released is not None and (kind == "diffusion" or released.classifier_flags is not None):
+            return TrainPreset(name=name, kind=kind, released=name, unknown=("all training values",))
+        known = set(self.training_presets(kind)) | {
+            n for n, p in self._presets.items() if kind == "diffusion" or p.classifier_flags is not None
+        }
+        what = "classifier training preset" if kind == "classifier" else "training preset"
+        raise UsageError(f"unknown {what} {name!r}", _suggest(name, sorted(known), "adm presets"))
 
     @property
     def presets(self) -> dict[str, Preset]:

@@ -6,9 +6,18 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from adm.flags import ClassifierFlags, ModelFlags, SuperResFlags, parse_flags
+from adm.errors import UsageError
+from adm.flags import (
+    ClassifierFlags,
+    DiffusionFlags,
+    ModelFlags,
+    SuperResFlags,
+    parse_flags,
+    parse_model_flags,
+)
 
 ArtifactKind = Literal["checkpoint", "reference", "weights", "other"]
+TrainKind = Literal["diffusion", "classifier"]
 
 
 class Artifact(BaseModel):
@@ -101,3 +110,35 @@ class Preset(BaseModel):
             "base_preset": self.base_preset,
             "results": self.results,
         }
+
+
+class TrainPreset(BaseModel):
+    """A network plus the training values that differ from the defaults."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    kind: TrainKind
+    description: str = ""
+    flags: str | None = Field(None, description="network flags (original syntax); None: the released preset's")
+    released: str | None = Field(None, description="adm preset whose flags (and checkpoint) this is")
+    diffusion_flags: str = Field("", description="classifiers: the noising process (diffusion_defaults names)")
+    train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig values")
+    source: str = ""
+    unverified: tuple[str, ...] = Field((), description="values transcribed from memory of the paper: check them")
+    unknown: tuple[str, ...] = Field((), description="what the sources do not state")
+
+    def network_flags(self, registry=None) -> ModelFlags | SuperResFlags | ClassifierFlags:
+        if self.flags is not None:
+            return parse_flags(ClassifierFlags, self.flags) if self.kind == "classifier" else parse_model_flags(self.flags)
+        from adm.presets.registry import default_registry
+
+        preset = (registry or default_registry()).preset(self.released or self.name)
+        if self.kind == "classifier":
+            if preset.classifier_flags is None:
+                raise UsageError(f"preset {preset.name!r} has no classifier")
+            return preset.classifier_flags
+        return preset.model_flags
+
+    def noise_flags(self) -> DiffusionFlags:
+        return parse_flags(DiffusionFlags, self.diffusion_flags)

@@ -13,12 +13,7 @@ from adm.training.classifier import train_classifier
 from adm.training.config import ClassifierTrainConfig, CommonTrainConfig, TrainConfig, make_config
 from adm.training.engine import TrainResult
 from adm.training.loop import train_diffusion
-from adm.training.presets import (
-    TrainPreset,
-    get_training_preset,
-    register_training_preset,
-    training_presets,
-)
+from adm.training.presets import TrainPreset, get_training_preset, training_presets
 from adm.training.rundir import latest_weights, read_run_config, run_flags
 
 __all__ = [
@@ -31,7 +26,6 @@ __all__ = [
     "latest_weights",
     "make_config",
     "read_run_config",
-    "register_training_preset",
     "run_flags",
     "train_classifier",
     "train_diffusion",

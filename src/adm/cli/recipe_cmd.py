@@ -1,0 +1,35 @@
+"""`adm recipe digits OUT`: re-create the shipped `digits` demo from scratch, on a CPU."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from adm.cli.common import console, guarded
+from adm.cli.progress import RichProgress
+
+app = typer.Typer(help="Recipes that rebuild adm's shipped models.", no_args_is_help=True)
+
+
+@app.command("digits")
+@guarded
+def digits(
+    out: Path = typer.Argument(..., help="Working folder: data, runs, exported assets, recipe.json."),
+    quick: bool = typer.Option(False, "--quick", help="A few steps of every stage (a smoke test, not a usable model)."),
+) -> None:
+    """Train the digits demo (diffusion model, noisy classifier, judge) and measure guidance."""
+    from adm.recipes.digits import run_recipe
+
+    with RichProgress() as progress:
+        report = run_recipe(out, quick=quick, on_progress=progress)
+    table = Table(title="guidance scale → judge accuracy / digits-FD")
+    for column in ("scale", "accuracy", "digits-FD"):
+        table.add_column(column, justify="right")
+    for row in report.scales:
+        table.add_row(f"{row['scale']:g}", f"{row['accuracy']:.3f}", f"{row['digits_fd']:.2f}")
+    console.print(table)
+    console.print(json.dumps({"seconds": report.seconds, "numbers": report.numbers}, indent=2))
+    console.print(f"assets in {out / 'assets'}; copy them to src/adm/assets/ to ship them")
