@@ -173,10 +173,10 @@ def sample(
     sampler: str | None = None,
     steps: str | None = None,
     eta: float = 0.0,
-    num_samples: int = 16,
+    num_samples: int | None = None,
     batch_size: int | None = None,
     seed: int = 0,
-    classes: str | list[int] = "random",
+    classes: str | list[int] | None = None,
     clip_denoised: bool = True,
     precision: str | None = None,
     device=None,
@@ -187,13 +187,20 @@ def sample(
     on_progress: ProgressFn | None = None,
     registry: Registry | None = None,
 ) -> Samples:
-    """Sample ``num_samples`` images; with ``out`` they are written (resumably) to that npz."""
+    """Sample ``num_samples`` images; with ``out`` they are written (resumably) to that npz.
+
+    Unset options take the preset's defaults (scale, sampler, steps, batch size, number of
+    samples, class plan), else 16 samples with uniformly drawn labels, unguided.
+    """
     source = source or ModelSource(preset=preset)
     setup = _setup(
         source, registry, upsampler=False, scale=scale, sampler=sampler, steps=steps, eta=eta,
         clip_denoised=clip_denoised, precision=precision, device=device, download=download, dist=dist,
     )
     flags = setup.loaded.flags
+    defaults = setup.preset.sampling if setup.preset else None
+    num_samples = _default(num_samples, defaults.num_samples if defaults else 16)
+    classes = _default(classes, defaults.classes if defaults else "random")
     if (flags.class_cond or setup.settings.scale > 0) and isinstance(classes, str):
         classes = parse_classes(classes, flags.num_classes)
 

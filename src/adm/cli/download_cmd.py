@@ -139,9 +139,9 @@ def download(
                     f"[dim]{msg}[/]", highlight=False
                 ),
             )
-            if got.action == "cached":
+            if got.action in ("cached", "bundled"):
                 progress.update(task, completed=got.size, total=got.size)
-        what = "already cached" if got.action == "cached" else f"downloaded {decimal(got.size)}"
+        what = {"cached": "already cached", "bundled": "ships with adm"}.get(got.action, f"downloaded {decimal(got.size)}")
         console.print(f"{art.name}: {what} -> {got.path}", highlight=False, soft_wrap=True)
 
 

@@ -98,6 +98,15 @@ def evaluate(
         "--max-images",
         help="Images --make-ref keeps in arr_0 for precision/recall.",
     ),
+    metric: str = typer.Option(
+        "auto",
+        "--metric",
+        help="inception (FID, sFID, IS, P/R), digits (the digits demo's judge accuracy and digits-FD), "
+        "or auto: digits for 16x16 samples, else inception.",
+    ),
+    judge: Path | None = typer.Option(
+        None, "--judge", help="Digits judge weights (default: the one shipped with adm).", show_default=False
+    ),
 ) -> None:
     """Inception Score, FID, sFID, precision and recall of samples, as OpenAI's evaluator computes them.
 
@@ -119,6 +128,9 @@ def evaluate(
         if output is not None:
             raise UsageError("-o only applies to --make-ref", "use --json to save the metrics")
 
+    if make_ref is None and _metric(metric, samples) == "digits":
+        _evaluate_digits(samples, judge, json_out)
+        return
     dist = init_distributed(device)
     try:
         with RichProgress(enabled=dist.is_main) as progress:
@@ -173,3 +185,30 @@ def _table(metrics: dict, samples: Path, ref: Path) -> Table:
         value = metrics.get(key)
         table.add_row(label, "n/a (no reference images)" if value is None else fmt.format(value))
     return table
+
+
+def _metric(metric: str, samples: Path) -> str:
+    if metric not in ("auto", "inception", "digits"):
+        raise UsageError(f"unknown metric {metric!r}", "choose auto, inception or digits")
+    if metric != "auto":
+        return metric
+    collection = open_samples(samples)
+    return "digits" if (collection.height, collection.width) == (16, 16) else "inception"
+
+
+def _evaluate_digits(samples: Path, judge: Path | None, json_out: Path | None) -> None:
+    from adm.evaluation.digits_judge import evaluate_digits
+    from adm.hub.download import ensure_artifact
+
+    metrics = evaluate_digits(samples, judge or ensure_artifact("digits-judge"))
+    table = Table(title=f"{samples} (digits judge)", title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    accuracy = metrics["digits_accuracy"]
+    table.add_row("judge accuracy (vs requested labels)", "n/a (no labels)" if accuracy is None else f"{accuracy:.4f}")
+    table.add_row("digits-FD (vs real digits)", f"{metrics['digits_fd']:.4f}")
+    table.add_row("samples", str(metrics["num_samples"]))
+    console.print(table)
+    if json_out is not None:
+        write_text_atomic(json_out, json.dumps({**metrics, "samples": str(samples)}, indent=2) + "\n")
+        console.print(f"metrics written to {json_out}", highlight=False, soft_wrap=True)

@@ -9,15 +9,19 @@ judge's 128-d penultimate features against the real digits ("digits-FD", how rea
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 from torch import nn
 
 from adm.data.digits import Digits
 from adm.errors import UsageError
 from adm.evaluation.stats import frechet_distance, mean_and_cov
+from adm.fileio import atomic_path
+from adm.hub.checkpoints import load_state_dict
 
 FEATURES = 128
 
@@ -107,22 +111,61 @@ class DigitScores:
     num_samples: int
 
     def as_dict(self) -> dict:
-        return {
-            "digits_accuracy": self.accuracy,
-            "digits_fd": self.digits_fd,
-            "num_samples": self.num_samples,
-        }
+        return {"digits_accuracy": self.accuracy, "digits_fd": self.digits_fd, "num_samples": self.num_samples}
 
 
-def score_digits(
-    net: DigitJudge, images: np.ndarray, labels: np.ndarray | None, real: Digits
-) -> DigitScores:
-    """Judge accuracy against ``labels`` (when given) and digits-FD against ``real``."""
-    if len(images) < 2:
-        raise UsageError(f"need at least 2 samples for a Fréchet distance, got {len(images)}")
-    predicted, features = judge(net, images)
-    _, real_features = judge(net, real.images)
-    accuracy = float((predicted == labels).mean()) if labels is not None else None
-    mu1, sigma1 = mean_and_cov(features)
-    mu2, sigma2 = mean_and_cov(real_features)
-    return DigitScores(accuracy, float(frechet_distance(mu1, sigma1, mu2, sigma2)), len(images))
+@dataclass(frozen=True)
+class Judge:
+    """The judge network with the statistics of its features on all 1,797 real digits."""
+
+    net: DigitJudge
+    real_mu: np.ndarray
+    real_sigma: np.ndarray
+
+    @classmethod
+    def fit_statistics(cls, net: DigitJudge, real: Digits) -> Judge:
+        _, features = judge(net, real.images)
+        mu, sigma = mean_and_cov(features)
+        return cls(net, mu, sigma)
+
+    def save(self, path: str | Path) -> Path:
+        """One safetensors file: the network's weights plus ``real.mu`` / ``real.sigma`` (float64)."""
+        tensors = {f"net.{k}": v.contiguous() for k, v in self.net.state_dict().items()}
+        tensors["real.mu"] = torch.from_numpy(self.real_mu)
+        tensors["real.sigma"] = torch.from_numpy(self.real_sigma)
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp))
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Judge:
+        tensors = load_state_dict(path)
+        net = DigitJudge()
+        net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+        return cls(net.eval(), tensors["real.mu"].numpy(), tensors["real.sigma"].numpy())
+
+    def score(self, images: np.ndarray, labels: np.ndarray | None) -> DigitScores:
+        """Judge accuracy against ``labels`` (when given) and digits-FD against the real digits."""
+        if len(images) < 2:
+            raise UsageError(f"need at least 2 samples for a Fréchet distance, got {len(images)}")
+        predicted, features = judge(self.net, images)
+        accuracy = float((predicted == labels).mean()) if labels is not None else None
+        mu, sigma = mean_and_cov(features)
+        return DigitScores(accuracy, float(frechet_distance(mu, sigma, self.real_mu, self.real_sigma)), len(images))
+
+
+def score_digits(net: DigitJudge, images: np.ndarray, labels: np.ndarray | None, real: Digits) -> DigitScores:
+    """``Judge.score`` with statistics computed from ``real`` on the spot."""
+    return Judge.fit_statistics(net, real).score(images, labels)
+
+
+def evaluate_digits(samples: str | Path, judge_path: str | Path) -> dict:
+    """``adm evaluate --metric digits``: judge accuracy (when the npz has labels) and digits-FD."""
+    from adm.data.images import load_npz_array, npz_keys, open_images
+
+    collection = open_images(samples, name="samples")
+    images = np.concatenate(list(collection.batches(1024)))
+    labels = None
+    if collection.is_npz and "arr_1" in npz_keys(samples):
+        labels = load_npz_array(samples, "arr_1").astype(np.int64).reshape(-1)[: len(images)]
+    return Judge.load(judge_path).score(images, labels).as_dict()

@@ -19,6 +19,7 @@ import dataclasses
 import difflib
 import errno
 import hashlib
+import importlib.resources
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -85,7 +86,7 @@ class Fetched:
     path: Path
     sha256: str
     size: int
-    action: Literal["cached", "downloaded", "imported"]
+    action: Literal["cached", "downloaded", "imported", "bundled"]
     source: str
     resumed_from: int = 0
 
@@ -149,6 +150,26 @@ def resolve_url(artifact: Artifact, base_url: str | None = None) -> str:
     return artifact.url
 
 
+PACKAGE_SCHEME = "package:"
+
+
+def bundled_path(art: Artifact) -> Path | None:
+    """The file of an artifact shipped inside an installed package (``package:adm.assets/f``),
+    checked against its sha256; None for ordinary (downloaded) artifacts."""
+    if not art.url.startswith(PACKAGE_SCHEME):
+        return None
+    package, _, name = art.url[len(PACKAGE_SCHEME) :].partition("/")
+    try:
+        path = Path(str(importlib.resources.files(package).joinpath(name)))
+    except ModuleNotFoundError:
+        path = Path(package, name)
+    if not path.is_file():
+        raise MissingFileError(f"{art.name} ships with the {package} package, but {path} is missing", "reinstall adm-diffusion")
+    if art.sha256 and not hash_matches(sha256_file(path), art.sha256):
+        raise ChecksumError(f"the bundled {art.name} ({path}) does not match its sha256", "reinstall adm-diffusion")
+    return path
+
+
 def resolve_artifacts(names: Iterable[str], registry: Registry | None = None) -> list[Artifact]:
     """Artifact names and preset names (expanded to what the preset needs), deduplicated, in order."""
     reg = _registry(registry)
@@ -194,6 +215,10 @@ def cache_entries(
     )
     entries = []
     for art in arts:
+        if art.url.startswith(PACKAGE_SCHEME):
+            path = bundled_path(art)
+            entries.append(CacheEntry(art, path, "ok", path.stat().st_size, 0))
+            continue
         path = _cache_path(art, cache_dir)
         state, _ = inspect_entry(art, path)
         try:
@@ -321,6 +346,9 @@ def download_artifact(
     waiting for another process) through ``on_status(message)``.
     """
     art = _artifact(artifact, registry)
+    bundled = bundled_path(art)
+    if bundled is not None:
+        return Fetched(art, bundled, sha256_file(bundled), bundled.stat().st_size, "bundled", art.url)
     path = _cache_path(art, cache_dir)
     status = on_status or _noop
     if not force:
@@ -437,6 +465,9 @@ def verify_artifact(
 ) -> Verified:
     """Rehash a cached file and compare with its published or recorded sha256; remove it on mismatch."""
     art = _artifact(artifact, registry)
+    bundled = bundled_path(art)
+    if bundled is not None:
+        return Verified(art, bundled, "ok", sha256_file(bundled), art.sha256, "bundled")
     path = _cache_path(art, cache_dir)
     if not path.exists():
         return Verified(art, path, "missing")
@@ -466,6 +497,9 @@ def ensure_artifact(
     naming the command that fetches it.
     """
     art = _artifact(name, registry)
+    bundled = bundled_path(art)
+    if bundled is not None:
+        return bundled
     path = _cache_path(art, cache_dir)
     status = on_status or _noop
     state, _ = _settled(art, path, on_progress, status)

@@ -51,6 +51,8 @@ class SamplingDefaults(BaseModel):
     eta: float = 0.0
     batch_size: int = 4
     clip_denoised: bool = True
+    num_samples: int = 16
+    classes: str = "random"
 
 
 class Preset(BaseModel):

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from adm.data.digits import Digits, load_digits, write_digits
-from adm.evaluation.digits_judge import judge, score_digits, train_judge
+from adm.data.digits import load_digits, write_digits
+from adm.evaluation.digits_judge import Judge, judge, train_judge
 from adm.fileio import atomic_path, write_text_atomic
 from adm.hub.checkpoints import load_state_dict
 from adm.presets.registry import Registry, default_registry
@@ -46,7 +46,7 @@ def save_half(state: dict[str, torch.Tensor], path: Path) -> Path:
     return path
 
 
-def guidance_table(model_path: Path, classifier_path: Path, real: Digits, net, *, scales, num_samples: int,
+def guidance_table(model_path: Path, classifier_path: Path, referee: Judge, *, scales, num_samples: int,
                    steps: str, seed: int = 0) -> list[dict]:
     """Judge accuracy and digits-FD of class-balanced samples at each guidance scale (same seeds)."""
     from adm.pipeline import ModelSource, sample
@@ -58,7 +58,7 @@ def guidance_table(model_path: Path, classifier_path: Path, real: Digits, net, *
     for scale in scales:
         samples = sample(source=source, scale=scale, steps=steps, num_samples=num_samples, classes="balanced",
                          seed=seed, device="cpu")
-        scores = score_digits(net, samples.images, samples.labels, real)
+        scores = referee.score(samples.images, samples.labels)
         rows.append({"scale": scale, "accuracy": scores.accuracy, "digits_fd": scores.digits_fd, "num_samples": num_samples})
     return rows
 
@@ -123,14 +123,14 @@ def run_recipe(out: str | Path, *, quick: bool = False, registry: Registry | Non
     _, classifier_weights = latest_weights(out / "runs" / "digits-classifier", prefer="model")
     save_half(load_state_dict(model_weights), assets / ASSETS[0])
     save_half(load_state_dict(classifier_weights), assets / ASSETS[1])
-    with atomic_path(assets / ASSETS[2]) as tmp:
-        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp))
-    rep.numbers["real_heldout_digits_fd"] = score_digits(net, heldout.images, heldout.labels, real).digits_fd
+    referee = Judge.fit_statistics(net, real)
+    referee.save(assets / ASSETS[2])
+    rep.numbers["real_heldout_digits_fd"] = referee.score(heldout.images, heldout.labels).digits_fd
 
     start = clock()
     report(on_progress, "recipe", 5, 5, message="measuring guidance scales")
     rep.scales = guidance_table(
-        assets / ASSETS[0], assets / ASSETS[1], real, net, scales=(0.0, 2.0) if quick else SCALES,
+        assets / ASSETS[0], assets / ASSETS[1], referee, scales=(0.0, 2.0) if quick else SCALES,
         num_samples=20 if quick else 200, steps="10" if quick else "100",
     )
     rep.seconds["guidance_table"] = clock() - start
