@@ -207,7 +207,7 @@ def sample(
     def run(out: Path, in_memory: bool) -> Samples:
         job = SampleJob(
             out=out, num_samples=num_samples, batch_size=setup.batch_size(batch_size), seed=seed,
-            settings=setup.settings, classes=classes, grid_size=grid,
+            settings=setup.settings, classes=classes, grid_size=grid, num_classes=flags.num_classes,
             identity=_identity(setup.loaded, source, setup.steps),
         )
         return _run(setup.loaded, job, dist, on_progress, in_memory)

@@ -13,6 +13,8 @@ from adm.presets.training import builtin_training_presets
 from adm.presets.types import Artifact, Preset, SamplingDefaults
 
 BASE_URL = "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/"
+DIGITS_SCALE = 1.0
+DIGITS_STEPS = "25"
 COMMON = "--diffusion_steps 1000 --learn_sigma True --resblock_updown True --use_scale_shift_norm True"
 INCEPTION_URL = (
     "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
@@ -184,6 +186,29 @@ def _presets() -> list[Preset]:
     ]
 
 
+# The offline demo, made by `adm recipe digits` (docs/digits.md) and shipped inside the wheel.
+DIGITS_ASSETS = {
+    "digits-model": ("digits_model.safetensors", "69abd959a54c9d2b57b86ae523b91d633bb3e004ae93fa28891a05b4436f5a36", "checkpoint"),
+    "digits-classifier": ("digits_classifier.safetensors", "8ef908555614eb7f89d5e9754acf3055cf883ef4333dbaeea2d2d8e3c67a0184", "checkpoint"),
+    "digits-judge": ("digits_judge.safetensors", "75ec66ed1335c51778cf041ad03cf019a484aa5a7ca8c43c47d5c4539e9a3171", "weights"),
+}
+
+
+def _digits() -> Preset:
+    from adm.presets.training import DIGITS_CLASSIFIER, DIGITS_MODEL
+
+    return Preset(
+        name="digits",
+        description="offline demo: 16x16 handwritten digits (scikit-learn), guided; ships with adm",
+        model_flags=DIGITS_MODEL,
+        classifier_flags=DIGITS_CLASSIFIER,
+        checkpoint="digits-model",
+        classifier_checkpoint="digits-classifier",
+        classifier_scale=DIGITS_SCALE,
+        sampling=SamplingDefaults(sampler="ddpm", steps=DIGITS_STEPS, batch_size=50, num_samples=50, classes="balanced"),
+    )
+
+
 def _artifacts() -> list[Artifact]:
     artifacts = [
         Artifact(name=name, url=BASE_URL + filename, filename=filename, kind="checkpoint", description=text)
@@ -199,6 +224,11 @@ def _artifacts() -> list[Artifact]:
             description="reference batch of the ADM evaluator",
         )
         for name, path in REFERENCE_BATCHES.items()
+    ]
+    artifacts += [
+        Artifact(name=name, url=f"package:adm.assets/{filename}", filename=filename, sha256=sha, kind=kind,
+                 description="ships inside the adm wheel (the digits demo)")
+        for name, (filename, sha, kind) in DIGITS_ASSETS.items()
     ]
     artifacts.append(
         Artifact(
@@ -217,7 +247,7 @@ def register(registry: Registry) -> None:
     """Entry point ``adm.presets:builtin``."""
     for artifact in _artifacts():
         registry.add_artifact(artifact)
-    for preset in _presets():
+    for preset in [*_presets(), _digits()]:
         registry.add_preset(preset)
     for training in builtin_training_presets():
         registry.add_training_preset(training)

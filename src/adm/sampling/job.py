@@ -41,6 +41,7 @@ class SampleJob:
     classes: str | list[int] = "random"
     identity: dict[str, Any] = field(default_factory=dict)  # what made the model: preset, checkpoints
     grid_size: int = 64
+    num_classes: int | None = None  # lays a balanced run's grid out one class per column
 
     def key(self) -> dict[str, Any]:
         """Everything that changes the images (batch size, device and world size do not)."""
@@ -54,6 +55,14 @@ class SampleJob:
             "precision": self.settings.precision,
             "classes": self.classes,
         }
+
+    def grid_columns(self) -> int | None:
+        """One column per class when classes are cycled (a class per column reads best)."""
+        if isinstance(self.classes, list) and 1 < len(self.classes) <= 20:
+            return len(self.classes)
+        if self.classes == "balanced" and self.num_classes and self.num_classes <= 20:
+            return self.num_classes
+        return None
 
     def validate(self) -> None:
         if self.num_samples < 1:
@@ -164,7 +173,7 @@ def _finish(job: SampleJob, store: ShardStore) -> np.ndarray | None:
         np.savez(f, **arrays)
     shown = min(job.grid_size, len(images))
     if shown:
-        save_grid(images[:shown], grid_path(job.out))
+        save_grid(images[:shown], grid_path(job.out), columns=job.grid_columns())
     meta = {
         "num_samples": job.num_samples,
         "shape": list(images.shape),
