@@ -98,3 +98,40 @@ def test_the_recipe_runs_end_to_end_in_a_shortened_form(tmp_path):
     for name in ("digits_model.safetensors", "digits_classifier.safetensors", "digits_judge.safetensors"):
         assert (tmp_path / "assets" / name).stat().st_size > 0
     assert (tmp_path / "runs" / "digits" / "config.json").is_file()
+
+
+def judge_scores(npz):
+    referee = Judge.load(ensure_artifact("digits-judge"))
+    with np.load(npz) as data:
+        return referee.score(data["arr_0"], data["arr_1"])
+
+
+def test_adm_sample_preset_digits_with_no_other_argument(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ADM_HOME", str(tmp_path / "empty-cache"))  # nothing cached, nothing downloaded
+    result = runner.invoke(app, ["sample", "--preset", "digits"])
+    assert result.exit_code == 0, result.output
+    with np.load(tmp_path / "digits_samples.npz") as data:
+        assert data["arr_0"].shape == (50, 16, 16, 3)
+        assert data["arr_1"].tolist() == [i % 10 for i in range(50)]
+    assert (tmp_path / "digits_samples.png").is_file()
+    assert judge_scores(tmp_path / "digits_samples.npz").accuracy >= 0.9
+
+
+def test_guidance_raises_judge_accuracy_over_scale_zero(tmp_path):
+    # A coarse 4-step chain leaves the conditional model room for mistakes (docs/digits.md).
+    accuracy = {}
+    for scale in ("0", "4"):
+        out = tmp_path / f"s{scale}.npz"
+        result = runner.invoke(app, ["sample", "--preset", "digits", "--scale", scale, "--steps", "4", "-n", "200",
+                                     "--seed", "0", "--out", str(out), "-q"])
+        assert result.exit_code == 0, result.output
+        accuracy[scale] = judge_scores(out).accuracy
+    assert accuracy["4"] >= accuracy["0"] + 0.02, accuracy
+
+
+def test_download_of_a_bundled_preset_needs_no_network(tmp_path, monkeypatch):
+    monkeypatch.setenv("ADM_HOME", str(tmp_path))
+    result = runner.invoke(app, ["download", "digits"])
+    assert result.exit_code == 0, result.output
+    assert "ships with adm" in result.output
