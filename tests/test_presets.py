@@ -61,9 +61,8 @@ def test_preset_flags_are_the_readme_flags(name):
 
 def test_checkpoint_download_names_and_files():
     registry = default_registry()
-    names = {p.checkpoint for p in registry.presets.values()} | {
-        p.classifier_checkpoint for p in registry.presets.values() if p.classifier_checkpoint
-    }
+    released = [registry.preset(name) for name in RELEASED]
+    names = {p.checkpoint for p in released} | {p.classifier_checkpoint for p in released if p.classifier_checkpoint}
     assert names == set(CHECKPOINTS)
     for name in names:
         assert registry.artifact(name).url.endswith(CHECKPOINTS[name][0])

@@ -132,7 +132,8 @@ def builtin_training_presets() -> list[TrainPreset]:
         TrainPreset(
             name="digits", kind="classifier", flags=DIGITS_CLASSIFIER,
             diffusion_flags="--diffusion_steps 1000 --noise_schedule cosine",
-            train={**DIGITS_TRAIN, "steps": 3000, "lr": 1e-3, "ema_rates": (), "weight_decay": 0.05},
+            train={**DIGITS_TRAIN, "steps": 3000, "lr": 1e-3, "ema_rates": (), "weight_decay": 0.05,
+                   "random_crop": False, "val_fraction": 0.1},
             description="the `digits` demo's noisy classifier",
         ),
     ]

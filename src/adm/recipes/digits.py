@@ -99,8 +99,7 @@ def run_recipe(out: str | Path, *, quick: bool = False, registry: Registry | Non
     start = clock()
     report(on_progress, "recipe", 2, 5, message="training the noisy classifier (adm train-classifier --preset digits)")
     cconfig = make_config(ClassifierTrainConfig, {
-        **classifier.train, **shorten, "data": str(data), "val_fraction": 0.1, "random_crop": False,
-        **({"eval_every": 10} if quick else {}),
+        **classifier.train, **shorten, "data": str(data), **({"eval_every": 10} if quick else {}),
     })
     cresult = train_classifier(cconfig, classifier.network_flags(registry), out / "runs" / "digits-classifier",
                                diffusion=classifier.noise_flags(), preset="digits", on_progress=on_progress)
