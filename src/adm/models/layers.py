@@ -58,10 +58,8 @@ def zero_module(module: nn.Module) -> nn.Module:
 
 
 class TimestepBlock(nn.Module):
-    """A block whose forward also takes the timestep embedding: ``forward(x, emb)``."""
-
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:  # pragma: no cover
-        raise NotImplementedError
+    """Marker base class: a block whose ``forward(x, emb)`` also takes the timestep embedding
+    (``TimestepSequential`` hands ``emb`` only to these)."""
 
 
 class TimestepSequential(nn.Sequential):
