@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,10 @@ class LoadedModel:
     @property
     def num_classes(self) -> int | None:
         return self.flags.num_classes if self.flags.class_cond else None
+
+    def respaced(self, steps: str) -> LoadedModel:
+        """The same networks on a chain respaced to ``steps`` (``"250"``, ``"ddim25"``)."""
+        return dataclasses.replace(self, process=build_process(self.flags, respacing=steps)[0])
 
 
 def default_device() -> torch.device:

@@ -20,7 +20,6 @@ from adm.api import LoadedModel, load_model
 from adm.data.images import load_npz_array, npz_keys, open_images
 from adm.distributed import Dist, pick_device
 from adm.errors import UsageError
-from adm.factory import build_process
 from adm.flags import SuperResFlags
 from adm.presets import Preset, Registry, default_registry
 from adm.progress import ProgressFn
@@ -99,12 +98,11 @@ def _precision(precision: str | None, loaded: LoadedModel) -> str:
     return "fp16" if (loaded.flags.use_fp16 and loaded.device.type == "cuda") else "fp32"
 
 
-def _respace(loaded: LoadedModel, preset: Preset | None, steps: str | None) -> str:
-    """Set the sampling chain: ``steps`` or the preset's, else up to 250 of the model's steps."""
-    if not steps:
-        steps = preset.sampling.steps if preset else (loaded.flags.timestep_respacing or str(min(250, loaded.flags.diffusion_steps)))
-    loaded.process = build_process(loaded.flags, respacing=steps)[0]
-    return steps
+def _steps(loaded: LoadedModel, preset: Preset | None, steps: str | None) -> str:
+    """``steps``, else the preset's, else up to 250 of the model's own steps."""
+    if steps:
+        return steps
+    return preset.sampling.steps if preset else (loaded.flags.timestep_respacing or str(min(250, loaded.flags.diffusion_steps)))
 
 
 def _run(loaded, job: SampleJob, dist: Dist | None, on_progress, in_memory: bool, **kwargs) -> Samples:
@@ -157,7 +155,8 @@ def _setup(
     loaded = _load(source, with_classifier=guided, device=device, download=download, registry=registry)
     if upsampler and not isinstance(loaded.flags, SuperResFlags):
         raise UsageError("the model flags do not describe an upsampler (they need --large_size and --small_size)")
-    steps = _respace(loaded, preset, steps)
+    steps = _steps(loaded, preset, steps)
+    loaded = loaded.respaced(steps)
     settings = SamplerSettings(
         sampler=sampler or (preset.sampling.sampler if preset else "ddpm"), scale=scale, eta=eta,
         clip_denoised=clip_denoised, precision=_precision(precision, loaded),
