@@ -86,6 +86,12 @@ def init_distributed(device: str | None = None) -> Dist:
     if world_size <= 1:
         return Dist(device=chosen)
     if not dist.is_initialized():
+        # Importing torch._dynamo (torchvision and torch-fidelity import it) after the group exists
+        # takes references to the group that destroy_process_group() cannot drop: its gloo
+        # threads then outlive it and the process can abort at exit ("terminate called without
+        # an active exception"). Imported first, nothing holds the group but torch.distributed.
+        import torch._dynamo  # noqa: F401
+
         backend = "nccl" if chosen.type == "cuda" else "gloo"
         if chosen.type == "cuda":
             torch.cuda.set_device(chosen)
