@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
-REPO_SRC = Path(__file__).resolve().parents[1] / "src"
+from tests_support import run_two_gloo_ranks
 
 # One rank: join, use the group, import what `adm evaluate` imports once the group exists
 # (torch-fidelity -> torchvision -> torch._dynamo), leave, then list the threads still running.
@@ -33,44 +29,11 @@ RANK_SCRIPT = textwrap.dedent(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="lists threads through /proc")
-def test_shutdown_stops_every_gloo_thread(tmp_path):
+def test_shutdown_stops_every_gloo_thread():
     """A group that outlives shutdown() keeps gloo's threads alive into interpreter exit, where a
     rank can abort ("terminate called without an active exception") after finishing its work."""
-    port = _free_port()
-    procs = []
-    for rank in range(2):
-        env = {
-            **os.environ,
-            "WORLD_SIZE": "2",
-            "RANK": str(rank),
-            "LOCAL_RANK": str(rank),
-            "LOCAL_WORLD_SIZE": "2",
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port),
-            "OMP_NUM_THREADS": "1",
-            "PYTHONPATH": os.pathsep.join(
-                p for p in (str(REPO_SRC), os.environ.get("PYTHONPATH")) if p
-            ),
-        }
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-c", RANK_SCRIPT],
-                env=env,
-                cwd=tmp_path,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        )
-    outputs = [p.communicate(timeout=120)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outputs
+    outputs = run_two_gloo_ranks(["-c", RANK_SCRIPT], timeout=120)
     for out in outputs:
         threads = [line for line in out.splitlines() if line.startswith("threads:")]
         assert threads, out

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -33,8 +30,7 @@ from adm.evaluation import (
     precision_recall,
 )
 from adm.evaluation.inception import exact_fp32
-
-REPO_SRC = Path(__file__).resolve().parents[1] / "src"
+from tests_support import run_two_gloo_ranks
 
 
 def random_inception_weights(path: Path, seed: int = 0) -> Path:
@@ -339,56 +335,16 @@ def test_truncated_npz_is_one_line(setup, run, tmp_path):
 # ------------------------------------------------------------------------------ torchrun
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_gloo_ranks_give_the_single_process_numbers(setup, tmp_path):
-    root, port = setup["root"], _free_port()
+    root = setup["root"]
     out = tmp_path / "dist.json"
-    procs = []
-    for rank in range(2):
-        env = {
-            **os.environ,
-            "WORLD_SIZE": "2",
-            "RANK": str(rank),
-            "LOCAL_RANK": str(rank),
-            "LOCAL_WORLD_SIZE": "2",
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port),
-            "ADM_HOME": str(tmp_path / "home"),
-            "OMP_NUM_THREADS": "1",
-            "PYTHONPATH": os.pathsep.join(
-                p for p in (str(REPO_SRC), os.environ.get("PYTHONPATH")) if p
-            ),
-        }
-        cmd = [
-            sys.executable,
-            "-m",
-            "adm.cli",
-            "evaluate",
-            str(root / "samples.npz"),
-            "--ref",
-            str(root / "ref.npz"),
-            "--inception-weights",
-            str(setup["weights"]),
-            "--device",
-            "cpu",
-            "--batch-size",
-            "3",
-            "--json",
-            str(out),
-        ]
-        procs.append(
-            subprocess.Popen(
-                cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-            )
-        )
-    outputs = [p.communicate(timeout=240)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outputs
+    outputs = run_two_gloo_ranks(
+        ["-m", "adm.cli", "evaluate", str(root / "samples.npz"), "--ref", str(root / "ref.npz"),
+         "--inception-weights", str(setup["weights"]), "--device", "cpu", "--batch-size", "3",
+         "--json", str(out)],
+        ADM_HOME=str(tmp_path / "home"),
+    )
     assert "FID" in outputs[0] and "FID" not in outputs[1]  # only rank 0 reports
     record = json.loads(out.read_text())
     single = setup["result"]
