@@ -9,6 +9,8 @@ initialised. The returned ``Dist`` is passed explicitly to whatever needs rank i
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -102,3 +104,13 @@ def init_distributed(device: str | None = None) -> Dist:
 def shutdown(d: Dist) -> None:
     if d.active and dist.is_initialized():
         dist.destroy_process_group()
+
+
+@contextmanager
+def joined(device: str | None = None) -> Iterator[Dist]:
+    """``init_distributed()`` for the length of one job; the group is left however the job ends."""
+    d = init_distributed(device)
+    try:
+        yield d
+    finally:
+        shutdown(d)

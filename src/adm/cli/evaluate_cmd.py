@@ -10,7 +10,7 @@ from rich.table import Table
 
 from adm.cli.common import console, err_console, guarded
 from adm.cli.progress import RichProgress
-from adm.distributed import init_distributed, shutdown
+from adm.distributed import joined
 from adm.errors import UsageError
 from adm.evaluation.evaluate import (
     DEFAULT_BATCH_SIZE,
@@ -131,40 +131,36 @@ def evaluate(
     if make_ref is None and _metric(metric, samples) == "digits":
         _evaluate_digits(samples, judge, json_out)
         return
-    dist = init_distributed(device)
-    try:
-        with RichProgress(enabled=dist.is_main) as progress:
-            on_progress = progress if dist.is_main else None
-            if make_ref is not None:
-                path = make_reference(
-                    make_ref,
-                    output,
-                    max_images=max_images,
-                    batch_size=batch_size,
-                    inception_weights=inception_weights,
-                    download=download,
-                    dist=dist,
-                    on_progress=on_progress,
-                )
-            else:
-                if ref is None:
-                    name, ref = default_reference(open_samples(samples), download=download)
-                    if dist.is_main:
-                        err_console.print(
-                            f"reference: {name} ({ref})", highlight=False, soft_wrap=True
-                        )
-                metrics = run_evaluation(
-                    samples,
-                    ref,
-                    batch_size=batch_size,
-                    inception_weights=inception_weights,
-                    download=download,
-                    cache=not no_cache,
-                    dist=dist,
-                    on_progress=on_progress,
-                )
-    finally:
-        shutdown(dist)
+    with joined(device) as dist, RichProgress(enabled=dist.is_main) as progress:
+        on_progress = progress if dist.is_main else None
+        if make_ref is not None:
+            path = make_reference(
+                make_ref,
+                output,
+                max_images=max_images,
+                batch_size=batch_size,
+                inception_weights=inception_weights,
+                download=download,
+                dist=dist,
+                on_progress=on_progress,
+            )
+        else:
+            if ref is None:
+                name, ref = default_reference(open_samples(samples), download=download)
+                if dist.is_main:
+                    err_console.print(
+                        f"reference: {name} ({ref})", highlight=False, soft_wrap=True
+                    )
+            metrics = run_evaluation(
+                samples,
+                ref,
+                batch_size=batch_size,
+                inception_weights=inception_weights,
+                download=download,
+                cache=not no_cache,
+                dist=dist,
+                on_progress=on_progress,
+            )
     if not dist.is_main:
         return
     if make_ref is not None:

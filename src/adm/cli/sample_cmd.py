@@ -8,7 +8,7 @@ import typer
 
 from adm.cli.common import console, guarded
 from adm.cli.progress import RichProgress
-from adm.distributed import init_distributed, shutdown
+from adm.distributed import joined
 from adm.pipeline import ModelSource, Samples
 from adm.pipeline import sample as sample_images
 from adm.pipeline import upsample as upsample_images
@@ -66,8 +66,7 @@ def sample(
     quiet: bool = QUIET,
 ) -> None:
     """Sample images from a preset or your own model, with classifier guidance."""
-    dist = init_distributed(device)
-    try:
+    with joined(device) as dist:
         out = out or Path(f"{preset or 'model'}_samples.npz")
         source = ModelSource(preset, model_flags, model_path, run_dir, classifier_flags, classifier_path)
         with RichProgress(enabled=dist.is_main and not quiet) as progress:
@@ -87,8 +86,6 @@ def sample(
                 )
             if dist.is_main:
                 _summary(upsampled, quiet)
-    finally:
-        shutdown(dist)
 
 
 @guarded
@@ -112,8 +109,7 @@ def upsample(
     quiet: bool = QUIET,
 ) -> None:
     """Upsample low-resolution samples with an upsampler preset (ADM-U), conditioned on their labels."""
-    dist = init_distributed(device)
-    try:
+    with joined(device) as dist:
         with RichProgress(enabled=dist.is_main and not quiet) as progress:
             samples = upsample_images(
                 source=ModelSource(preset, model_flags, model_path), base_samples=base_samples,
@@ -124,5 +120,3 @@ def upsample(
             )
         if dist.is_main:
             _summary(samples, quiet)
-    finally:
-        shutdown(dist)

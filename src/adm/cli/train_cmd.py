@@ -100,11 +100,11 @@ def _resolve_values(
 
 
 def _start(device: str | None):
-    from adm.distributed import init_distributed
+    from adm.distributed import joined
 
     if int(os.environ.get("RANK", "0")) != 0:  # only rank 0 reports; errors still reach stderr
         console.quiet = True
-    return init_distributed(device)
+    return joined(device)
 
 
 def _finish(result, run_dir: Path, what: str) -> None:
@@ -182,8 +182,7 @@ def train(
     if dry_run:
         console.print_json(json.dumps(run_config("diffusion", flags, config.model_dump(mode="json"), preset=preset)))
         return
-    dist = _start(device)
-    with RichProgress(enabled=dist.is_main) as progress:
+    with _start(device) as dist, RichProgress(enabled=dist.is_main) as progress:
         result = train_diffusion(config, flags, run_dir, dist=dist, on_progress=progress, preset=preset, resume=resume)
     _finish(result, run_dir, "upsampler" if isinstance(flags, SuperResFlags) else "diffusion model")
 
@@ -268,7 +267,6 @@ def train_classifier(
         doc = run_config("classifier", flags, config.model_dump(mode="json"), diffusion_flags=noise, preset=preset)
         console.print_json(json.dumps(doc))
         return
-    dist = _start(device)
-    with RichProgress(enabled=dist.is_main) as progress:
+    with _start(device) as dist, RichProgress(enabled=dist.is_main) as progress:
         result = run(config, flags, run_dir, diffusion=noise, dist=dist, on_progress=progress, preset=preset, resume=resume)
     _finish(result, run_dir, "classifier")
