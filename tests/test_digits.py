@@ -38,6 +38,15 @@ def test_adm_data_digits_writes_npz_and_pngs(tmp_path):
     assert bad.exit_code == 2 and "unknown split" in bad.output
 
 
+def test_an_unwritable_output_is_one_line_and_nothing_is_left(tmp_path):
+    (tmp_path / "a-file").write_text("not a folder")
+    result = runner.invoke(app, ["data", "digits", str(tmp_path / "a-file" / "d.npz")])
+    assert result.exit_code == 2
+    assert "a-file" in result.output and "not a folder" in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
+
 @pytest.fixture(scope="module")
 def quick_judge(tmp_path_factory):
     digits = load_digits()

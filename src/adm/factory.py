@@ -96,11 +96,6 @@ def build_classifier(flags: ClassifierFlags, device: torch.device | str | None =
         return NoisyClassifier(**kwargs)
 
 
-def diffusion_flags(flags: DiffusionFlags) -> DiffusionFlags:
-    """The diffusion part of a model's flags."""
-    return DiffusionFlags(**{k: getattr(flags, k) for k in DiffusionFlags.model_fields})
-
-
 def parameterization(flags: DiffusionFlags):
     """``(Parameterization, LossType)`` as ``create_gaussian_diffusion`` derives them from flags."""
     from adm.diffusion.process import LossType, ModelMeanType, ModelVarType, Parameterization

@@ -8,6 +8,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from adm.errors import UsageError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -17,8 +19,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     POSIX and Windows. On any exception the temporary file is removed and ``path`` is untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UsageError(
+            f"cannot write {path}: a part of {path.parent} is a file, not a folder",
+            "choose an output path inside a folder",
+        ) from None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:  # report the file the user named, not our temporary name
+        raise OSError(err.errno, err.strerror, str(path)) from None
     os.close(fd)
     try:
         yield Path(tmp)

@@ -34,5 +34,8 @@ def guarded(func: C) -> C:
             raise fail(str(err), err.exit_code) from None
         except KeyboardInterrupt:
             raise fail("interrupted", 130) from None
+        except OSError as err:  # an unwritable or vanished path, a full disk: the OS's words, one line
+            where = f"{err.filename}: " if err.filename else ""
+            raise fail(f"{where}{err.strerror or err}", 1) from None
 
     return wrapper  # type: ignore[return-value]

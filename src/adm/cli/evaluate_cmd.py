@@ -10,6 +10,7 @@ from rich.table import Table
 
 from adm.cli.common import console, err_console, guarded
 from adm.cli.progress import RichProgress
+from adm.data.images import ImageCollection
 from adm.distributed import joined
 from adm.errors import UsageError
 from adm.evaluation.evaluate import (
@@ -128,7 +129,10 @@ def evaluate(
         if output is not None:
             raise UsageError("-o only applies to --make-ref", "use --json to save the metrics")
 
-    if make_ref is None and _metric(metric, samples) == "digits":
+    if metric not in ("auto", "inception", "digits"):
+        raise UsageError(f"unknown metric {metric!r}", "choose auto, inception or digits")
+    collection = open_samples(samples) if make_ref is None else None  # one walk of a folder
+    if collection is not None and _metric(metric, collection) == "digits":
         _evaluate_digits(samples, judge, json_out)
         return
     with joined(device) as dist, RichProgress(enabled=dist.is_main) as progress:
@@ -146,13 +150,13 @@ def evaluate(
             )
         else:
             if ref is None:
-                name, ref = default_reference(open_samples(samples), download=download)
+                name, ref = default_reference(collection, download=download)
                 if dist.is_main:
                     err_console.print(
                         f"reference: {name} ({ref})", highlight=False, soft_wrap=True
                     )
             metrics = run_evaluation(
-                samples,
+                collection,
                 ref,
                 batch_size=batch_size,
                 inception_weights=inception_weights,
@@ -183,12 +187,9 @@ def _table(metrics: dict, samples: Path, ref: Path) -> Table:
     return table
 
 
-def _metric(metric: str, samples: Path) -> str:
-    if metric not in ("auto", "inception", "digits"):
-        raise UsageError(f"unknown metric {metric!r}", "choose auto, inception or digits")
+def _metric(metric: str, collection: ImageCollection) -> str:
     if metric != "auto":
         return metric
-    collection = open_samples(samples)
     return "digits" if (collection.height, collection.width) == (16, 16) else "inception"
 
 

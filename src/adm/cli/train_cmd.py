@@ -175,7 +175,7 @@ def train(
         flags, preset = parse_model_flags(saved["model_flags"]), saved.get("preset")
     if model_flags is not None:
         given = split_flag_string(model_flags)
-        flags = parse_model_flags({**(flags.flag_dict() if flags else {}), **given}) if flags else parse_model_flags(given)
+        flags = parse_model_flags({**(flags.flag_dict() if flags else {}), **given})
     if flags is None:
         raise UsageError("no network given", "pass --preset NAME or --model-flags \"--image_size 64 ...\"")
     config = make_config(TrainConfig, _resolve_values(preset_train, saved, explicit, fp16_flag=flags.use_fp16))

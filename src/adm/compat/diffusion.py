@@ -64,14 +64,14 @@ class GaussianDiffusion:
         rescale_timesteps: bool = False,
     ):
         self._init(
-            GaussianProcess.from_betas(torch.as_tensor(np.asarray(betas, dtype=np.float64), device="cpu")),
+            GaussianProcess.from_betas(
+                torch.as_tensor(np.asarray(betas, dtype=np.float64), device="cpu"), rescale_timesteps
+            ),
             model_mean_type, model_var_type, loss_type, rescale_timesteps,
         )
 
     def _init(self, process, model_mean_type, model_var_type, loss_type, rescale_timesteps):
-        self.process = GaussianProcess(
-            process.betas, process.timestep_map, process.original_num_steps, rescale_timesteps
-        )
+        self.process = process
         self.model_mean_type = model_mean_type
         self.model_var_type = model_var_type
         self.loss_type = loss_type
@@ -228,10 +228,10 @@ class SpacedDiffusion(GaussianDiffusion):
         self.use_timesteps = set(use_timesteps)
         base_betas = torch.as_tensor(np.asarray(kwargs.pop("betas"), dtype=np.float64), device="cpu")
         new_betas, timestep_map = schedules.respace(base_betas, self.use_timesteps)
-        process = GaussianProcess(new_betas, timestep_map, int(base_betas.shape[0]))
+        rescale = kwargs.get("rescale_timesteps", False)
         self._init(
-            process, kwargs["model_mean_type"], kwargs["model_var_type"], kwargs["loss_type"],
-            kwargs.get("rescale_timesteps", False),
+            GaussianProcess(new_betas, timestep_map, int(base_betas.shape[0]), rescale),
+            kwargs["model_mean_type"], kwargs["model_var_type"], kwargs["loss_type"], rescale,
         )
 
 

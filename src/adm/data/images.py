@@ -7,6 +7,7 @@ member in batches (50,000 images at 256² are ~10 GB; the original evaluator str
 
 from __future__ import annotations
 
+import io
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -114,7 +115,8 @@ def _npz_batches(path: Path, batch_size: int, start: int, stop: int) -> Iterator
     with zipfile.ZipFile(path) as archive, archive.open(_npz_member(archive, "arr_0", path)) as stream:
         shape, fortran, dtype = _read_header(stream, path)
         per_image = int(np.prod(shape[1:])) * dtype.itemsize
-        stream.read(start * per_image)  # zip members are not seekable in general; skip by reading
+        # a forward seek: direct for stored members, chunked decompression for deflated ones
+        stream.seek(start * per_image, io.SEEK_CUR)
         for begin in range(start, stop, batch_size):
             n = min(batch_size, stop - begin)
             raw = stream.read(n * per_image)

@@ -154,11 +154,6 @@ class Judge:
         return DigitScores(accuracy, float(frechet_distance(mu, sigma, self.real_mu, self.real_sigma)), len(images))
 
 
-def score_digits(net: DigitJudge, images: np.ndarray, labels: np.ndarray | None, real: Digits) -> DigitScores:
-    """``Judge.score`` with statistics computed from ``real`` on the spot."""
-    return Judge.fit_statistics(net, real).score(images, labels)
-
-
 def evaluate_digits(samples: str | Path, judge_path: str | Path) -> dict:
     """``adm evaluate --metric digits``: judge accuracy (when the npz has labels) and digits-FD."""
     from adm.data.images import load_npz_array, npz_keys, open_images

@@ -76,8 +76,6 @@ class Preset(BaseModel):
     def _model_flags(cls, value: Any):
         if isinstance(value, (ModelFlags, SuperResFlags)):
             return value
-        from adm.flags import parse_model_flags
-
         return parse_model_flags(value)
 
     @field_validator("classifier_flags", mode="before")

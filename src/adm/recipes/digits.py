@@ -137,10 +137,4 @@ def run_recipe(out: str | Path, *, quick: bool = False, registry: Registry | Non
     return rep
 
 
-def sha256_of(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-__all__ = ["ASSETS", "RecipeReport", "guidance_table", "run_recipe", "save_half", "sha256_of"]
+__all__ = ["ASSETS", "RecipeReport", "guidance_table", "run_recipe", "save_half"]

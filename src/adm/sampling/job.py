@@ -80,7 +80,6 @@ class JobResult:
     num_samples: int
     already_done: int  # samples found finished (shards or a complete output) and not recomputed
     computed: int  # samples this process computed
-    labels: np.ndarray | None = None
 
 
 def sidecar_path(out: Path) -> Path:
@@ -130,7 +129,7 @@ def run_sample_job(
     if upsampler:
         _check_base(flags, base, base_labels, job.num_samples)
     if _complete(job):
-        return JobResult(job.out, job.num_samples, job.num_samples, 0, _labels_of(job.out))
+        return JobResult(job.out, job.num_samples, job.num_samples, 0)
     store = ShardStore(job.out)
     if dist.is_main:
         store.open(job.key())
@@ -159,14 +158,13 @@ def run_sample_job(
         computed += len(indices)
         report(on_progress, task, already + computed * dist.world_size, job.num_samples, unit="img")
     dist.barrier()
-    labels = None
     if dist.is_main:
-        labels = _finish(job, store)
+        _finish(job, store)
     dist.barrier()
-    return JobResult(job.out, job.num_samples, already, computed, labels)
+    return JobResult(job.out, job.num_samples, already, computed)
 
 
-def _finish(job: SampleJob, store: ShardStore) -> np.ndarray | None:
+def _finish(job: SampleJob, store: ShardStore) -> None:
     images, labels = store.assemble(job.num_samples)
     arrays = {"arr_0": images} if labels is None else {"arr_0": images, "arr_1": labels}
     with atomic_path(job.out) as tmp, open(tmp, "wb") as f:
@@ -183,12 +181,6 @@ def _finish(job: SampleJob, store: ShardStore) -> np.ndarray | None:
     }
     write_text_atomic(sidecar_path(job.out), json.dumps(meta, indent=2))
     store.remove()
-    return labels
-
-
-def _labels_of(out: Path) -> np.ndarray | None:
-    with np.load(out, allow_pickle=False) as data:
-        return data["arr_1"] if "arr_1" in data.files else None
 
 
 def _check_base(flags, base: ImageCollection, base_labels: np.ndarray | None, num_samples: int) -> None:

@@ -83,7 +83,6 @@ class ClassifierTask:
         if val_idx:
             order = SampleOrder(val_idx, derive_seed(config.seed, "val"))
             self.val = StreamDataset(val_source, order, Augment(size), config.seed)
-        self.class_names = source.class_names
         self.model = NoisyClassifier(**classifier_kwargs(flags), use_checkpoint=config.grad_checkpoint)
         if init:
             load_into(self.model, load_state_dict(init), what=f"--init {init}")

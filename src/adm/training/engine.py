@@ -388,7 +388,6 @@ def fit(
     )
     sums = RunningSums()
     broken_local = skipped_steps = 0
-    last_saved = start
     eval_every = getattr(config, "eval_every", 0)
     tick, tick_step = time.perf_counter(), start
     trainer.model.train()
@@ -441,12 +440,9 @@ def fit(
             stopping = _any_rank(stop.requested, dist)
             if done % config.save_every == 0 or done == config.steps or stopping:
                 _save(trainer, task, run_dir, done, plan, config)
-                last_saved = done
             result.step = done
             if stopping:
                 result.interrupted, result.signal = True, stop.signum
                 break
     del batches  # stops the loader's workers
-    if result.step != last_saved:  # pragma: no cover - every exit path above saves
-        _save(trainer, task, run_dir, result.step, plan, config)
     return result

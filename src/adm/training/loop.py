@@ -52,7 +52,6 @@ class DiffusionTask:
                 f"--data has {source.num_classes} classes but the model has {flags.num_classes} (--num_classes)",
                 "raise --num_classes in the model flags",
             )
-        self.source = source
         self.dataset = StreamDataset(
             source,
             SampleOrder(tuple(range(source.count)), config.seed),
