@@ -34,8 +34,8 @@ from adm.training.data import (
     split_indices,
     to_model_input,
 )
-from adm.training.engine import DeviceBatch, MicroOut, Trainer, TrainResult, fit, open_run
-from adm.training.rundir import run_config, write_run_config
+from adm.training.engine import DeviceBatch, MicroOut, Trainer, TrainResult, run_task
+from adm.training.rundir import run_config
 from adm.training.seeding import derive_seed, per_sample_normal, uniform
 
 EVAL_BATCH = 64
@@ -173,12 +173,9 @@ def train_classifier(
     run_dir = Path(run_dir)
     diffusion = diffusion or DiffusionFlags()
     doc = run_config("classifier", flags, config.model_dump(mode="json"), diffusion_flags=diffusion, preset=preset)
-    resuming = open_run(run_dir, doc, resume=resume)
-    config.local_batch(dist.world_size)
-    torch.manual_seed(derive_seed(config.seed, "init"))
     build_classifier(flags, device="meta")  # validates the flags before any data is read
-    task = ClassifierTask(flags, diffusion, config, init=None if resuming else config.init)
-    if dist.is_main:
-        write_run_config(run_dir, doc)
-    dist.barrier()
-    return fit(task, config, run_dir, dist, on_progress)
+
+    def make_task(resuming: bool) -> ClassifierTask:
+        return ClassifierTask(flags, diffusion, config, init=None if resuming else config.init)
+
+    return run_task(doc, config, run_dir, dist, make_task, resume=resume, on_progress=on_progress)

@@ -357,6 +357,34 @@ def open_run(run_dir: Path, doc: dict[str, Any], *, resume: bool) -> bool:
     return True
 
 
+def run_task(
+    doc: dict[str, Any],
+    config: CommonTrainConfig,
+    run_dir: Path,
+    dist: Dist,
+    make_task: Callable[[bool], Task],
+    *,
+    resume: bool,
+    on_progress: ProgressFn | None = None,
+) -> TrainResult:
+    """What every training entry point does once its flags are settled.
+
+    Check the run dir and the batch split before anything is written, seed the network's
+    initialisation, build the task (``make_task(resuming)``), record ``config.json`` (rank 0,
+    atomically), then ``fit``.
+    """
+    from adm.training.rundir import write_run_config
+
+    resuming = open_run(run_dir, doc, resume=resume)
+    config.local_batch(dist.world_size)  # checks the split
+    torch.manual_seed(derive_seed(config.seed, "init"))
+    task = make_task(resuming)
+    if dist.is_main:
+        write_run_config(run_dir, doc)
+    dist.barrier()
+    return fit(task, config, run_dir, dist, on_progress)
+
+
 def fit(
     task: Task,
     config: CommonTrainConfig,
@@ -366,7 +394,6 @@ def fit(
 ) -> TrainResult:
     """Train ``task`` until ``config.steps`` (resuming from ``run_dir`` when it holds a checkpoint)."""
     on_progress = on_progress if dist.is_main else None
-    config.local_batch(dist.world_size)  # checks the split
     micro = config.micro_size(dist.world_size)
     trainer = Trainer(task.model, config, dist)
     ckpt = load_latest(run_dir)

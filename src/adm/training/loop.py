@@ -13,7 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 
 from adm.diffusion.losses import training_losses
@@ -25,8 +24,8 @@ from adm.hub.checkpoints import load_into, load_state_dict
 from adm.progress import ProgressFn
 from adm.training.config import TrainConfig
 from adm.training.data import Augment, SampleOrder, StreamDataset, open_source
-from adm.training.engine import DeviceBatch, MicroOut, Trainer, TrainResult, fit, open_run
-from adm.training.rundir import run_config, write_run_config
+from adm.training.engine import DeviceBatch, MicroOut, Trainer, TrainResult, run_task
+from adm.training.rundir import run_config
 from adm.training.samplers import make_sampler
 from adm.training.seeding import derive_seed, per_sample_normal, uniform
 
@@ -124,11 +123,8 @@ def train_diffusion(
     if config.grad_checkpoint and not flags.use_checkpoint:
         flags = flags.replace(use_checkpoint=True)
     doc = run_config("diffusion", flags, config.model_dump(mode="json"), preset=preset)
-    resuming = open_run(run_dir, doc, resume=resume)
-    config.local_batch(dist.world_size)
-    torch.manual_seed(derive_seed(config.seed, "init"))
-    task = DiffusionTask(flags, config, init=None if resuming else config.init)
-    if dist.is_main:
-        write_run_config(run_dir, doc)
-    dist.barrier()
-    return fit(task, config, run_dir, dist, on_progress)
+    return run_task(
+        doc, config, run_dir, dist,
+        lambda resuming: DiffusionTask(flags, config, init=None if resuming else config.init),
+        resume=resume, on_progress=on_progress,
+    )
