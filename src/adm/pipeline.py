@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from adm.api import LoadedModel, load_model
-from adm.data.images import load_npz_array, npz_keys, open_images
+from adm.data.images import npz_labels, open_images
 from adm.distributed import Dist, pick_device
 from adm.errors import UsageError
 from adm.flags import SuperResFlags
@@ -238,9 +238,7 @@ def upsample(
     """Upsample ``base_samples`` (npz with labels, or a folder of PNGs) with an upsampler (ADM-U)."""
     source = source or ModelSource(preset=preset)
     base = open_images(base_samples, name="base samples")
-    labels = None
-    if base.is_npz and "arr_1" in npz_keys(base_samples):
-        labels = load_npz_array(base_samples, "arr_1").astype(np.int64).reshape(-1)
+    labels = npz_labels(base_samples)
     setup = _setup(
         source, registry, upsampler=True, scale=0.0, sampler=sampler, steps=steps, eta=eta,
         clip_denoised=clip_denoised, precision=precision, device=device, download=download, dist=dist,

@@ -83,6 +83,14 @@ def load_npz_array(path: str | Path, key: str) -> np.ndarray:
         raise UsageError(f"{path} is not a readable npz file ({err})") from None
 
 
+def npz_labels(path: str | Path) -> np.ndarray | None:
+    """``arr_1`` of an npz as flat int64 class labels; None for a folder or an npz without labels."""
+    path = Path(path)
+    if path.is_dir() or "arr_1" not in npz_keys(path):
+        return None
+    return load_npz_array(path, "arr_1").astype(np.int64).reshape(-1)
+
+
 @dataclass(frozen=True)
 class ImageCollection:
     """N uint8 RGB images of one size, from an npz (``arr_0``, NHWC) or a folder, read in batches."""

@@ -156,11 +156,10 @@ class Judge:
 
 def evaluate_digits(samples: str | Path, judge_path: str | Path) -> dict:
     """``adm evaluate --metric digits``: judge accuracy (when the npz has labels) and digits-FD."""
-    from adm.data.images import load_npz_array, npz_keys, open_images
+    from adm.data.images import npz_labels, open_images
 
     collection = open_images(samples, name="samples")
     images = np.concatenate(list(collection.batches(1024)))
-    labels = None
-    if collection.is_npz and "arr_1" in npz_keys(samples):
-        labels = load_npz_array(samples, "arr_1").astype(np.int64).reshape(-1)[: len(images)]
+    labels = npz_labels(samples)
+    labels = labels[: len(images)] if labels is not None else None
     return Judge.load(judge_path).score(images, labels).as_dict()

@@ -35,6 +35,7 @@ from adm.training.data import (
     to_model_input,
 )
 from adm.training.engine import DeviceBatch, MicroOut, Trainer, TrainResult, run_task
+from adm.training.metrics import quarter_sums
 from adm.training.rundir import run_config
 from adm.training.seeding import derive_seed, per_sample_normal, uniform
 
@@ -110,10 +111,7 @@ class ClassifierTask:
             f"{prefix}acc@5": (topk_correct(logits, labels, 5), n),
         }
         if self.config.noised:
-            quarter = (4 * t) // self.process.num_steps
-            for q in range(4):
-                mask = quarter == q
-                sums[f"{prefix}loss_q{q}"] = ((losses.detach() * mask).sum(), mask.sum())
+            sums.update(quarter_sums(losses.detach(), t, self.process.num_steps, prefix))
         return sums
 
     def micro(self, trainer: Trainer, batch: DeviceBatch) -> MicroOut:

@@ -25,6 +25,7 @@ from adm.progress import ProgressFn
 from adm.training.config import TrainConfig
 from adm.training.data import Augment, SampleOrder, StreamDataset, open_source
 from adm.training.engine import DeviceBatch, MicroOut, Trainer, TrainResult, run_task
+from adm.training.metrics import quarter_sums
 from adm.training.rundir import run_config
 from adm.training.samplers import make_sampler
 from adm.training.seeding import derive_seed, per_sample_normal, uniform
@@ -74,10 +75,7 @@ class DiffusionTask:
         terms = training_losses(self.process, self.param, self.loss_type, trainer, x0, t, noise=noise, model_kwargs=kwargs)
         per_sample = terms["loss"].detach()
         sums = {key: (terms[key].detach().sum(), n) for key in ("loss", "mse", "vb") if key in terms}
-        quarter = (4 * t) // self.process.num_steps
-        for q in range(4):
-            mask = quarter == q
-            sums[f"loss_q{q}"] = ((per_sample * mask).sum(), mask.sum())
+        sums.update(quarter_sums(per_sample, t, self.process.num_steps))
         return MicroOut((terms["loss"] * weights).mean(), sums, batch.positions, t, per_sample)
 
     def after_step(self, outs: list[MicroOut], dist: Dist) -> None:

@@ -49,6 +49,19 @@ class RunningSums:
         return {n: packed[i] / packed[len(names) + i] for i, n in enumerate(names) if packed[len(names) + i] > 0}
 
 
+def quarter_sums(
+    losses: torch.Tensor, t: torch.Tensor, num_steps: int, prefix: str = ""
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Loss sums per quarter of the chain (``loss_q0`` near the data … ``loss_q3`` near noise),
+    the original's view of where in t a model is still learning."""
+    quarter = (4 * t) // num_steps
+    out = {}
+    for q in range(4):
+        mask = quarter == q
+        out[f"{prefix}loss_q{q}"] = ((losses * mask).sum(), mask.sum())
+    return out
+
+
 class MetricsLog:
     """``metrics.jsonl``: appended by rank 0; a resumed run first drops records after its step."""
 
