@@ -12,11 +12,14 @@ import torch
 
 import golden
 from adm.compat.diffusion import create_gaussian_diffusion
-from adm.diffusion import GaussianProcess, ModelMeanType, ModelVarType, Parameterization
+from adm.diffusion import ModelMeanType, ModelVarType, Parameterization
+from adm.diffusion.continuous import NoiseSchedule
+from adm.diffusion.grids import make_grid, respaced_grid
 from adm.errors import UsageError
 from adm.models import NoisyClassifier, UNet
 from adm.sampling import (
-    SAMPLERS,
+    BUILTIN,
+    ClassifierGuidance,
     Denoiser,
     PerSampleNoise,
     ReplayNoise,
@@ -152,17 +155,17 @@ def test_compat_single_guided_step(nets):
 
 
 def test_sampling_api_ddim_guided_matches_original(nets):
-    """The path the CLI takes: GaussianProcess + Denoiser + SAMPLERS['ddim'] + classifier_grad_fn."""
+    """The path the CLI takes: NoiseSchedule + Denoiser + ClassifierGuidance + the ddim sampler."""
     unet, classifier = nets
     io, case = golden.io(CASE), golden.case(CASE)
-    process = GaussianProcess.create("linear", 1000, case["ddim_respacing"])
+    schedule = NoiseSchedule.create("linear", 1000)
     param = Parameterization(ModelMeanType.EPSILON, ModelVarType.LEARNED_RANGE)
-    denoiser = Denoiser(unet, process, param, {"y": io["y"]}, clip_denoised=True)
+    guidance = ClassifierGuidance(classifier, io["y"], case["classifier_scale"])
+    denoiser = Denoiser(unet, schedule, param, {"y": io["y"]}, guidance, clip_denoised=True)
+    sigmas = respaced_grid(schedule, case["ddim_respacing"])
     steps = []
-    final = get_sampler("ddim")(
-        denoiser, io["noise"], cond_fn=_cond_fn(classifier), callback=steps.append, eta=0.0
-    )
-    assert [s["t"] for s in steps] == list(range(9, -1, -1))
+    final = get_sampler("ddim")(denoiser, io["noise"], sigmas, noise=torch.randn_like, callback=steps.append)
+    assert [s["i"] for s in steps] == list(range(10))
     assert (torch.stack([s["x"] for s in steps]) - io["ddim_guided/samples"]).abs().max() <= 1e-3
     assert (final - io["ddim_guided/final"]).abs().max() <= 1e-3
 
@@ -170,28 +173,33 @@ def test_sampling_api_ddim_guided_matches_original(nets):
 # --- non-golden behaviour -------------------------------------------------------------------
 
 
-def _toy_denoiser(num_steps: int = 8) -> Denoiser:
+def _toy_denoiser(schedule: str = "cosine") -> Denoiser:
     """A per-sample 'network' (no interaction across the batch), learned-range variance."""
 
     def model(x, t, y=None):
         scale = 1.0 + t.float().view(-1, 1, 1, 1) / 1000
         return torch.cat([torch.tanh(x) * scale, torch.sin(x)], dim=1)
 
-    process = GaussianProcess.create("cosine", 1000, str(num_steps))
     param = Parameterization(ModelMeanType.EPSILON, ModelVarType.LEARNED_RANGE)
-    return Denoiser(model, process, param)
+    return Denoiser(model, NoiseSchedule.create(schedule, 1000), param)
 
 
-@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def _grid(name: str, denoiser: Denoiser, steps: int = 8):
+    spec = get_sampler(name)
+    return make_grid(denoiser.schedule, spec.spacing, str(steps))
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN))
 def test_per_sample_noise_does_not_depend_on_batch_composition(name):
-    sampler, denoiser = get_sampler(name), _toy_denoiser()
-    knobs = {"eta": 0.7} if name == "ddim" else {}
+    spec, denoiser = get_sampler(name), _toy_denoiser()
+    options = spec.parse_options({"eta": 0.7} if name == "ddim" else {})
+    sigmas = _grid(name, denoiser)
     shape = (3, 3, 4, 4)
 
     def run(seeds):
         source = PerSampleNoise.from_seeds(seeds)
         x_T = source.randn((len(seeds), *shape[1:]))
-        return sampler(denoiser, x_T, noise=source, **knobs)
+        return spec(denoiser, x_T, sigmas, noise=source, options=options)
 
     together = run([11, 22, 33])
     apart = torch.cat([run([11]), run([22, 33])])
@@ -200,39 +208,43 @@ def test_per_sample_noise_does_not_depend_on_batch_composition(name):
 
 
 def test_sampler_registry():
-    assert set(SAMPLERS) == {"ddpm", "ddim"}
-    assert get_sampler("ddpm") is sample_ddpm and get_sampler("ddim") is sample_ddim
+    assert {"ddpm", "ddim", "dpm++2m", "dpm++2m-sde", "heun", "unipc"} <= set(BUILTIN)
+    assert get_sampler("ddpm").fn is sample_ddpm and get_sampler("ddim").fn is sample_ddim
     with pytest.raises(UsageError, match="unknown sampler") as info:
-        get_sampler("euler")
-    assert "ddim" in str(info.value) and "ddpm" in str(info.value)
+        get_sampler("dpm++2n")
+    assert "dpm++2m" in str(info.value)
+    with pytest.raises(UsageError, match="has no option 'eta'") as info:
+        get_sampler("ddpm").parse_options({"eta": "0.5"})
+    with pytest.raises(UsageError, match="order"):
+        get_sampler("dpm++2m").parse_options({"order": "5"})
+    assert get_sampler("dpm++2m").parse_options({"order": "1"}).order == 1  # strings from the CLI convert
 
 
-@pytest.mark.parametrize("name", sorted(SAMPLERS))
+@pytest.mark.parametrize("name", sorted(BUILTIN))
 def test_callback_receives_every_step(name):
-    denoiser = _toy_denoiser(num_steps=6)
+    denoiser = _toy_denoiser()
+    sigmas = _grid(name, denoiser, steps=6)
     calls = []
     x_T = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
-    final = get_sampler(name)(
-        denoiser, x_T, noise=PerSampleNoise.from_seeds([1, 2]), callback=calls.append
-    )
-    assert [c["i"] for c in calls] == list(range(6))
-    assert [c["t"] for c in calls] == list(range(5, -1, -1))
-    assert set(calls[0]) == {"i", "t", "x", "pred_xstart"}
+    final = get_sampler(name)(denoiser, x_T, sigmas, noise=PerSampleNoise.from_seeds([1, 2]), callback=calls.append)
+    assert [c["i"] for c in calls] == list(range(len(sigmas) - 1))
+    assert [c["sigma"] for c in calls] == sigmas[:-1].tolist()
+    assert set(calls[0]) == {"i", "sigma", "sigma_next", "x", "denoised"}
     assert torch.equal(calls[-1]["x"], final)
 
 
 def test_replay_noise_is_consumed_in_loop_order_even_for_deterministic_ddim():
-    denoiser = _toy_denoiser(num_steps=4)
+    denoiser = _toy_denoiser()
     x_T = torch.randn(2, 3, 4, 4)
     source = ReplayNoise(torch.randn(4, 2, 3, 4, 4))
-    sample_ddim(denoiser, x_T, noise=source, eta=0.0)
+    sample_ddim(denoiser, x_T, respaced_grid(denoiser.schedule, "4"), noise=source, eta=0.0)
     assert source.calls == 4
     with pytest.raises(UsageError, match="exhausted"):
         source(x_T)
 
 
 def test_guidance_shifts_the_ancestral_mean_by_variance_times_gradient():
-    denoiser = _toy_denoiser(num_steps=4)
+    denoiser, _ = _toy_denoiser().chain(respaced_grid(NoiseSchedule.create("cosine", 1000), "4"))
     x = torch.randn(2, 3, 4, 4)
     grad = torch.randn_like(x)
     t = torch.tensor([2, 2])

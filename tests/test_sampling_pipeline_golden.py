@@ -6,7 +6,8 @@ import torch
 
 import adm.compat as compat
 import golden
-from adm.factory import build_process
+from adm.diffusion.continuous import NoiseSchedule
+from adm.factory import parameterization
 from adm.flags import DiffusionFlags
 from adm.sampling.generate import SamplerSettings, run_sampler
 from adm.sampling.noise import ReplayNoise
@@ -36,12 +37,16 @@ def test_cli_sampling_path_matches_the_original(nets, name, sampler, respacing_k
     spec, io = golden.case(CASE), golden.io(CASE)
     model, classifier = nets
     flags = DiffusionFlags(**spec["diffusion_flags"])
-    process, param, _ = build_process(flags, respacing=spec[respacing_key])
-    settings = SamplerSettings(sampler=sampler, scale=spec["classifier_scale"] if guided else 0.0, eta=spec["eta"])
+    schedule = NoiseSchedule.create(flags.noise_schedule, flags.diffusion_steps)
+    param, _ = parameterization(flags)
+    settings = SamplerSettings(
+        sampler=sampler, steps=spec[respacing_key], scale=spec["classifier_scale"] if guided else 0.0,
+        options={"eta": spec["eta"]} if sampler == "ddim" else {},
+    )
     steps = io["p_sample/step_noise"] if sampler == "ddpm" else torch.zeros_like(io["p_sample/step_noise"])
     trajectory = []
     final = run_sampler(
-        model, process, param, settings, io["noise"], ReplayNoise(steps),
+        model, schedule, param, settings.plan(schedule), io["noise"], ReplayNoise(steps),
         model_kwargs={"y": io["y"]}, classifier=classifier if guided else None, labels=io["y"],
         callback=lambda step: trajectory.append(step["x"]),
     )

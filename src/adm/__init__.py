@@ -6,28 +6,43 @@ Three lines from a preset to images::
     samples = adm.sample("imagenet64", num_samples=16, classes="balanced", download=True)
     samples.images, samples.labels        # uint8 [16, 64, 64, 3], int64 [16]
 
-``adm.load_model`` gives the networks and the diffusion process themselves.
+``adm.load_model`` gives the networks and the diffusion process themselves. The names below are
+imported on first use, so ``import adm`` (and the ``adm`` command) can set up the process before
+torch loads.
 """
 
-from adm._version import __version__
-from adm.api import LoadedModel, default_device, load_model
-from adm.errors import AdmError, CheckpointError, MissingFileError, UsageError
-from adm.pipeline import ModelSource, Samples, sample, upsample
-from adm.presets import get_preset, list_presets
+from __future__ import annotations
 
-__all__ = [
-    "AdmError",
-    "CheckpointError",
-    "LoadedModel",
-    "ModelSource",
-    "Samples",
-    "MissingFileError",
-    "UsageError",
-    "__version__",
-    "default_device",
-    "get_preset",
-    "list_presets",
-    "load_model",
-    "sample",
-    "upsample",
-]
+import importlib
+
+from adm._version import __version__
+
+_EXPORTS = {
+    "AdmError": "adm.errors",
+    "CheckpointError": "adm.errors",
+    "MissingFileError": "adm.errors",
+    "UsageError": "adm.errors",
+    "LoadedModel": "adm.api",
+    "default_device": "adm.api",
+    "load_model": "adm.api",
+    "ModelSource": "adm.pipeline",
+    "Samples": "adm.pipeline",
+    "sample": "adm.pipeline",
+    "upsample": "adm.pipeline",
+    "get_preset": "adm.presets",
+    "list_presets": "adm.presets",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'adm' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,5 +1,5 @@
 """`python -m adm`."""
 
-from adm.cli.main import run
+from adm.cli.entry import run
 
 run()

@@ -8,14 +8,15 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from adm.diffusion.continuous import NoiseSchedule
 from adm.diffusion.process import GaussianProcess, LossType, Parameterization
 from adm.distributed import pick_device
 from adm.errors import UsageError
@@ -46,9 +47,10 @@ class LoadedModel:
     def num_classes(self) -> int | None:
         return self.flags.num_classes if self.flags.class_cond else None
 
-    def respaced(self, steps: str) -> LoadedModel:
-        """The same networks on a chain respaced to ``steps`` (``"250"``, ``"ddim25"``)."""
-        return dataclasses.replace(self, process=build_process(self.flags, respacing=steps)[0])
+    @cached_property
+    def schedule(self) -> NoiseSchedule:
+        """The network's training schedule in continuous time (what every sampler walks)."""
+        return NoiseSchedule.create(self.flags.noise_schedule, self.flags.diffusion_steps, self.flags.rescale_timesteps)
 
 
 def default_device() -> torch.device:

@@ -11,7 +11,7 @@ and run the sharded, resumable sampling job. The CLI calls exactly these functio
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +22,10 @@ from adm.distributed import Dist, pick_device
 from adm.errors import UsageError
 from adm.flags import SuperResFlags
 from adm.presets import Preset, Registry, default_registry
-from adm.progress import ProgressFn
-from adm.sampling.generate import SamplerSettings, parse_classes
+from adm.progress import ProgressFn, report
+from adm.sampling.generate import SamplerSettings, SamplingPlan, parse_classes
 from adm.sampling.job import JobResult, SampleJob, run_sample_job
+from adm.sampling.registry import SamplerSpec, get_sampler
 
 
 @dataclass(frozen=True)
@@ -81,11 +82,10 @@ def _default(value, fallback):
     return fallback if value is None else value
 
 
-def _identity(loaded: LoadedModel, source: ModelSource, steps: str) -> dict:
+def _identity(loaded: LoadedModel, source: ModelSource) -> dict:
     identity = {
         "model": loaded.preset.name if loaded.preset else loaded.flags.model_dump(),
         "model_path": str(source.model_path or source.run_dir or "") or None,
-        "steps": steps,
     }
     if loaded.classifier is not None:
         identity["classifier_path"] = str(source.classifier_path) if source.classifier_path else None
@@ -98,11 +98,22 @@ def _precision(precision: str | None, loaded: LoadedModel) -> str:
     return "fp16" if (loaded.flags.use_fp16 and loaded.device.type == "cuda") else "fp32"
 
 
-def _steps(loaded: LoadedModel, preset: Preset | None, steps: str | None) -> str:
-    """``steps``, else the preset's, else up to 250 of the model's own steps."""
+DEFAULT_SOLVER_STEPS = "20"  # network evaluations for a solver when nothing else says
+
+
+def _steps(loaded: LoadedModel, preset: Preset | None, sampler: SamplerSpec, steps: str | None) -> tuple[str, str]:
+    """(steps, the rule that chose them): --steps, else the flags' --timestep_respacing (the
+    original's samplers), else the preset's (when its sampler is of the same kind), else every
+    step of the model's chain (as the original) or 20 evaluations for a solver."""
     if steps:
-        return steps
-    return preset.sampling.steps if preset else (loaded.flags.timestep_respacing or str(min(250, loaded.flags.diffusion_steps)))
+        return steps, "--steps"
+    if sampler.chain_only and loaded.flags.timestep_respacing:
+        return loaded.flags.timestep_respacing, "the model flags' --timestep_respacing"
+    if preset is not None and get_sampler(preset.sampling.sampler).chain_only == sampler.chain_only:
+        return preset.sampling.steps, f"the preset {preset.name}'s default"
+    if sampler.chain_only:
+        return str(loaded.flags.diffusion_steps), "every step of the model's chain (the original's default)"
+    return DEFAULT_SOLVER_STEPS, f"the default for solvers ({DEFAULT_SOLVER_STEPS} evaluations)"
 
 
 def _run(loaded, job: SampleJob, dist: Dist | None, on_progress, in_memory: bool, **kwargs) -> Samples:
@@ -122,22 +133,50 @@ def _with_output(run, out: str | Path | None) -> Samples:
         return run(Path(tmp) / "samples.npz", True)
 
 
+@dataclass(frozen=True)
+class SamplerChoice:
+    """What the caller asked of the sampler; unset fields take the preset's defaults."""
+
+    sampler: str | None = None
+    steps: str | None = None
+    spacing: str | None = None
+    options: dict = field(default_factory=dict)
+    eta: float | None = None
+    scale: float | None = None
+    guidance_interval: tuple[float, float] = (0.0, 1.0)
+    threshold: float | None = None
+    clip_denoised: bool | None = None
+    precision: str | None = None
+
+
 @dataclass
 class _Setup:
     """A loaded model with the preset defaults resolved: what sample() and upsample() share."""
 
     preset: Preset | None
     loaded: LoadedModel
-    steps: str
-    settings: SamplerSettings
+    plan: SamplingPlan
+    steps_rule: str
 
     def batch_size(self, requested: int | None) -> int:
         return _default(requested, self.preset.sampling.batch_size if self.preset else 16)
 
+    def key(self, source: ModelSource) -> dict:
+        return {**_identity(self.loaded, source), **self.plan.key()}
+
+
+def _options(choice: SamplerChoice, preset: Preset | None, sampler: str) -> dict:
+    options = dict(preset.sampling.options) if preset is not None and preset.sampling.sampler == sampler else {}
+    options.update(choice.options)
+    if choice.eta is not None:
+        if "eta" in choice.options:
+            raise UsageError("eta is given twice (--eta and --sampler-opt eta=...)", "give it once")
+        options["eta"] = choice.eta
+    return options
+
 
 def _setup(
-    source: ModelSource, registry: Registry | None, *, upsampler: bool, scale: float | None, sampler, steps, eta,
-    clip_denoised, precision, device, download, dist,
+    source: ModelSource, registry: Registry | None, choice: SamplerChoice, *, upsampler: bool, device, download, dist,
 ) -> _Setup:
     registry = registry or default_registry()
     preset = registry.preset(source.preset) if source.preset else None
@@ -146,22 +185,26 @@ def _setup(
             names = ", ".join(n for n, p in registry.presets.items() if p.is_upsampler)
             raise UsageError(f"{preset.name} is not an upsampler", f"upsampler presets: {names}")
         raise UsageError(f"{preset.name} is an upsampler", f"use `adm upsample --preset {preset.name} --base-samples ...`")
+    scale = choice.scale
     if scale is None:
         scale = preset.classifier_scale if preset else (1.0 if source.classifier_flags else 0.0)
     guided = scale > 0
     if guided and source.classifier_flags is None and (preset is None or preset.classifier_flags is None):
         raise UsageError("a guidance scale > 0 needs a classifier", "pass classifier flags and checkpoint, or use scale 0")
+    sampler = get_sampler(choice.sampler or (preset.sampling.sampler if preset else "ddpm"))
     device = device if device is not None else (dist.device if dist else pick_device())
     loaded = _load(source, with_classifier=guided, device=device, download=download, registry=registry)
     if upsampler and not isinstance(loaded.flags, SuperResFlags):
         raise UsageError("the model flags do not describe an upsampler (they need --large_size and --small_size)")
-    steps = _steps(loaded, preset, steps)
-    loaded = loaded.respaced(steps)
-    settings = SamplerSettings(
-        sampler=sampler or (preset.sampling.sampler if preset else "ddpm"), scale=scale, eta=eta,
-        clip_denoised=clip_denoised, precision=_precision(precision, loaded),
+    steps, rule = _steps(loaded, preset, sampler, choice.steps)
+    defaults = preset.sampling if preset else None
+    settings = SamplerSettings.make(
+        sampler=sampler.name, steps=steps, spacing=choice.spacing, options=_options(choice, preset, sampler.name),
+        scale=scale, guidance_interval=choice.guidance_interval, threshold=choice.threshold,
+        clip_denoised=_default(choice.clip_denoised, defaults.clip_denoised if defaults else True),
+        precision=_precision(choice.precision, loaded),
     )
-    return _Setup(preset, loaded, steps, settings)
+    return _Setup(preset, loaded, settings.plan(loaded.schedule), rule)
 
 
 def sample(
@@ -170,13 +213,17 @@ def sample(
     source: ModelSource | None = None,
     scale: float | None = None,
     sampler: str | None = None,
-    steps: str | None = None,
-    eta: float = 0.0,
+    steps: str | int | None = None,
+    spacing: str | None = None,
+    sampler_options: dict | None = None,
+    eta: float | None = None,
+    guidance_interval: tuple[float, float] = (0.0, 1.0),
+    threshold: float | None = None,
     num_samples: int | None = None,
     batch_size: int | None = None,
     seed: int = 0,
     classes: str | list[int] | None = None,
-    clip_denoised: bool = True,
+    clip_denoised: bool | None = None,
     precision: str | None = None,
     device=None,
     download: bool = False,
@@ -188,26 +235,32 @@ def sample(
 ) -> Samples:
     """Sample ``num_samples`` images; with ``out`` they are written (resumably) to that npz.
 
-    Unset options take the preset's defaults (scale, sampler, steps, batch size, number of
-    samples, class plan), else 16 samples with uniformly drawn labels, unguided.
+    Unset options take the preset's defaults (scale, sampler and its options, steps, clipping,
+    batch size, number of samples, class plan), else 16 samples with uniformly drawn labels,
+    unguided, with the original's ancestral sampler over every step of the model's chain.
+    ``steps`` counts network evaluations for the solvers (``dpm++2m``, ...) and is a respacing
+    (``"250"``, ``"ddim25"``) for ``ddpm`` / ``ddim``.
     """
     source = source or ModelSource(preset=preset)
-    setup = _setup(
-        source, registry, upsampler=False, scale=scale, sampler=sampler, steps=steps, eta=eta,
-        clip_denoised=clip_denoised, precision=precision, device=device, download=download, dist=dist,
+    choice = SamplerChoice(
+        sampler, None if steps is None else str(steps), spacing, dict(sampler_options or {}), eta, scale,
+        tuple(guidance_interval), threshold, clip_denoised, precision,
     )
+    setup = _setup(source, registry, choice, upsampler=False, device=device, download=download, dist=dist)
     flags = setup.loaded.flags
     defaults = setup.preset.sampling if setup.preset else None
     num_samples = _default(num_samples, defaults.num_samples if defaults else 16)
     classes = _default(classes, defaults.classes if defaults else "random")
-    if (flags.class_cond or setup.settings.scale > 0) and isinstance(classes, str):
+    if (flags.class_cond or setup.plan.settings.scale > 0) and isinstance(classes, str):
         classes = parse_classes(classes, flags.num_classes)
+    for warning in setup.plan.warnings:
+        report(on_progress, "sampling", 0, num_samples, unit="img", message=f"warning: {warning}")
 
     def run(out: Path, in_memory: bool) -> Samples:
         job = SampleJob(
             out=out, num_samples=num_samples, batch_size=setup.batch_size(batch_size), seed=seed,
-            settings=setup.settings, classes=classes, grid_size=grid, num_classes=flags.num_classes,
-            identity=_identity(setup.loaded, source, setup.steps),
+            plan=setup.plan, classes=classes, grid_size=grid, num_classes=flags.num_classes,
+            identity=_identity(setup.loaded, source), notes={"steps_rule": setup.steps_rule},
         )
         return _run(setup.loaded, job, dist, on_progress, in_memory)
 
@@ -220,12 +273,15 @@ def upsample(
     base_samples: str | Path,
     source: ModelSource | None = None,
     sampler: str | None = None,
-    steps: str | None = None,
-    eta: float = 0.0,
+    steps: str | int | None = None,
+    spacing: str | None = None,
+    sampler_options: dict | None = None,
+    eta: float | None = None,
+    threshold: float | None = None,
     num_samples: int | None = None,
     batch_size: int | None = None,
     seed: int = 0,
-    clip_denoised: bool = True,
+    clip_denoised: bool | None = None,
     precision: str | None = None,
     device=None,
     download: bool = False,
@@ -239,16 +295,17 @@ def upsample(
     source = source or ModelSource(preset=preset)
     base = open_images(base_samples, name="base samples")
     labels = npz_labels(base_samples)
-    setup = _setup(
-        source, registry, upsampler=True, scale=0.0, sampler=sampler, steps=steps, eta=eta,
-        clip_denoised=clip_denoised, precision=precision, device=device, download=download, dist=dist,
+    choice = SamplerChoice(
+        sampler, None if steps is None else str(steps), spacing, dict(sampler_options or {}), eta, 0.0,
+        (0.0, 1.0), threshold, clip_denoised, precision,
     )
+    setup = _setup(source, registry, choice, upsampler=True, device=device, download=download, dist=dist)
 
     def run(out: Path, in_memory: bool) -> Samples:
         job = SampleJob(
             out=out, num_samples=_default(num_samples, base.count), batch_size=setup.batch_size(batch_size),
-            seed=seed, settings=setup.settings, grid_size=grid,
-            identity={**_identity(setup.loaded, source, setup.steps), "base": str(base_samples), "base_count": base.count},
+            seed=seed, plan=setup.plan, grid_size=grid, notes={"steps_rule": setup.steps_rule},
+            identity={**_identity(setup.loaded, source), "base": str(base_samples), "base_count": base.count},
         )
         return _run(setup.loaded, job, dist, on_progress, in_memory, base=base, base_labels=labels)
 

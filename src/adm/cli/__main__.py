@@ -1,5 +1,5 @@
 """`python -m adm.cli` (what torchrun runs: `torchrun ... -m adm.cli sample ...`)."""
 
-from adm.cli.main import run
+from adm.cli.entry import run
 
 run()

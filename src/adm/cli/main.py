@@ -12,6 +12,7 @@ from adm.cli.evaluate_cmd import evaluate
 from adm.cli.presets_cmd import presets
 from adm.cli.recipe_cmd import app as recipe_app
 from adm.cli.sample_cmd import sample, upsample
+from adm.cli.samplers_cmd import samplers
 from adm.cli.train_cmd import train, train_classifier
 
 app = typer.Typer(
@@ -29,14 +30,30 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+def _threads(value: int | None) -> int | None:
+    from adm.errors import UsageError
+    from adm.threads import set_threads
+
+    try:
+        set_threads(value)
+    except UsageError as err:
+        raise typer.BadParameter(str(err)) from None
+    return value
+
+
 @app.callback()
 def main(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+    threads: int | None = typer.Option(
+        None, "--threads", callback=_threads, envvar="ADM_THREADS", show_default=False,
+        help="CPU threads for torch (default: OMP_NUM_THREADS, else torch's; OpenMP threads sleep rather than spin while waiting, so a busy machine degrades gracefully).",
+    ),
 ) -> None:
     """Sample, train and evaluate ADM (guided-diffusion) models."""
 
 
 app.command("presets")(presets)
+app.command("samplers")(samplers)
 app.command("download")(download)
 app.command("convert")(convert)
 app.command("evaluate")(evaluate)

@@ -9,6 +9,7 @@ import typer
 from adm.cli.common import console, guarded
 from adm.cli.progress import RichProgress
 from adm.distributed import joined
+from adm.errors import UsageError
 from adm.pipeline import ModelSource, Samples
 from adm.pipeline import sample as sample_images
 from adm.pipeline import upsample as upsample_images
@@ -17,17 +18,44 @@ from adm.sampling.job import grid_path
 PRESET = typer.Option(None, "--preset", "-p", help="Named preset (`adm presets` lists them).")
 MODEL_FLAGS = typer.Option(None, "--model-flags", help='Model flags in the original syntax, e.g. "--image_size 64 ..." (instead of --preset).')
 MODEL_PATH = typer.Option(None, "--model-path", help="Model checkpoint (.pt/.safetensors); default: the preset's download.")
-STEPS = typer.Option(None, "--steps", help='Respacing: "250", "ddim25", "10,15,20" (default: the preset\'s).')
-SAMPLER = typer.Option(None, "--sampler", help="ddpm or ddim (default: the preset's).")
-ETA = typer.Option(0.0, "--eta", help="DDIM eta (0 = deterministic).")
+STEPS = typer.Option(
+    None, "--steps",
+    help='Solvers (dpm++2m, dpm++2m-sde, heun, unipc): network evaluations, e.g. 20. ddpm/ddim: a respacing, '
+    '"250", "ddim25", "10,15,20". Default: --steps, else the flags\' --timestep_respacing (ddpm/ddim), else the '
+    "preset's (same kind of sampler), else every step of the model's chain (ddpm/ddim, as the original) or 20.",
+)
+SAMPLER = typer.Option(None, "--sampler", help="ddpm, ddim, dpm++2m, dpm++2m-sde, heun, unipc or a plugin's (`adm samplers`); default: the preset's.")
+SPACING = typer.Option(None, "--spacing", help="Where the steps lie: respaced (the original's chain), time, logsnr or karras (default: the sampler's).")
+SAMPLER_OPT = typer.Option(None, "--sampler-opt", help="A sampler option KEY=VALUE, repeatable, e.g. order=1 (`adm samplers` lists them).")
+ETA = typer.Option(None, "--eta", help="Shorthand for --sampler-opt eta=VALUE (ddim, dpm++2m-sde).")
+THRESHOLD = typer.Option(None, "--threshold", help="Dynamic thresholding of x0 at this quantile (e.g. 0.995) instead of clipping; helps strong guidance.")
 BATCH = typer.Option(None, "--batch-size", "-b", help="Images per forward pass (default: the preset's).")
 SEED = typer.Option(0, "--seed", help="Sample i depends only on (seed, i): same seed, same images.")
 DEVICE = typer.Option(None, "--device", help="cpu, cuda, cuda:N or mps (default: the best available).")
 PRECISION = typer.Option(None, "--precision", help="fp32, fp16 or bf16 autocast (default: fp16 on CUDA for fp16 presets, else fp32).")
 DOWNLOAD = typer.Option(False, "--download", help="Fetch missing checkpoints into the cache first.")
-CLIP = typer.Option(True, "--clip-denoised/--no-clip-denoised", help="Clamp the x0 estimate to [-1, 1] (the original's default).")
+CLIP = typer.Option(None, "--clip-denoised/--no-clip-denoised", help="Clamp the x0 estimate to [-1, 1] (default: the preset's, else on, as the original).", show_default=False)
 GRID = typer.Option(64, "--grid", help="How many samples the PNG grid shows (0: none).")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar or summary.")
+
+
+def parse_sampler_options(values: list[str] | None) -> dict[str, str]:
+    """``["order=1", "eta=0.5"]`` → ``{"order": "1", "eta": "0.5"}`` (the sampler converts the types)."""
+    options: dict[str, str] = {}
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--sampler-opt expects KEY=VALUE, got {item!r}", "e.g. --sampler-opt order=1")
+        options[key.strip().replace("-", "_")] = value.strip()
+    return options
+
+
+def parse_interval(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(part) for part in text.split(","))
+    except ValueError:
+        raise UsageError(f"--guidance-interval expects LO,HI in [0, 1], got {text!r}", "e.g. 0.2,0.8") from None
+    return lo, hi
 
 
 def _summary(samples: Samples, quiet: bool) -> None:
@@ -46,7 +74,11 @@ def sample(
     scale: float | None = typer.Option(None, "--scale", "-s", help="Classifier scale (default: the preset's; 0 = no classifier)."),
     sampler: str | None = SAMPLER,
     steps: str | None = STEPS,
-    eta: float = ETA,
+    spacing: str | None = SPACING,
+    sampler_opt: list[str] | None = SAMPLER_OPT,
+    eta: float | None = ETA,
+    threshold: float | None = THRESHOLD,
+    guidance_interval: str = typer.Option("0,1", "--guidance-interval", help="Apply the classifier only where LO <= t/T <= HI (e.g. 0,0.6); it is not run elsewhere."),
     num_samples: int | None = typer.Option(None, "--num-samples", "-n", help="How many images (default: the preset's, else 16; the paper's FIDs use 50000)."),
     batch_size: int | None = BATCH,
     seed: int = SEED,
@@ -61,7 +93,7 @@ def sample(
     run_dir: Path | None = typer.Option(None, "--run-dir", help="A training run directory (`adm train`): its flags and latest EMA weights."),
     upsample: str | None = typer.Option(None, "--upsample", help="Then upsample the samples with this preset (cascade), e.g. upsample-64-256."),
     download: bool = DOWNLOAD,
-    clip_denoised: bool = CLIP,
+    clip_denoised: bool | None = CLIP,
     grid: int = GRID,
     quiet: bool = QUIET,
 ) -> None:
@@ -71,7 +103,9 @@ def sample(
         source = ModelSource(preset, model_flags, model_path, run_dir, classifier_flags, classifier_path)
         with RichProgress(enabled=dist.is_main and not quiet) as progress:
             samples = sample_images(
-                source=source, scale=scale, sampler=sampler, steps=steps, eta=eta, num_samples=num_samples,
+                source=source, scale=scale, sampler=sampler, steps=steps, spacing=spacing,
+                sampler_options=parse_sampler_options(sampler_opt), eta=eta, threshold=threshold,
+                guidance_interval=parse_interval(guidance_interval), num_samples=num_samples,
                 batch_size=batch_size, seed=seed, classes=classes, clip_denoised=clip_denoised,
                 precision=precision, download=download, out=out, grid=grid, dist=dist, on_progress=progress,
             )
@@ -97,14 +131,17 @@ def upsample(
     seed: int = SEED,
     sampler: str | None = SAMPLER,
     steps: str | None = STEPS,
-    eta: float = ETA,
+    spacing: str | None = SPACING,
+    sampler_opt: list[str] | None = SAMPLER_OPT,
+    eta: float | None = ETA,
+    threshold: float | None = THRESHOLD,
     out: Path | None = typer.Option(None, "--out", "-o", help="Output .npz (default: BASE-up.npz)."),
     device: str | None = DEVICE,
     precision: str | None = PRECISION,
     model_path: Path | None = MODEL_PATH,
     model_flags: str | None = MODEL_FLAGS,
     download: bool = DOWNLOAD,
-    clip_denoised: bool = CLIP,
+    clip_denoised: bool | None = CLIP,
     grid: int = GRID,
     quiet: bool = QUIET,
 ) -> None:
@@ -113,7 +150,8 @@ def upsample(
         with RichProgress(enabled=dist.is_main and not quiet) as progress:
             samples = upsample_images(
                 source=ModelSource(preset, model_flags, model_path), base_samples=base_samples,
-                num_samples=num_samples, batch_size=batch_size, seed=seed, sampler=sampler, steps=steps, eta=eta,
+                num_samples=num_samples, batch_size=batch_size, seed=seed, sampler=sampler, steps=steps, spacing=spacing,
+                sampler_options=parse_sampler_options(sampler_opt), eta=eta, threshold=threshold,
                 clip_denoised=clip_denoised, precision=precision, download=download,
                 out=out or base_samples.with_name(base_samples.stem + "-up.npz"), grid=grid, dist=dist,
                 on_progress=progress,

@@ -25,8 +25,8 @@ from adm.diffusion.process import (
     Parameterization,
 )
 from adm.errors import UsageError
-from adm.sampling import guidance, samplers
-from adm.sampling.denoiser import Denoiser
+from adm.sampling import chain, guidance
+from adm.sampling.chain import ChainDenoiser
 from adm.sampling.noise import ReplayNoise
 
 __all__ = [
@@ -91,7 +91,7 @@ class GaussianDiffusion:
 
     def _denoiser(self, model, clip_denoised=True, denoised_fn=None, model_kwargs=None):
         kwargs = model_kwargs or {}
-        return Denoiser(model, self.process, self.param, kwargs, clip_denoised, denoised_fn)
+        return ChainDenoiser(model, self.process, self.param, kwargs, clip_denoised, denoised_fn)
 
     # --- forward process and closed forms ---
 
@@ -135,7 +135,7 @@ class GaussianDiffusion:
         self, model, x, t, clip_denoised=True, denoised_fn=None, cond_fn=None, model_kwargs=None,
         step_noise=None,
     ):
-        out = samplers.ddpm_step(
+        out = chain.ddpm_step(
             self._denoiser(model, clip_denoised, denoised_fn, model_kwargs), x, t,
             noise=_step_source(step_noise), cond_fn=cond_fn,
         )
@@ -145,7 +145,7 @@ class GaussianDiffusion:
         self, model, x, t, clip_denoised=True, denoised_fn=None, cond_fn=None, model_kwargs=None,
         eta=0.0, step_noise=None,
     ):
-        out = samplers.ddim_step(
+        out = chain.ddim_step(
             self._denoiser(model, clip_denoised, denoised_fn, model_kwargs), x, t,
             noise=_step_source(step_noise), cond_fn=cond_fn, eta=eta,
         )
@@ -157,7 +157,7 @@ class GaussianDiffusion:
         if eta != 0.0:
             raise UsageError("ddim_reverse_sample needs eta=0 (the reverse ODE is deterministic)")
         denoiser = self._denoiser(model, clip_denoised, denoised_fn, model_kwargs)
-        return samplers.ddim_reverse_step(denoiser, x, t)._asdict()
+        return chain.ddim_reverse_step(denoiser, x, t)._asdict()
 
     def p_sample_loop(self, model, shape, **kwargs):
         return _last(self.p_sample_loop_progressive(model, shape, **kwargs))
@@ -168,7 +168,7 @@ class GaussianDiffusion:
     ) -> Iterator[dict]:
         """Yields ``{"sample", "pred_xstart"}`` per step; ``progress`` is accepted and ignored."""
         return self._loop(
-            samplers.ddpm_step, model, shape, noise, clip_denoised, denoised_fn, model_kwargs,
+            chain.ddpm_step, model, shape, noise, clip_denoised, denoised_fn, model_kwargs,
             device, step_noise, cond_fn=cond_fn,
         )
 
@@ -181,7 +181,7 @@ class GaussianDiffusion:
     ) -> Iterator[dict]:
         """Yields ``{"sample", "pred_xstart"}`` per step; ``progress`` is accepted and ignored."""
         return self._loop(
-            samplers.ddim_step, model, shape, noise, clip_denoised, denoised_fn, model_kwargs,
+            chain.ddim_step, model, shape, noise, clip_denoised, denoised_fn, model_kwargs,
             device, step_noise, cond_fn=cond_fn, eta=eta,
         )
 
@@ -193,7 +193,7 @@ class GaussianDiffusion:
         x_T = noise if noise is not None else torch.randn(*shape, device=device)
         source = ReplayNoise(step_noise) if step_noise is not None else torch.randn_like
         denoiser = self._denoiser(model, clip_denoised, denoised_fn, model_kwargs)
-        for _, out in samplers.iterate_steps(step, denoiser, x_T, noise=source, **step_kwargs):
+        for _, out in chain.iterate_steps(step, denoiser, x_T, noise=source, **step_kwargs):
             yield out._asdict()
 
     # --- losses and likelihood ---

@@ -42,13 +42,17 @@ class Artifact(BaseModel):
 
 
 class SamplingDefaults(BaseModel):
-    """How the paper / README sampled this model."""
+    """How this model is sampled by default (the paper / README's settings for released models).
+
+    ``steps`` is a respacing for ``ddpm`` / ``ddim`` and a number of network evaluations for the
+    solvers; ``options`` are the sampler's options (``adm samplers`` lists them).
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     sampler: str = "ddpm"
     steps: str = "250"
-    eta: float = 0.0
+    options: dict[str, Any] = Field(default_factory=dict)
     batch_size: int = 4
     clip_denoised: bool = True
     num_samples: int = 16

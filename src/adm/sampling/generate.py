@@ -10,17 +10,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from adm.diffusion.process import GaussianProcess, Parameterization
+from adm.diffusion.continuous import NoiseSchedule
+from adm.diffusion.grids import make_grid
+from adm.diffusion.process import Parameterization
 from adm.errors import UsageError
 from adm.sampling.denoiser import Denoiser
-from adm.sampling.guidance import classifier_grad_fn
+from adm.sampling.guidance import ClassifierGuidance
 from adm.sampling.noise import PerSampleNoise
-from adm.sampling.samplers import get_sampler
+from adm.sampling.registry import SamplerOptions, SamplerSpec, get_sampler
 
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -89,32 +93,96 @@ def with_precision(module: Callable, device: torch.device, precision: str) -> Ca
     return call
 
 
-@dataclass(frozen=True)
-class SamplerSettings:
-    """How to sample: sampler, classifier scale, eta, clipping, precision."""
+STRONG_GUIDANCE = 4.0  # classifier scales from which single-step high-order solvers are warned about
+
+
+class SamplerSettings(BaseModel):
+    """How to sample: sampler and its options, grid, guidance, x_0 correction, precision.
+
+    ``steps`` is a respacing spec for ``--spacing respaced`` (``"250"``, ``"ddim25"``) and a number
+    of network evaluations otherwise; None means the caller's default. ``spacing`` None means the
+    sampler's own default. ``guidance_interval`` (lo, hi) limits the classifier to lo ≤ t/T ≤ hi.
+    ``threshold`` is the quantile of dynamic thresholding (None: plain clipping, if
+    ``clip_denoised``).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     sampler: str = "ddpm"
-    scale: float = 0.0
-    eta: float = 0.0
+    steps: str | None = None
+    spacing: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    scale: float = Field(0.0, ge=0)
+    guidance_interval: tuple[float, float] = (0.0, 1.0)
     clip_denoised: bool = True
-    precision: str = "fp32"
+    threshold: float | None = Field(None, gt=0.5, le=1.0)
+    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
 
-    def validate(self) -> None:
-        get_sampler(self.sampler)
-        if self.scale < 0:
-            raise UsageError(f"--scale must be >= 0, got {self.scale}")
-        if not 0 <= self.eta <= 1:
-            raise UsageError(f"--eta must lie in [0, 1], got {self.eta}")
-        if self.precision not in PRECISIONS:
-            raise UsageError(f"unknown precision {self.precision!r}", "choose fp32, fp16 or bf16")
+    @classmethod
+    def make(cls, **values: Any) -> SamplerSettings:
+        """Validate at the edge: a bad value is a one-line error naming the option."""
+        try:
+            return cls(**values)
+        except ValidationError as err:
+            first = err.errors()[0]
+            name = ".".join(str(p) for p in first["loc"])
+            option = "--" + name.split(".")[0].replace("_", "-")
+            raise UsageError(f"bad value for {option}: {first['msg']}") from None
+
+    def plan(self, schedule: NoiseSchedule, *, max_timestep: float | None = None) -> SamplingPlan:
+        """The sampler, its validated options and the grid on ``schedule`` (done once per run)."""
+        spec = get_sampler(self.sampler)
+        options = spec.parse_options(self.options)
+        spacing = self.spacing or spec.spacing
+        if spec.chain_only and spacing != "respaced":
+            raise UsageError(f"{spec.name} walks the model's respaced chain", "drop --spacing or use a solver such as dpm++2m")
+        steps = self.steps or (str(schedule.num_steps) if spacing == "respaced" else "20")
+        if spacing != "respaced" and steps.isdigit():  # a count of evaluations → of grid levels
+            steps = str(spec.levels_for(int(steps)))
+        sigmas = make_grid(schedule, spacing, steps, max_timestep=max_timestep)
+        warnings = []
+        if spec.single_step_order > 1 and self.scale >= STRONG_GUIDANCE and self.threshold is None:
+            warnings.append(
+                f"{spec.name} is a single-step high-order solver; at classifier scale {self.scale:g} such solvers "
+                "are known to degrade: consider --threshold 0.995 or a multistep sampler (dpm++2m, unipc)"
+            )
+        return SamplingPlan(self, spec, options, spacing, sigmas, warnings)
+
+    def key(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+@dataclass(frozen=True)
+class SamplingPlan:
+    """Settings resolved against a schedule: what every batch of a run reuses."""
+
+    settings: SamplerSettings
+    spec: SamplerSpec
+    options: SamplerOptions
+    spacing: str
+    sigmas: torch.Tensor  # the grid: float64, decreasing
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def evaluations(self) -> int:
+        """Network evaluations per sample (what --steps counts)."""
+        levels = int((self.sigmas > 0).sum())
+        return self.spec.evaluations(levels)
+
+    def key(self) -> dict[str, Any]:
+        """Everything about the sampler that changes the images."""
+        return {
+            **self.settings.key(), "options": self.options.model_dump(mode="json"), "spacing": self.spacing,
+            "grid": [float(s) for s in self.sigmas], "evaluations": self.evaluations,
+        }
 
 
 def run_sampler(
     model: Callable,
-    process: GaussianProcess,
+    schedule: NoiseSchedule,
     param: Parameterization,
-    settings: SamplerSettings,
-    x_T: torch.Tensor,
+    plan: SamplingPlan,
+    x: torch.Tensor,
     noise: Callable[[torch.Tensor], torch.Tensor],
     *,
     model_kwargs: dict | None = None,
@@ -122,27 +190,29 @@ def run_sampler(
     labels: torch.Tensor | None = None,
     callback: Callable[[dict], None] | None = None,
 ) -> torch.Tensor:
-    """One sampler run from x_T, guided by ``classifier`` towards ``labels`` when ``settings.scale`` > 0.
+    """One sampler run from x (noisy images at the grid's first level), guided by ``classifier``
+    towards ``labels`` when the plan's scale is > 0.
 
     This is the single path that the CLI, the Python API and the golden parity tests share.
     """
-    denoiser = Denoiser(model, process, param, model_kwargs or {}, settings.clip_denoised)
-    cond_fn = None
+    settings = plan.settings
+    guidance = None
     if classifier is not None and settings.scale > 0:
         if labels is None:
             raise UsageError("classifier guidance needs target labels")
-        cond_fn = classifier_grad_fn(classifier, settings.scale)
-    extra = {"eta": settings.eta} if settings.sampler == "ddim" else {}
-    sampler = get_sampler(settings.sampler)
-    return sampler(denoiser, x_T, noise=noise, cond_fn=cond_fn, cond_kwargs={"y": labels} if cond_fn else None,
-                   callback=callback, **extra)
+        guidance = ClassifierGuidance(
+            classifier, labels, settings.scale, settings.guidance_interval, schedule.num_steps,
+            1000.0 / schedule.num_steps if schedule.rescale_timesteps else 1.0,
+        )
+    denoiser = Denoiser(model, schedule, param, model_kwargs or {}, guidance, settings.clip_denoised, settings.threshold)
+    return plan.spec(denoiser, x, plan.sigmas, noise=noise, callback=callback, options=plan.options)
 
 
 def generate_batch(
     model: torch.nn.Module,
-    process: GaussianProcess,
+    schedule: NoiseSchedule,
     param: Parameterization,
-    settings: SamplerSettings,
+    plan: SamplingPlan,
     indices: Sequence[int],
     seed: int,
     *,
@@ -163,6 +233,7 @@ def generate_batch(
     """
     device = device or next(model.parameters()).device
     generators = generators_for(seed, indices)
+    settings = plan.settings
     guided = classifier is not None and settings.scale > 0
     if labels is None and (class_cond or guided):
         labels = labels_for(classes, indices, num_classes, generators)
@@ -175,9 +246,9 @@ def generate_batch(
         model_kwargs["low_res"] = low_res.to(device)
     x0 = run_sampler(
         with_precision(model, device, settings.precision),
-        process.on(device),
+        schedule,
         param,
-        settings,
+        plan,
         x_T,
         noise,
         model_kwargs=model_kwargs,

@@ -1,18 +1,25 @@
-"""Classifier guidance (Dhariwal & Nichol 2021, Algorithms 1 and 2) as transformations of a prediction.
+"""Classifier guidance (Dhariwal & Nichol 2021, Algorithms 1 and 2) as a wrapper around the model.
 
 A ``cond_fn(x, t_model, **kwargs)`` returns s·∇_x log p(y | x_t). It receives the timesteps the
 networks were trained with (``process.model_timesteps``), as the original's ``_WrappedModel``
 passes them, and is evaluated at x_t itself (for ``condition_mean`` the original evaluates it at
 x_t rather than at the mean; kept for parity, see guided-diffusion issue #51).
+
+``ClassifierGuidance`` is what samplers get: ``adm.sampling.denoiser.Denoiser`` applies it to its
+x_0 estimate in score form (every sampler is guided for free), and hands it to the discrete
+``ddpm`` / ``ddim`` steps as their ``cond_fn`` (the exact mean-shift and score-shift forms). It
+can be limited to part of the trajectory (``interval``); outside it the classifier is not run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from adm.diffusion.continuous import per_sample, vp_scale
 from adm.diffusion.gaussian import (
     Prediction,
     predict_eps_from_xstart,
@@ -20,6 +27,7 @@ from adm.diffusion.gaussian import (
     q_posterior_mean_variance,
 )
 from adm.diffusion.process import GaussianProcess, extract
+from adm.errors import UsageError
 
 Tensor = torch.Tensor
 CondFn = Callable[..., Tensor]
@@ -74,3 +82,56 @@ def condition_score(
     pred_xstart = predict_xstart_from_eps(p, x, t, eps)
     mean, _, _ = q_posterior_mean_variance(p, pred_xstart, x, t)
     return prediction._replace(mean=mean, pred_xstart=pred_xstart)
+
+
+@dataclass(frozen=True)
+class ClassifierGuidance:
+    """s·∇ log p(y | x_t) of a noisy classifier, applied where lo ≤ τ/T ≤ hi.
+
+    ``classifier(x_t, model_timesteps) -> logits`` sees ADM's x_t and the timesteps it was trained
+    with; ``timestep_scale`` converts those back to network time τ (1000/T when the schedule
+    rescales timesteps, else 1) so the interval is read in fractions of the schedule's T.
+    """
+
+    classifier: Callable[[Tensor, Tensor], Tensor]
+    labels: Tensor
+    scale: float
+    interval: tuple[float, float] = (0.0, 1.0)
+    num_steps: int = 1000
+    timestep_scale: float = 1.0
+
+    def __post_init__(self):
+        lo, hi = self.interval
+        if not 0.0 <= lo <= hi <= 1.0:
+            raise UsageError(f"the guidance interval must satisfy 0 <= lo <= hi <= 1, got {lo:g},{hi:g}")
+        object.__setattr__(self, "_cond_fn", classifier_grad_fn(self.classifier, self.scale))
+
+    def _active(self, t_model: Tensor) -> Tensor:
+        frac = torch.as_tensor(t_model, dtype=torch.float64) / self.timestep_scale / self.num_steps
+        lo, hi = self.interval
+        return (frac >= lo - 1e-9) & (frac <= hi + 1e-9)
+
+    def gradient(self, x: Tensor, t_model: Tensor, **_ignored) -> Tensor | None:
+        """s·∇ log p(y | x) at ADM's x_t, or None where the interval skips every sample.
+
+        Usable as the discrete steps' ``cond_fn`` (the labels are its own, not the model's).
+        """
+        active = self._active(t_model)
+        if not bool(active.any()):
+            return None
+        grad = self._cond_fn(x, t_model, self.labels)
+        if not bool(active.all()):
+            grad = grad * active.to(device=grad.device, dtype=grad.dtype).view(-1, *([1] * (grad.ndim - 1)))
+        return grad
+
+    def shift_denoised(self, x0: Tensor, x_t: Tensor, t_model: Tensor, sigma: Tensor) -> Tensor:
+        """Score-form guidance on an x_0 estimate: x_0 + σ·√(1 − ᾱ)·g.
+
+        With ε' = ε − √(1 − ᾱ)·g (ADM Algorithm 2) and x = x_0 + σ·ε in the variance-exploding
+        form, x_0' = x − σ·ε' = x_0 + σ·√(1 − ᾱ)·g, where √(1 − ᾱ) = σ/√(1 + σ²).
+        """
+        grad = self.gradient(x_t, t_model)
+        if grad is None:
+            return x0
+        sigma = torch.as_tensor(sigma, dtype=torch.float64)
+        return x0 + per_sample(sigma * sigma * vp_scale(sigma), x0) * grad.to(x0.dtype)

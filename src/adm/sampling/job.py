@@ -25,7 +25,7 @@ from adm.distributed import Dist
 from adm.errors import UsageError
 from adm.fileio import atomic_path, write_text_atomic
 from adm.progress import ProgressFn, report
-from adm.sampling.generate import SamplerSettings, from_uint8, generate_batch
+from adm.sampling.generate import SamplingPlan, from_uint8, generate_batch
 from adm.sampling.shards import ShardStore
 
 
@@ -36,25 +36,17 @@ class SampleJob:
     out: Path
     num_samples: int
     batch_size: int
+    plan: SamplingPlan
     seed: int = 0
-    settings: SamplerSettings = SamplerSettings()
     classes: str | list[int] = "random"
     identity: dict[str, Any] = field(default_factory=dict)  # what made the model: preset, checkpoints
     grid_size: int = 64
     num_classes: int | None = None  # lays a balanced run's grid out one class per column
+    notes: dict[str, Any] = field(default_factory=dict)  # written to the sidecar, not part of the key
 
     def key(self) -> dict[str, Any]:
         """Everything that changes the images (batch size, device and world size do not)."""
-        return {
-            **self.identity,
-            "seed": self.seed,
-            "sampler": self.settings.sampler,
-            "scale": self.settings.scale,
-            "eta": self.settings.eta,
-            "clip_denoised": self.settings.clip_denoised,
-            "precision": self.settings.precision,
-            "classes": self.classes,
-        }
+        return {**self.identity, **self.plan.key(), "seed": self.seed, "classes": self.classes}
 
     def grid_columns(self) -> int | None:
         """One column per class when classes are cycled (a class per column reads best)."""
@@ -71,7 +63,6 @@ class SampleJob:
             raise UsageError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.out.suffix != ".npz":
             raise UsageError(f"--out must name an .npz file, got {self.out}")
-        self.settings.validate()
 
 
 @dataclass(frozen=True)
@@ -149,7 +140,7 @@ def run_sample_job(
             low_res = from_uint8(chunk, loaded.device)
             labels = torch.from_numpy(base_labels[indices[0] : indices[-1] + 1]) if base_labels is not None else None
         images, batch_labels = generate_batch(
-            loaded.model, loaded.process, loaded.parameterization, job.settings, indices, job.seed,
+            loaded.model, loaded.schedule, loaded.parameterization, job.plan, indices, job.seed,
             image_shape=(3, size, size), num_classes=flags.num_classes, class_cond=flags.class_cond,
             classes=job.classes, classifier=loaded.classifier, low_res=low_res, labels=labels,
             device=loaded.device, callback=step_callback,
@@ -176,6 +167,7 @@ def _finish(job: SampleJob, store: ShardStore) -> None:
         "num_samples": job.num_samples,
         "shape": list(images.shape),
         "key": job.key(),
+        **job.notes,
         "grid": {"file": grid_path(job.out).name, "count": shown, "order": "row-major"},
         "grid_labels": labels[:shown].tolist() if labels is not None else None,
     }

@@ -1,202 +1,162 @@
-"""Samplers: one step function each and one shared loop over t = T−1 … 0.
+"""The samplers: each one small function of a denoiser, x and a time grid.
 
-Every registered sampler has the same signature,
-``sampler(denoiser, x_T, *, noise, cond_fn, cond_kwargs, callback, **knobs) -> x_0``,
-so front-ends pick one by name from ``SAMPLERS``. ``noise`` is a noise source (see
-``adm.sampling.noise``) called exactly where guided-diffusion calls ``th.randn_like``: once per
-step, after the model forward and before guidance, and also in DDIM with eta = 0 (where it is
-multiplied by 0), so recorded noise replays in lockstep with the original.
+Every sampler has the signature
+
+    sampler(denoiser, x, sigmas, *, noise, callback=None, **options) -> x_0
+
+* ``denoiser(x, sigma) -> x_0`` is ``adm.sampling.denoiser.Denoiser`` (guidance and x_0
+  clipping/thresholding are already inside it);
+* ``x`` are the noisy images at ``sigmas[0]`` in ADM's own scaling (x_t = √ᾱ·x_0 + √(1 − ᾱ)·ε;
+  for plain sampling, standard normal noise);
+* ``sigmas`` is the grid (``adm.diffusion.grids``): float64, decreasing, usually ending at 0;
+* ``noise(x)`` draws standard normal noise shaped like x (per-sample generators, see
+  ``adm.sampling.noise``); deterministic samplers never call it;
+* ``callback`` receives ``{"i", "sigma", "sigma_next", "x", "denoised"}`` after every step, with
+  x in ADM's scaling at ``sigma_next``;
+* the result is x at ``sigmas[-1]`` in ADM's scaling: the sample itself when the grid ends at 0.
+
+The solvers run in the variance-exploding form x = x_0 + σ·ε with λ = −log σ, in which the
+DPM-Solver++ and Karras et al. formulas read most simply (they are invariant to the scaling).
+``ddpm`` and ddim walk the original's discrete chain instead (``adm.sampling.chain``), so they
+reproduce guided-diffusion's trajectories exactly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import NamedTuple
+import math
+from collections.abc import Callable
 
 import torch
 
-from adm.diffusion.gaussian import predict_eps_from_xstart
-from adm.diffusion.process import extract
-from adm.errors import UsageError
-from adm.sampling.denoiser import Denoiser
-from adm.sampling.guidance import CondFn, condition_mean, condition_score, guidance_gradient
+from adm.sampling.chain import ChainDenoiser, ddim_step, ddpm_step, iterate_steps
+from adm.sampling.denoiser import Denoiser, to_variance_exploding, to_variance_preserving
 from adm.sampling.noise import NoiseSource
 
 Tensor = torch.Tensor
 Callback = Callable[[dict], None]
 
 
-class Step(NamedTuple):
-    """A sampler step's result: the next x and the x_0 estimate it used."""
-
-    sample: Tensor
-    pred_xstart: Tensor
-
-
-def _nonzero_mask(t: Tensor, x: Tensor) -> Tensor:
-    """1 where t != 0 (no noise is added on the last step), shaped to broadcast over x."""
-    return (t != 0).float().view(-1, *([1] * (x.ndim - 1)))
+def report_step(callback: Callback | None, i: int, sigmas: Tensor, x: Tensor, denoised: Tensor) -> None:
+    if callback is not None:
+        s, s_next = float(sigmas[i]), float(sigmas[i + 1])
+        callback({"i": i, "sigma": s, "sigma_next": s_next, "x": to_variance_preserving(x, s_next), "denoised": denoised})
 
 
-def _cond_kwargs(denoiser: Denoiser, cond_kwargs: dict | None) -> dict:
-    # Like the original, the guidance function gets the model's kwargs (e.g. y) unless told otherwise.
-    return denoiser.model_kwargs if cond_kwargs is None else cond_kwargs
+# --- the original's discrete chain ---------------------------------------------------------
 
 
-def ddpm_step(
-    denoiser: Denoiser,
-    x: Tensor,
-    t: Tensor,
-    *,
-    noise: NoiseSource = torch.randn_like,
-    cond_fn: CondFn | None = None,
-    cond_kwargs: dict | None = None,
-) -> Step:
-    """Ancestral step x_{t−1} = mu + 1[t≠0]·sigma·z (DDPM Algorithm 2), guided by mean shift."""
-    pred, _ = denoiser(x, t)
-    z = noise(x)  # drawn before guidance, as the original does
-    if cond_fn is not None:
-        grad = guidance_gradient(
-            denoiser.process, cond_fn, x, t, _cond_kwargs(denoiser, cond_kwargs)
-        )
-        guided = condition_mean(pred, grad)
-    else:
-        guided = pred
-    sample = guided.mean + _nonzero_mask(t, x) * torch.exp(0.5 * pred.log_variance) * z
-    return Step(sample, pred.pred_xstart)
-
-
-def ddim_step(
-    denoiser: Denoiser,
-    x: Tensor,
-    t: Tensor,
-    *,
-    noise: NoiseSource = torch.randn_like,
-    cond_fn: CondFn | None = None,
-    cond_kwargs: dict | None = None,
-    eta: float = 0.0,
-) -> Step:
-    """DDIM step (Song et al. eq. 12) on the (respaced) chain, guided by score shift.
-
-    sigma = eta·sqrt((1 − abar_prev)/(1 − abar))·sqrt(1 − abar/abar_prev);
-    x_prev = x0·sqrt(abar_prev) + sqrt(1 − abar_prev − sigma²)·eps + 1[t≠0]·sigma·z.
-    """
-    process = denoiser.process.on(x.device)
-    pred, _ = denoiser(x, t)
-    if cond_fn is not None:
-        grad = guidance_gradient(process, cond_fn, x, t, _cond_kwargs(denoiser, cond_kwargs))
-        pred = condition_score(process, pred, x, t, grad)
-    eps = predict_eps_from_xstart(process, x, t, pred.pred_xstart)
-    alpha_bar = extract(process.alphas_cumprod, t, x)
-    alpha_bar_prev = extract(process.alphas_cumprod_prev, t, x)
-    sigma = (
-        eta
-        * torch.sqrt((1 - alpha_bar_prev) / (1 - alpha_bar))
-        * torch.sqrt(1 - alpha_bar / alpha_bar_prev)
-    )
-    z = noise(x)  # drawn even when eta == 0, to stay aligned with the original's RNG use
-    mean_pred = (
-        pred.pred_xstart * torch.sqrt(alpha_bar_prev)
-        + torch.sqrt(1 - alpha_bar_prev - sigma**2) * eps
-    )
-    return Step(mean_pred + _nonzero_mask(t, x) * sigma * z, pred.pred_xstart)
-
-
-def ddim_reverse_step(denoiser: Denoiser, x: Tensor, t: Tensor) -> Step:
-    """Deterministic DDIM inversion x_t → x_{t+1}: x0·sqrt(abar_next) + sqrt(1 − abar_next)·eps."""
-    process = denoiser.process.on(x.device)
-    pred, _ = denoiser(x, t)
-    eps = predict_eps_from_xstart(process, x, t, pred.pred_xstart)
-    alpha_bar_next = extract(process.alphas_cumprod_next, t, x)
-    sample = pred.pred_xstart * torch.sqrt(alpha_bar_next) + torch.sqrt(1 - alpha_bar_next) * eps
-    return Step(sample, pred.pred_xstart)
-
-
-def iterate_steps(
-    step: Callable[..., Step], denoiser: Denoiser, x_T: Tensor, **step_kwargs
-) -> Iterator[tuple[int, Step]]:
-    """Run ``step`` for chain indices T−1 … 0 starting at x_T, yielding (index, result).
-
-    Each step runs under ``torch.no_grad`` (guidance enables gradients locally for itself);
-    results are yielded outside it.
-    """
-    x = x_T
-    for index in reversed(range(denoiser.process.num_steps)):
-        t = torch.full((x.shape[0],), index, dtype=torch.long, device=x.device)
-        with torch.no_grad():
-            out = step(denoiser, x, t, **step_kwargs)
-        yield index, out
+def _walk_chain(step, chain: ChainDenoiser, x: Tensor, sigmas: Tensor, callback, **step_kwargs) -> Tensor:
+    for i, (_, out) in enumerate(iterate_steps(step, chain, x, cond_kwargs={}, **step_kwargs)):
         x = out.sample
-
-
-def _run(step, denoiser, x_T, callback: Callback | None, **step_kwargs) -> Tensor:
-    x = x_T
-    for i, (index, out) in enumerate(iterate_steps(step, denoiser, x_T, **step_kwargs)):
         if callback is not None:
-            callback({"i": i, "t": index, "x": out.sample, "pred_xstart": out.pred_xstart})
-        x = out.sample
+            callback({"i": i, "sigma": float(sigmas[i]), "sigma_next": float(sigmas[i + 1]), "x": x,
+                      "denoised": out.pred_xstart})
     return x
 
 
-def sample_ddpm(
-    denoiser: Denoiser,
-    x_T: Tensor,
-    *,
-    noise: NoiseSource = torch.randn_like,
-    cond_fn: CondFn | None = None,
-    cond_kwargs: dict | None = None,
-    callback: Callback | None = None,
-) -> Tensor:
-    """Ancestral sampling over every step of the denoiser's (respaced) chain."""
-    return _run(
-        ddpm_step, denoiser, x_T, callback, noise=noise, cond_fn=cond_fn, cond_kwargs=cond_kwargs
-    )
+def sample_ddpm(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource = torch.randn_like,
+                callback: Callback | None = None) -> Tensor:
+    """Ancestral sampling (DDPM) on the respaced chain, guided by the mean shift, as the original."""
+    chain, cond_fn = denoiser.chain(sigmas)
+    return _walk_chain(ddpm_step, chain, x, sigmas, callback, noise=noise, cond_fn=cond_fn)
 
 
-def sample_ddim(
-    denoiser: Denoiser,
-    x_T: Tensor,
-    *,
-    noise: NoiseSource = torch.randn_like,
-    cond_fn: CondFn | None = None,
-    cond_kwargs: dict | None = None,
-    callback: Callback | None = None,
-    eta: float = 0.0,
-) -> Tensor:
-    """DDIM sampling (deterministic for eta = 0) over the denoiser's (respaced) chain."""
-    return _run(
-        ddim_step,
-        denoiser,
-        x_T,
-        callback,
-        noise=noise,
-        cond_fn=cond_fn,
-        cond_kwargs=cond_kwargs,
-        eta=eta,
-    )
+def sample_ddim(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource = torch.randn_like,
+                callback: Callback | None = None, eta: float = 0.0) -> Tensor:
+    """DDIM on the respaced chain (deterministic for eta = 0), guided by the score shift, as the original."""
+    chain, cond_fn = denoiser.chain(sigmas)
+    return _walk_chain(ddim_step, chain, x, sigmas, callback, noise=noise, cond_fn=cond_fn, eta=eta)
 
 
-SAMPLERS: dict[str, Callable[..., Tensor]] = {"ddpm": sample_ddpm, "ddim": sample_ddim}
-SAMPLER_ENTRY_POINTS = "adm.samplers"
+# --- solvers in continuous time ------------------------------------------------------------
 
 
-def available_samplers() -> dict[str, Callable[..., Tensor]]:
-    """Built-in samplers plus those other packages register under the entry-point group
-    ``adm.samplers`` (a function with the shared signature ``(denoiser, x_T, *, noise, cond_fn,
-    cond_kwargs, callback, **options)``). Built-in names cannot be overridden."""
-    from importlib.metadata import entry_points
-
-    found = dict(SAMPLERS)
-    for ep in entry_points(group=SAMPLER_ENTRY_POINTS):
-        if ep.name not in found:
-            found[ep.name] = ep
-    return found
+def _log_step(sigma: float, sigma_next: float) -> float:
+    """h = λ_next − λ for λ = −log σ (positive: the SNR grows towards the data)."""
+    return math.log(sigma) - math.log(sigma_next)
 
 
-def get_sampler(name: str) -> Callable[..., Tensor]:
-    """The sampler called ``name`` (built-in or from a plugin)."""
-    samplers = available_samplers()
-    if name not in samplers:
-        raise UsageError(f"unknown sampler {name!r}", hint=f"choose one of {', '.join(sorted(samplers))}")
-    sampler = samplers[name]
-    return sampler if name in SAMPLERS else sampler.load()
+def sample_dpmpp_2m(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource | None = None,
+                    callback: Callback | None = None, order: int = 2, lower_order_final: bool = True) -> Tensor:
+    """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): multistep, one evaluation per step.
+
+    x_{i+1} = (σ_{i+1}/σ_i)·x_i − (e^{−h} − 1)·D with D = x̂_0 (first order) or
+    D = (1 + 1/(2r))·x̂_0 − (1/(2r))·x̂_0^{prev}, r = h_{prev}/h. The step to σ = 0 returns x̂_0.
+    With ``lower_order_final`` and fewer than 15 steps, the last step before it is first order too
+    (DPM-Solver's advice for few steps).
+    """
+    x = to_variance_exploding(x, sigmas[0])
+    steps = len(sigmas) - 1
+    previous: tuple[Tensor, float] | None = None  # (x̂_0, h) of the previous step
+    with torch.no_grad():
+        for i in range(steps):
+            s, s_next = float(sigmas[i]), float(sigmas[i + 1])
+            denoised = denoiser(x, s)
+            if s_next == 0:
+                x = denoised
+            else:
+                h = _log_step(s, s_next)
+                final = lower_order_final and steps < 15 and i >= steps - 2
+                d = denoised
+                if order >= 2 and previous is not None and not final:
+                    r = previous[1] / h
+                    d = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * previous[0]
+                x = (s_next / s) * x - math.expm1(-h) * d
+                previous = (denoised, h)
+            report_step(callback, i, sigmas, x, denoised)
+    return to_variance_preserving(x, sigmas[-1])
+
+
+def sample_dpmpp_2m_sde(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource = torch.randn_like,
+                        callback: Callback | None = None, eta: float = 1.0, order: int = 2,
+                        lower_order_final: bool = True) -> Tensor:
+    """SDE-DPM-Solver++(2M) (Lu et al. 2022, §4 / Appendix): the stochastic form of 2M.
+
+    With η = 1 it solves the reverse SDE: x_{i+1} = (σ_{i+1}/σ_i)·e^{−h}·x_i + (1 − e^{−2h})·x̂_0
+    + ½(1 − e^{−2h})/r·(x̂_0 − x̂_0^{prev}) + σ_{i+1}·√(1 − e^{−2h})·z. η interpolates towards the
+    ODE (η = 0 is 2M); in general e^{−h} → e^{−ηh}, (1 − e^{−2h}) → (1 − e^{−(1+η)h}) and the noise
+    has variance 1 − e^{−2ηh}.
+    """
+    x = to_variance_exploding(x, sigmas[0])
+    steps = len(sigmas) - 1
+    previous: tuple[Tensor, float] | None = None
+    with torch.no_grad():
+        for i in range(steps):
+            s, s_next = float(sigmas[i]), float(sigmas[i + 1])
+            denoised = denoiser(x, s)
+            if s_next == 0:
+                x = denoised
+            else:
+                h = _log_step(s, s_next)
+                eta_h = eta * h
+                data_coef = -math.expm1(-h - eta_h)
+                x = (s_next / s) * math.exp(-eta_h) * x + data_coef * denoised
+                final = lower_order_final and steps < 15 and i >= steps - 2
+                if order >= 2 and previous is not None and not final:
+                    r = previous[1] / h
+                    x = x + (0.5 * data_coef / r) * (denoised - previous[0])
+                if eta > 0:
+                    x = x + (s_next * math.sqrt(-math.expm1(-2 * eta_h))) * noise(x)
+                previous = (denoised, h)
+            report_step(callback, i, sigmas, x, denoised)
+    return to_variance_preserving(x, sigmas[-1])
+
+
+def sample_heun(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource | None = None,
+                callback: Callback | None = None) -> Tensor:
+    """Heun's second-order method on the probability-flow ODE dx/dσ = (x − x̂_0)/σ (Karras et al.
+    2022, Algorithm 1): two evaluations per step, one for the final step to σ = 0 (Euler)."""
+    x = to_variance_exploding(x, sigmas[0])
+    with torch.no_grad():
+        for i in range(len(sigmas) - 1):
+            s, s_next = float(sigmas[i]), float(sigmas[i + 1])
+            denoised = denoiser(x, s)
+            slope = (x - denoised) / s
+            euler = x + (s_next - s) * slope
+            if s_next == 0:
+                x = euler
+            else:
+                slope_next = (euler - denoiser(euler, s_next)) / s_next
+                x = x + (s_next - s) * 0.5 * (slope + slope_next)
+            report_step(callback, i, sigmas, x, denoised)
+    return to_variance_preserving(x, sigmas[-1])

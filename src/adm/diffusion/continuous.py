@@ -1,0 +1,125 @@
+"""The continuous-time view of a network's discrete training schedule.
+
+ADM networks were trained on T integer timesteps, but they accept any real timestep τ in
+[0, T − 1] (the sinusoidal embedding is defined everywhere). Fast solvers need exactly that: a
+noise level σ anywhere on the schedule and the network time that goes with it.
+
+Notation. ADM writes x_t = √ᾱ_τ·x_0 + √(1 − ᾱ_τ)·ε (variance preserving). Dividing by √ᾱ gives
+the variance-exploding form x = x_0 + σ·ε with σ = √((1 − ᾱ)/ᾱ); the log-SNR is λ = −log σ. The
+solvers in ``adm.sampling`` work in that form (the DPM-Solver++ and Karras et al. formulas are
+scale-free, so this loses nothing), while networks and callers see ADM's x_t.
+
+Between integer timesteps, log σ is interpolated linearly in τ (k-diffusion's choice for ADM
+models). The table is used whole: unlike DPM-Solver's discrete schedule, which clips the cosine
+schedule where λ < −5.1 and then stretches the timestep labels, every σ of the training schedule,
+up to the cosine schedule's σ_max ≈ e^9.9, keeps the timestep the network was trained with.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import torch
+
+from adm.diffusion.process import GaussianProcess
+from adm.diffusion.schedules import beta_schedule, respace
+from adm.errors import UsageError
+
+Tensor = torch.Tensor
+
+
+@dataclass(frozen=True, eq=False)
+class NoiseSchedule:
+    """A network's training schedule: betas over T integer timesteps, seen in continuous time.
+
+    ``betas`` are the schedule's own (float64, un-respaced) values, so that any sub-chain built
+    by ``chain`` is bit-for-bit what ``GaussianProcess.create`` (and the original's
+    ``SpacedDiffusion``) would build. ``rescale_timesteps`` feeds the network τ·1000/T, as
+    improved-diffusion checkpoints trained with T = 4000 expect.
+    """
+
+    betas: Tensor
+    rescale_timesteps: bool = False
+    _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        betas = torch.as_tensor(self.betas, dtype=torch.float64, device="cpu")
+        if betas.ndim != 1 or betas.numel() < 2:
+            raise UsageError("a noise schedule needs at least 2 steps")
+        object.__setattr__(self, "betas", betas)
+
+    @classmethod
+    def create(cls, name: str, num_steps: int, rescale_timesteps: bool = False) -> NoiseSchedule:
+        """A named schedule (``linear``, ``cosine``) of ``num_steps`` training timesteps."""
+        return cls(beta_schedule(name, num_steps), rescale_timesteps)
+
+    @property
+    def num_steps(self) -> int:
+        return int(self.betas.shape[0])
+
+    @cached_property
+    def alphas_cumprod(self) -> Tensor:
+        return torch.cumprod(1.0 - self.betas, dim=0)
+
+    @cached_property
+    def log_sigmas(self) -> Tensor:
+        """log σ_τ at τ = 0 … T − 1 (strictly increasing), float64."""
+        abar = self.alphas_cumprod
+        return 0.5 * (torch.log1p(-abar) - torch.log(abar))
+
+    @property
+    def sigma_min(self) -> float:
+        return math.exp(float(self.log_sigmas[0]))
+
+    @property
+    def sigma_max(self) -> float:
+        return math.exp(float(self.log_sigmas[-1]))
+
+    def sigma_at(self, tau: Tensor | float) -> Tensor:
+        """σ at network times τ ∈ [0, T − 1] (float64, same shape as ``tau``)."""
+        tau = torch.as_tensor(tau, dtype=torch.float64).clamp(0, self.num_steps - 1)
+        low = tau.floor().long().clamp(max=self.num_steps - 2)
+        frac = tau - low
+        log_sigma = torch.lerp(self.log_sigmas[low], self.log_sigmas[low + 1], frac)
+        return log_sigma.exp()
+
+    def tau_at(self, sigma: Tensor | float) -> Tensor:
+        """The network time of noise levels σ (the inverse of ``sigma_at``), float64.
+
+        A σ taken from the table itself maps back to its integer timestep exactly (the fraction
+        is computed as 0.0), which is what lets the original's discrete samplers run on grids.
+        """
+        sigma = torch.as_tensor(sigma, dtype=torch.float64)
+        if bool((sigma <= 0).any()):
+            raise UsageError("noise levels must be positive to have a network time (σ = 0 is the clean image)")
+        log_sigma = sigma.log().clamp(self.log_sigmas[0], self.log_sigmas[-1])
+        low = (torch.searchsorted(self.log_sigmas, log_sigma, right=True) - 1).clamp(0, self.num_steps - 2)
+        lo, hi = self.log_sigmas[low], self.log_sigmas[low + 1]
+        return low.to(torch.float64) + (log_sigma - lo) / (hi - lo)
+
+    def model_timesteps(self, tau: Tensor) -> Tensor:
+        """What the network is conditioned on at network time τ (rescaled to [0, 1000) if asked)."""
+        return tau * (1000.0 / self.num_steps) if self.rescale_timesteps else tau
+
+    def chain(self, timesteps: list[int]) -> GaussianProcess:
+        """The discrete chain walking only ``timesteps`` (the original's respacing, exactly)."""
+        key = tuple(timesteps)
+        if key not in self._cache:
+            betas, timestep_map = respace(self.betas, timesteps)
+            self._cache[key] = GaussianProcess(betas, timestep_map, self.num_steps, self.rescale_timesteps)
+        return self._cache[key]
+
+
+def vp_scale(sigma: Tensor) -> Tensor:
+    """√ᾱ = 1/√(1 + σ²): multiply a variance-exploding x by it to get ADM's x_t."""
+    return torch.rsqrt(1.0 + torch.as_tensor(sigma, dtype=torch.float64) ** 2)
+
+
+def per_sample(value: Tensor, x: Tensor) -> Tensor:
+    """A float64 scalar or [B] coefficient as float32, shaped to broadcast over x."""
+    value = torch.as_tensor(value, dtype=torch.float64)
+    if value.ndim == 0:
+        value = value.expand(x.shape[0])
+    return value.to(device=x.device, dtype=x.dtype).view(-1, *([1] * (x.ndim - 1)))

@@ -1,0 +1,108 @@
+"""Time grids: where a sampler evaluates the network, as plain data.
+
+Every function returns a float64 tensor of noise levels σ, strictly decreasing, with a trailing
+0 (the clean image), as k-diffusion's ``get_sigmas_*``. A sampler never learns which function
+built its grid. ``n`` is the number of non-zero levels, i.e. of network evaluations for a
+one-evaluation-per-step sampler; ``sigma_max`` lets a grid start part-way down the schedule
+(image-to-image editing starts from a noised real image).
+
+* ``respaced_grid``: the original's respaced chain (``"250"``, ``"ddim25"``, ``"10,15,20"``),
+  levels exactly at the kept integer timesteps — what ``ddpm`` and ``ddim`` walk;
+* ``uniform_time_grid``: equal steps in network time τ (DPM-Solver's "time_uniform");
+* ``uniform_logsnr_grid``: equal steps in λ = −log σ (DPM-Solver's "logSNR");
+* ``karras_grid``: Karras et al.'s ρ = 7 spacing, dense at low noise.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from adm.diffusion.continuous import NoiseSchedule
+from adm.diffusion.schedules import space_timesteps
+from adm.errors import UsageError
+
+Tensor = torch.Tensor
+KARRAS_RHO = 7.0
+SPACINGS = ("respaced", "time", "logsnr", "karras")
+
+
+def _with_zero(sigmas: Tensor) -> Tensor:
+    return torch.cat([sigmas.to(torch.float64), sigmas.new_zeros(1, dtype=torch.float64)])
+
+
+def _check_count(n: int) -> None:
+    if n < 1:
+        raise UsageError(f"a sampler needs at least 1 step, got {n}")
+
+
+def _top(schedule: NoiseSchedule, sigma_max: float | None) -> float:
+    if sigma_max is None:
+        return schedule.sigma_max
+    if not schedule.sigma_min <= sigma_max <= schedule.sigma_max * (1 + 1e-12):
+        raise UsageError(f"a grid must start inside the schedule's noise levels, got sigma {sigma_max:g}")
+    return min(sigma_max, schedule.sigma_max)
+
+
+def respaced_timesteps(schedule: NoiseSchedule, spec: str, max_timestep: int | None = None) -> list[int]:
+    """The integer timesteps a respacing spec keeps (at most ``max_timestep``), ascending."""
+    kept = space_timesteps(schedule.num_steps, spec)
+    if max_timestep is not None:
+        kept = [t for t in kept if t <= max_timestep]
+    if not kept:
+        raise UsageError(f"respacing {spec!r} keeps no timestep at or below {max_timestep}")
+    return kept
+
+
+def respaced_grid(schedule: NoiseSchedule, spec: str, max_timestep: int | None = None) -> Tensor:
+    """σ at the respaced chain's timesteps, highest first, then 0."""
+    kept = respaced_timesteps(schedule, spec, max_timestep)
+    sigmas = schedule.log_sigmas[torch.tensor(kept[::-1])].exp()
+    return _with_zero(sigmas)
+
+
+def uniform_time_grid(schedule: NoiseSchedule, n: int, sigma_max: float | None = None) -> Tensor:
+    _check_count(n)
+    top = float(schedule.tau_at(_top(schedule, sigma_max)))
+    taus = torch.linspace(top, 0.0, n, dtype=torch.float64) if n > 1 else torch.tensor([top], dtype=torch.float64)
+    return _with_zero(schedule.sigma_at(taus))
+
+
+def uniform_logsnr_grid(schedule: NoiseSchedule, n: int, sigma_max: float | None = None) -> Tensor:
+    _check_count(n)
+    hi = torch.tensor(_top(schedule, sigma_max), dtype=torch.float64).log()
+    lo = schedule.log_sigmas[0]
+    log_sigmas = torch.linspace(float(hi), float(lo), n, dtype=torch.float64) if n > 1 else hi.view(1)
+    return _with_zero(log_sigmas.exp())
+
+
+def karras_grid(schedule: NoiseSchedule, n: int, sigma_max: float | None = None, rho: float = KARRAS_RHO) -> Tensor:
+    _check_count(n)
+    hi = _top(schedule, sigma_max) ** (1 / rho)
+    lo = schedule.sigma_min ** (1 / rho)
+    ramp = torch.linspace(0, 1, n, dtype=torch.float64) if n > 1 else torch.zeros(1, dtype=torch.float64)
+    return _with_zero((hi + ramp * (lo - hi)) ** rho)
+
+
+def make_grid(
+    schedule: NoiseSchedule, spacing: str, steps: str, *, max_timestep: float | None = None
+) -> Tensor:
+    """The grid named by ``spacing`` (one of ``SPACINGS``) for ``steps``.
+
+    ``steps`` is a respacing spec for ``respaced`` and a count of levels for the others.
+    ``max_timestep`` (network time) caps the start of the grid.
+    """
+    if spacing == "respaced":
+        cap = None if max_timestep is None else int(max_timestep)
+        return respaced_grid(schedule, steps, cap)
+    builders = {"time": uniform_time_grid, "logsnr": uniform_logsnr_grid, "karras": karras_grid}
+    if spacing not in builders:
+        raise UsageError(f"unknown spacing {spacing!r}", f"choose one of {', '.join(SPACINGS)}")
+    try:
+        n = int(steps)
+    except ValueError:
+        raise UsageError(
+            f"--steps {steps!r} is not a number of steps for --spacing {spacing}",
+            "respacing strings such as ddim25 need --spacing respaced",
+        ) from None
+    top = None if max_timestep is None else float(schedule.sigma_at(max_timestep))
+    return builders[spacing](schedule, n, top)

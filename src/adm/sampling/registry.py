@@ -1,0 +1,160 @@
+"""The sampler registry: each sampler with its typed options, default grid and properties.
+
+A ``SamplerSpec`` is what a front-end needs to know about a sampler: the function (see
+``adm.sampling.samplers`` for the shared signature), a pydantic model of its options (validated
+here, so a typo is a one-line error naming what the sampler accepts), its default spacing, how
+many network evaluations a step costs (``--steps`` counts evaluations), and whether it draws
+noise. Other packages register samplers under the entry-point group ``adm.samplers``: the entry
+point is a ``SamplerSpec`` (or a bare function with the shared signature and no options), and a
+plugin gets exactly the powers a built-in one has.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from functools import cache
+from importlib.metadata import entry_points
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from adm.diffusion.grids import SPACINGS
+from adm.errors import UsageError
+from adm.sampling import samplers
+from adm.sampling.unipc import sample_unipc
+from adm.suggest import did_you_mean
+
+Tensor = torch.Tensor
+SamplerFn = Callable[..., Tensor]
+ENTRY_POINTS = "adm.samplers"
+
+
+class SamplerOptions(BaseModel):
+    """Options of a sampler that has none; subclass it to declare some."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DDIMOptions(SamplerOptions):
+    eta: float = Field(0.0, ge=0, le=1, description="noise of each step: 0 deterministic, 1 like DDPM")
+
+
+class DPMSolverOptions(SamplerOptions):
+    order: int = Field(2, ge=1, le=2, description="1: first order (DDIM-like), 2: second-order multistep")
+    lower_order_final: bool = Field(True, description="first order on the last steps when there are few")
+
+
+class SDEOptions(DPMSolverOptions):
+    eta: float = Field(1.0, ge=0, description="1 solves the reverse SDE, 0 the ODE (dpm++2m)")
+
+
+class UniPCOptions(SamplerOptions):
+    order: int = Field(2, ge=1, le=3, description="order of the predictor (the corrector adds one)")
+    variant: Literal["bh1", "bh2"] = Field("bh2", description="B(h) = h (bh1) or e^h − 1 (bh2)")
+    lower_order_final: bool = Field(True, description="lower orders on the last steps when there are few")
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """A sampler and what front-ends need to know about it."""
+
+    name: str
+    fn: SamplerFn
+    options: type[SamplerOptions] = SamplerOptions
+    description: str = ""
+    spacing: str = "logsnr"  # default grid (adm.diffusion.grids.SPACINGS)
+    evals_per_step: int = 1  # network evaluations per step (the final step to σ = 0 costs one)
+    stochastic: bool = False  # draws fresh noise at every step
+    chain_only: bool = False  # walks the model's respaced chain (ddpm, ddim)
+    single_step_order: int = 1  # > 1: a single-step high-order method, fragile under strong guidance
+
+    def __post_init__(self):
+        if self.spacing not in SPACINGS:
+            raise ValueError(f"sampler {self.name!r}: unknown default spacing {self.spacing!r}")
+
+    def parse_options(self, given: Mapping[str, Any]) -> SamplerOptions:
+        """Validate options (strings from the command line are converted by their declared types)."""
+        try:
+            return self.options(**dict(given))
+        except ValidationError as err:
+            first = err.errors()[0]
+            key = ".".join(str(p) for p in first["loc"])
+            known = ", ".join(self.options.model_fields) or "none"
+            if first["type"] == "extra_forbidden":
+                raise UsageError(f"sampler {self.name} has no option {key!r}", f"its options: {known}") from None
+            raise UsageError(f"bad value for sampler option {key}: {first['msg']}", f"options of {self.name}: {known}") from None
+
+    def levels_for(self, evaluations: int) -> int:
+        """Grid levels (non-zero σ) that cost at most ``evaluations`` network evaluations."""
+        return max(1, (evaluations - 1) // self.evals_per_step + 1)
+
+    def evaluations(self, levels: int) -> int:
+        return (levels - 1) * self.evals_per_step + 1
+
+    def __call__(self, denoiser, x: Tensor, sigmas: Tensor, *, noise, callback=None,
+                 options: SamplerOptions | None = None) -> Tensor:
+        values = (options or self.options()).model_dump()
+        return self.fn(denoiser, x, sigmas, noise=noise, callback=callback, **values)
+
+
+BUILTIN: dict[str, SamplerSpec] = {
+    spec.name: spec
+    for spec in (
+        SamplerSpec("ddpm", samplers.sample_ddpm, description="ancestral sampling on the respaced chain (the original)",
+                    spacing="respaced", stochastic=True, chain_only=True),
+        SamplerSpec("ddim", samplers.sample_ddim, DDIMOptions, description="DDIM on the respaced chain (the original)",
+                    spacing="respaced", chain_only=True),
+        SamplerSpec("dpm++2m", samplers.sample_dpmpp_2m, DPMSolverOptions,
+                    description="DPM-Solver++(2M): second-order multistep ODE solver"),
+        SamplerSpec("dpm++2m-sde", samplers.sample_dpmpp_2m_sde, SDEOptions,
+                    description="SDE-DPM-Solver++(2M): its stochastic form", stochastic=True),
+        SamplerSpec("heun", samplers.sample_heun, description="Heun's method on Karras sigmas (2 evaluations a step)",
+                    spacing="karras", evals_per_step=2, single_step_order=2),
+        SamplerSpec("unipc", sample_unipc, UniPCOptions, description="UniPC: multistep predictor-corrector"),
+    )
+}
+
+
+def _as_spec(name: str, value: Any) -> SamplerSpec:
+    if isinstance(value, SamplerSpec):
+        return value if value.name == name else replace(value, name=name)
+    if callable(value):
+        return SamplerSpec(name, value, description=(value.__doc__ or "").strip().split("\n")[0])
+    raise TypeError(f"entry point {name!r} of group {ENTRY_POINTS} is neither a SamplerSpec nor a function")
+
+
+@cache
+def available_samplers() -> dict[str, SamplerSpec]:
+    """Built-in samplers plus those installed packages register (``adm.samplers`` entry points).
+
+    Built-in names cannot be overridden. Scanned once per process.
+    """
+    found = dict(BUILTIN)
+    for ep in entry_points(group=ENTRY_POINTS):
+        if ep.name not in found:
+            found[ep.name] = _LazySpec(ep)
+    return found
+
+
+class _LazySpec:
+    """An entry point loaded only when its sampler is asked for (a broken plugin breaks only itself)."""
+
+    def __init__(self, ep):
+        self.ep = ep
+
+    def load(self) -> SamplerSpec:
+        try:
+            return _as_spec(self.ep.name, self.ep.load())
+        except Exception as err:  # a broken plugin must not take the CLI down
+            raise UsageError(f"sampler plugin {self.ep.name!r} ({self.ep.value}) failed to load: {err}") from None
+
+
+def get_sampler(name: str) -> SamplerSpec:
+    """The sampler called ``name`` (built-in or from a plugin)."""
+    found = available_samplers()
+    if name not in found:
+        raise UsageError(f"unknown sampler {name!r}", did_you_mean(name, sorted(found), "adm samplers"))
+    spec = found[name]
+    return spec.load() if isinstance(spec, _LazySpec) else spec
