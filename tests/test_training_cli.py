@@ -105,7 +105,7 @@ def test_dry_run_prints_the_resolved_config(squares, tmp_path):
 
 def test_cli_trains_plots_and_refuses_other_flags_in_the_same_run_dir(squares, tmp_path):
     run = tmp_path / "run"
-    args = ["train", "--run-dir", run, "--preset", "tiny", "--data", squares, "--steps", "2", "--batch-size", "4",
+    args = ["train", "--run-dir", run, "--preset", "tiny", "--data", squares, "--iterations", "2", "--batch-size", "4",
             "--save-every", "1", "--log-every", "1", "--plot"]
     result = invoke(*args)
     assert result.exit_code == 0, result.output
@@ -113,7 +113,7 @@ def test_cli_trains_plots_and_refuses_other_flags_in_the_same_run_dir(squares, t
     assert (run / "loss.png").is_file() and len(read_metrics(run)) == 2
     result = invoke(*args[:-1], "--model-flags", "--num_res_blocks 2")
     assert result.exit_code == 2 and "was trained with --num_res_blocks 1, not 2" in error_line(result)
-    result = invoke("train", "--run-dir", run, "--resume", "--steps", "3")  # everything else from config.json
+    result = invoke("train", "--run-dir", run, "--resume", "--iterations", "3")  # everything else from config.json
     assert result.exit_code == 0, result.output
     assert [r.step for r in read_records(run)][-1] == 3
 
@@ -124,7 +124,7 @@ def test_cli_trains_plots_and_refuses_other_flags_in_the_same_run_dir(squares, t
 
 def train_args(data, run, steps, *extra):
     return [
-        "train", "--preset", "tiny", "--data", str(data), "--run-dir", str(run), "--steps", str(steps),
+        "train", "--preset", "tiny", "--data", str(data), "--run-dir", str(run), "--iterations", str(steps),
         "--batch-size", "8", "--log-every", "1", "--seed", "3", *[str(e) for e in extra],
     ]
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
 from adm.errors import UsageError
+
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+_ATTEMPTS = 100
 
 
 @contextlib.contextmanager
@@ -17,6 +21,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
     The temporary file lives in the same directory, so ``os.replace`` is an atomic rename on
     POSIX and Windows. On any exception the temporary file is removed and ``path`` is untouched.
+
+    The file ends with the permissions an ordinary ``open(path, "w")`` would have left: those of
+    the file it replaces, or for a new file ``0o666`` less the umask (and the folder's default
+    ACL). ``tempfile.mkstemp`` would make every result ``0600``, unreadable to collaborators on
+    shared storage. The temporary file is created with mode ``0o666`` so the kernel applies the
+    umask itself (reading the umask would mean setting it, a race with other threads), and the
+    mode is reasserted before the rename in case the writer replaced the temporary file.
+
+    An ``OSError`` about the temporary file is re-raised naming ``path``: the user never typed
+    the temporary name.
     """
     path = Path(path)
     try:
@@ -26,22 +40,49 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             f"cannot write {path}: a part of {path.parent} is a file, not a folder",
             "choose an output path inside a folder",
         ) from None
+    tmp, mode = _create_beside(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as err:  # report the file the user named, not our temporary name
-        raise OSError(err.errno, err.strerror, str(path)) from None
-    os.close(fd)
-    try:
-        yield Path(tmp)
+        yield tmp
         _fsync(tmp)  # the data is on disk before the name points at it
+        _restore_mode(tmp, mode)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.filename is not None and os.fsdecode(err.filename) == str(tmp):
+            raise OSError(err.errno, err.strerror, str(path)) from None
         raise
 
 
-def _fsync(path: str) -> None:
+def _create_beside(path: Path) -> tuple[Path, int]:
+    """Create an empty, unique temporary file next to ``path``; returns it and the final mode."""
+    for _ in range(_ATTEMPTS):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            fd = os.open(tmp, _CREATE_FLAGS, 0o666)
+        except FileExistsError:
+            continue
+        except OSError as err:  # report the file the user named, not our temporary name
+            raise OSError(err.errno, err.strerror, str(path)) from None
+        try:
+            created = stat.S_IMODE(os.fstat(fd).st_mode)
+        finally:
+            os.close(fd)
+        try:
+            return tmp, stat.S_IMODE(path.stat().st_mode)  # open("w") keeps an existing file's mode
+        except OSError:
+            return tmp, created
+    raise OSError(f"could not create a temporary file beside {path}")
+
+
+def _restore_mode(tmp: Path, mode: int) -> None:
+    if stat.S_IMODE(os.stat(tmp).st_mode) != mode:
+        # A file system without POSIX modes (some network mounts) refuses chmod: the data matters more.
+        with contextlib.suppress(NotImplementedError, PermissionError):
+            os.chmod(tmp, mode)
+
+
+def _fsync(path: str | os.PathLike) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -39,8 +39,17 @@ class _Flags(BaseModel):
         """The flags as the original's argparse namespace would hold them."""
         return self.model_dump()
 
+    def given(self) -> dict[str, Any]:
+        """Only the flags that were set explicitly (``model_fields_set``), not defaulted.
+
+        Merging flag sets through ``given()`` keeps that distinction, which decides for example
+        whether training may take the number of classes from the data.
+        """
+        return {name: getattr(self, name) for name in self.model_fields_set}
+
     def replace(self, **changes: Any):
-        return parse_flags(type(self), {**self.flag_dict(), **changes})
+        """A copy with ``changes`` (validated again); the flags set so far stay set."""
+        return parse_flags(type(self), {**self.given(), **changes})
 
 
 class DiffusionFlags(_Flags):
@@ -135,9 +144,55 @@ def split_flag_string(text: str) -> dict[str, str]:
             value = tokens[i + 1]
             i += 2
         else:
+            if name.replace("-", "_") in SCRIPT_FLAGS:
+                raise _script_flag_error(name.replace("-", "_"), None, "a model or classifier")
             raise UsageError(f"flag --{name} has no value", "write it as --name value")
         out[name.replace("-", "_")] = value
     return out
+
+
+# The original's sample / train scripts took these next to the model flags (SAMPLE_FLAGS,
+# TRAIN_FLAGS in its README); people paste them into --model-flags. Each is an adm command
+# option instead: name -> (the option, and for a boolean flag the option for False).
+SCRIPT_FLAGS: dict[str, tuple[str, str | None]] = {
+    "classifier_scale": ("--scale", None),
+    "batch_size": ("--batch-size", None),
+    "num_samples": ("--num-samples", None),
+    "use_ddim": ("--sampler ddim", "--sampler ddpm"),
+    "clip_denoised": ("--clip-denoised", "--no-clip-denoised"),
+    "model_path": ("--model-path", None),
+    "classifier_path": ("--classifier-path", None),
+    "base_samples": ("--base-samples", None),
+    "data_dir": ("--data", None),
+    "val_data_dir": ("--val-data", None),
+    "lr": ("--lr", None),
+    "weight_decay": ("--weight-decay", None),
+    "microbatch": ("--microbatch", None),
+    "ema_rate": ("--ema-rate", None),
+    "schedule_sampler": ("--schedule-sampler", None),
+    "iterations": ("--iterations", None),
+    "lr_anneal_steps": ("--iterations N --anneal-lr", None),
+    "anneal_lr": ("--anneal-lr", "--no-anneal-lr"),
+    "noised": ("--noised", "--no-noised"),
+    "log_interval": ("--log-every", None),
+    "save_interval": ("--save-every", None),
+    "eval_interval": ("--eval-every", None),
+    "resume_checkpoint": ("--init (fine-tune) or --run-dir (continue a run)", None),
+}
+
+
+def _script_flag_error(key: str, value: Any, kind: str) -> UsageError:
+    option, if_false = SCRIPT_FLAGS[key]
+    if if_false is not None:
+        try:
+            on = str2bool(value) if isinstance(value, str) else value
+        except UsageError:
+            on = None
+        option = option if on is True else if_false if on is False else f"{option} / {if_false}"
+    return UsageError(
+        f"--{key} is an option of the original's scripts, not a flag of {kind}",
+        f"use adm's {option} instead",
+    )
 
 
 def _coerce(cls: type[_Flags], values: dict[str, Any]) -> dict[str, Any]:
@@ -145,6 +200,8 @@ def _coerce(cls: type[_Flags], values: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in values.items():
         if key not in fields:
+            if key in SCRIPT_FLAGS:
+                raise _script_flag_error(key, value, _KIND[cls])
             close = difflib.get_close_matches(key, fields, n=1)
             hint = f"did you mean --{close[0]}?" if close else f"{cls.__name__} knows: {', '.join(fields)}"
             raise UsageError(f"unknown flag --{key} for {_KIND[cls]}", hint)

@@ -1,26 +1,49 @@
-"""What every command shares: consoles, turning library errors into one line and an exit code."""
+"""What every command shares: consoles, turning library errors into one line and an exit code,
+and the command classes that render help correctly.
+
+Exit codes are ``adm.errors.EXIT_CODES`` (docs/cli.md): an ``AdmError`` exits with its own
+code, an ``OSError`` (the operating system refused a read or write) with 1, Ctrl-C with 130.
+"""
 
 from __future__ import annotations
 
+import errno
 import functools
 from collections.abc import Callable
 from typing import TypeVar
 
 import typer
 from rich.console import Console
+from typer.core import TyperCommand, TyperGroup
 
-from adm.errors import AdmError
+from adm.errors import EXIT_ENVIRONMENT, EXIT_INTERRUPTED, AdmError
 
 console = Console()
 err_console = Console(stderr=True)
 
 C = TypeVar("C", bound=Callable)
 
+_OS_HINTS = {
+    errno.ENOSPC: "free some space, or write to another disk",
+    errno.EDQUOT: "free some space (the disk quota is used up), or write elsewhere",
+    errno.EACCES: "choose a location you can write to, or fix its permissions",
+    errno.EPERM: "choose a location you can write to, or fix its permissions",
+    errno.EROFS: "choose a location on a writable file system",
+}
+
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print a one-line error; return the Exit to raise."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True, markup=True)
     return typer.Exit(code)
+
+
+def os_error_line(err: OSError) -> str:
+    """An ``OSError`` in one line: the file, the system's words, and what to do about it."""
+    where = f"{err.filename}: " if err.filename else ""
+    text = f"{where}{err.strerror or err}"
+    hint = _OS_HINTS.get(err.errno)
+    return f"{text} ({hint})" if hint else text
 
 
 def guarded(func: C) -> C:
@@ -31,11 +54,56 @@ def guarded(func: C) -> C:
         try:
             return func(*args, **kwargs)
         except AdmError as err:
-            raise fail(str(err), err.exit_code) from None
+            raise fail(_plain(str(err)), err.exit_code) from None
         except KeyboardInterrupt:
-            raise fail("interrupted", 130) from None
+            raise fail("interrupted", EXIT_INTERRUPTED) from None
         except OSError as err:  # an unwritable or vanished path, a full disk: the OS's words, one line
-            where = f"{err.filename}: " if err.filename else ""
-            raise fail(f"{where}{err.strerror or err}", 1) from None
+            raise fail(_plain(os_error_line(err)), EXIT_ENVIRONMENT) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _plain(text: str) -> str:
+    """Keep rich from reading ``[...]`` in a message (a list of shapes, a path) as markup."""
+    from rich.markup import escape
+
+    return escape(" ".join(text.split()))
+
+
+# --------------------------------------------------------------------------------------------
+# Help rendering
+#
+# typer 0.29's rich help prints the value type of every option in the help panel, flags
+# included: `--quiet <bool>`, `--help <bool>`, as if they took a value. (Its plain-text help and
+# click skip flags; the rich panel's `display_type_rich` does not check `is_flag`.) An option's
+# own metavar takes precedence there, so a flag with an empty metavar shows no placeholder. The
+# command classes below give every flag of a command that empty metavar, typer's own --help
+# included, so no option declaration has to remember it.
+
+
+def _blank_flag_metavar(param) -> None:
+    if getattr(param, "is_flag", False) and param.metavar is None:
+        param.metavar = ""
+
+
+class _FlagsWithoutPlaceholder:
+    """Mixin for typer's command classes: every flag, --help included, gets an empty metavar."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            _blank_flag_metavar(param)
+
+    def get_help_option(self, ctx):
+        option = super().get_help_option(ctx)
+        if option is not None:
+            _blank_flag_metavar(option)
+        return option
+
+
+class AdmCommand(_FlagsWithoutPlaceholder, TyperCommand):
+    """A typer command whose flags show no value placeholder in the rich help."""
+
+
+class AdmGroup(_FlagsWithoutPlaceholder, TyperGroup):
+    """The same for a command group (``adm``, ``adm data``, ``adm recipe``)."""

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import typer
 
-from adm.cli.common import console, guarded
+from adm.cli.common import AdmCommand, AdmGroup, console, guarded
 from adm.data.digits import write_digits
 
-app = typer.Typer(help="Write built-in datasets (offline, no downloads).", no_args_is_help=True)
+app = typer.Typer(help="Write built-in datasets (offline, no downloads).", no_args_is_help=True, cls=AdmGroup)
 
 
-@app.command("digits")
+@app.command("digits", cls=AdmCommand)
 @guarded
 def digits(
     out: Path = typer.Argument(..., help="Output: an .npz file, or a folder with --format png."),

@@ -6,17 +6,10 @@ from pathlib import Path
 
 import typer
 from rich.filesize import decimal
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 from rich.table import Table
 
 from adm.cli.common import console, err_console, guarded
+from adm.cli.progress import byte_bars, update_bytes
 from adm.errors import ChecksumError, MissingFileError, UsageError
 from adm.hub.cache import cache_root
 from adm.hub.download import (
@@ -62,11 +55,15 @@ def download(
     from_file: Path | None = typer.Option(
         None,
         "--from-file",
-        help="Import a file fetched by hand: verified, then copied into the cache.",
+        help="Import a file fetched by hand: verified (size, sha256, and a preset's checkpoint against "
+        "the preset's network), then copied into the cache.",
         show_default=False,
     ),
     verify: bool = typer.Option(
-        False, "--verify", help="Rehash cached files (all, or the NAMEs) against their sha256."
+        False,
+        "--verify",
+        help="Rehash cached files (all, or the NAMEs) against their sha256; a preset's checkpoint "
+        "must also fit the preset's network.",
     ),
 ) -> None:
     """Download checkpoints, reference batches and weights into the cache (resumable, verified).
@@ -105,14 +102,14 @@ def download(
                 f"--from-file imports one artifact, but {' '.join(names)} means {len(artifacts)}",
                 "name the artifact: " + " or ".join(a.name for a in artifacts),
             )
-        with _progress() as progress:
+        with byte_bars(console) as progress:
             task = progress.add_task(f"import {artifacts[0].name}", total=None)
             done = import_file(
                 artifacts[0],
                 from_file,
                 registry=registry,
                 cache_dir=cache_dir,
-                on_progress=lambda n, total: progress.update(task, completed=n, total=total),
+                on_progress=lambda n, total: update_bytes(progress, task, n, total),
                 on_status=lambda msg: progress.console.print(f"[dim]{msg}[/]", highlight=False),
             )
         console.print(
@@ -124,7 +121,7 @@ def download(
 
     policy = TransferPolicy.from_env()
     for art in artifacts:
-        with _progress() as progress:
+        with byte_bars(console) as progress:
             task = progress.add_task(art.name, total=art.size)
             got = download_artifact(
                 art,
@@ -132,8 +129,8 @@ def download(
                 cache_dir=cache_dir,
                 force=force,
                 policy=policy,
-                on_progress=lambda n, total, task=task, progress=progress: progress.update(
-                    task, completed=n, total=total
+                on_progress=lambda n, total, task=task, progress=progress: update_bytes(
+                    progress, task, n, total
                 ),
                 on_status=lambda msg, progress=progress: progress.console.print(
                     f"[dim]{msg}[/]", highlight=False
@@ -143,17 +140,6 @@ def download(
                 progress.update(task, completed=got.size, total=got.size)
         what = {"cached": "already cached", "bundled": "ships with adm"}.get(got.action, f"downloaded {decimal(got.size)}")
         console.print(f"{art.name}: {what} -> {got.path}", highlight=False, soft_wrap=True)
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    )
 
 
 def _list(entries: list[CacheEntry], cache_dir: Path | None) -> None:
@@ -186,14 +172,14 @@ def _verify(artifacts, cache_dir: Path | None, registry, *, explicit: bool) -> N
             return
     failed, missing = [], []
     for art in artifacts:
-        with _progress() as progress:
+        with byte_bars(console) as progress:
             task = progress.add_task(f"verify {art.name}", total=None)
             result = verify_artifact(
                 art,
                 registry=registry,
                 cache_dir=cache_dir,
-                on_progress=lambda n, total, task=task, progress=progress: progress.update(
-                    task, completed=n, total=total
+                on_progress=lambda n, total, task=task, progress=progress: update_bytes(
+                    progress, task, n, total
                 ),
             )
         if result.status == "ok":
@@ -209,6 +195,13 @@ def _verify(artifacts, cache_dir: Path | None, registry, *, explicit: bool) -> N
             exp = f"expected {result.expected[:12]}…" if result.expected else "size changed"
             console.print(
                 f"[red]mismatch[/] {art.name}: {got}{exp}; removed from the cache", highlight=False
+            )
+        elif result.status == "invalid":
+            failed.append(art.name)
+            console.print(
+                f"[red]invalid[/] {art.name}: {result.problem}; removed from the cache",
+                highlight=False,
+                soft_wrap=True,
             )
         elif result.status == "unverified":
             console.print(

@@ -1,50 +1,153 @@
-"""`adm presets`: list the registry, or print one preset as JSON."""
+"""`adm presets`: list the registry (released models, then training presets), or show one name.
+
+A name can be a released preset (what `adm sample --preset` takes), a training preset (what
+`adm train --preset` / `adm train-classifier --preset` take), or both: the released models have
+training presets of the same name. `adm presets NAME --json` prints everything the name means;
+`adm presets --json` prints that for every name.
+"""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import typer
 from rich.table import Table
 
 from adm.cli.common import console, err_console, guarded
-from adm.presets import default_registry
+from adm.flags import SuperResFlags, image_size
+from adm.presets import Preset, Registry, default_registry
+from adm.presets.types import TrainPreset
+from adm.training.config import option_name
+
+COMMAND = {"diffusion": "adm train", "classifier": "adm train-classifier"}
 
 
 @guarded
 def presets(
-    name: str | None = typer.Argument(None, help="Show one preset (default: list all)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the preset as JSON (original flag names)."),
+    name: str | None = typer.Argument(None, help="Show one preset, released or training (default: list all)."),
+    as_json: bool = typer.Option(False, "--json", help="Print as JSON (original flag names)."),
 ) -> None:
-    """List the named presets (one per released model), or show one."""
+    """List the presets (released models and training presets), or show one.
+
+    Released models are what `adm sample --preset` takes; training presets what `adm train
+    --preset` and `adm train-classifier --preset` take. Many names are both.
+    """
     registry = default_registry()
     for problem in registry.plugin_errors:
         err_console.print(f"[yellow]warning:[/] {problem}")
     if name is not None:
-        preset = registry.preset(name)
+        released, training = registry.lookup(name)
         if as_json:
-            typer.echo(json.dumps(preset.to_json_dict(), indent=2))
+            typer.echo(json.dumps(_entry(name, released, training, registry), indent=2))
             return
-        table = Table(title=f"preset {preset.name}", show_header=False)
-        for key, value in preset.to_json_dict().items():
-            table.add_row(key, json.dumps(value) if isinstance(value, (dict, list)) else str(value))
-        console.print(table)
+        if released is not None:
+            table = Table(title=f"preset {released.name}", show_header=False)
+            for key, value in released.to_json_dict().items():
+                table.add_row(key, _cell(value))
+            console.print(table)
+        for preset in training.values():
+            console.print(_training_table(preset, registry))
         return
     if as_json:
-        typer.echo(json.dumps({n: p.to_json_dict() for n, p in registry.presets.items()}, indent=2))
+        names = [*registry.presets, *(p.name for p in registry.all_training_presets)]
+        entries = {n: _entry(n, *registry.lookup(n), registry) for n in dict.fromkeys(names)}
+        typer.echo(json.dumps(entries, indent=2))
         return
-    table = Table(title="adm presets", caption="`adm presets NAME` shows one preset in full")
+    console.print(_released_list(registry))
+    console.print(_training_list(registry))
+
+
+def _entry(name: str, released: Preset | None, training: dict[str, TrainPreset], registry: Registry) -> dict[str, Any]:
+    """One name as JSON: the released preset's record plus ``training``, keyed by kind."""
+    head = released.to_json_dict() if released is not None else {"name": name, "kind": "training"}
+    return {**head, "training": {kind: _training_json(p, registry) for kind, p in training.items()}}
+
+
+def _training_json(preset: TrainPreset, registry: Registry) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "name": preset.name,
+        "kind": preset.kind,
+        "command": f"{COMMAND[preset.kind]} --preset {preset.name}",
+        "description": preset.description,
+        "released": preset.released,
+        "network_flags": preset.network_flags(registry).flag_dict(),
+    }
+    if preset.kind == "classifier":
+        doc["diffusion_flags"] = preset.noise_flags().flag_dict()
+    doc.update(
+        train=dict(preset.train), source=preset.source, unverified=list(preset.unverified), unknown=list(preset.unknown)
+    )
+    return doc
+
+
+def _released_list(registry: Registry) -> Table:
+    table = Table(title="adm presets: released models", caption="`adm presets NAME` shows one preset in full")
     for column in ("name", "kind", "size", "guidance", "steps", "download"):
         table.add_column(column, no_wrap=column in ("name", "download"))
     for preset in registry.presets.values():
         flags = preset.model_flags
-        size = f"{flags.small_size}→{flags.large_size}" if preset.is_upsampler else str(flags.image_size)
         table.add_row(
             preset.name,
             ("upsampler" if preset.is_upsampler else "diffusion") + (" (cond)" if flags.class_cond else ""),
-            size,
+            _size(flags),
             f"scale {preset.classifier_scale:g}" if preset.classifier_flags else "-",
             f"{preset.sampling.sampler} {preset.sampling.steps}",
             " ".join(preset.artifacts),
         )
-    console.print(table)
+    return table
+
+
+def _training_list(registry: Registry) -> Table:
+    table = Table(
+        title="training presets: adm train / adm train-classifier --preset NAME",
+        caption="values are the options a preset sets; the rest are the command's defaults",
+    )
+    for column in ("name", "kind", "network", "values", "description"):
+        table.add_column(column, no_wrap=column in ("name", "kind"))
+    for preset in registry.all_training_presets:
+        table.add_row(preset.name, preset.kind, _network(preset, registry), _values(preset), preset.description)
+    return table
+
+
+def _training_table(preset: TrainPreset, registry: Registry) -> Table:
+    table = Table(title=f"training preset {preset.name} ({COMMAND[preset.kind]} --preset {preset.name})", show_header=False)
+    table.add_row("description", preset.description)
+    table.add_row("network", _network(preset, registry))
+    table.add_row("network_flags", _cell(preset.network_flags(registry).flag_dict()))
+    if preset.kind == "classifier":
+        table.add_row("diffusion_flags", _cell(preset.noise_flags().flag_dict()))
+    table.add_row("values", _values(preset) or "-")
+    for key in ("source", "unverified", "unknown"):
+        value = getattr(preset, key)
+        if value:
+            table.add_row(key, _cell(list(value) if isinstance(value, tuple) else value))
+    return table
+
+
+def _network(preset: TrainPreset, registry: Registry) -> str:
+    flags = preset.network_flags(registry)
+    size = _size(flags)
+    return f"released {preset.released} ({size})" if preset.released else f"own flags ({size})"
+
+
+def _size(flags) -> str:
+    return f"{flags.small_size}→{flags.large_size}" if isinstance(flags, SuperResFlags) else str(image_size(flags))
+
+
+def _values(preset: TrainPreset) -> str:
+    """The preset's training values as the command-line options that would set them."""
+    parts = []
+    for field, value in preset.train.items():
+        option = option_name(field)
+        if isinstance(value, bool):
+            parts.append(option if value else f"--no-{option[2:]}")
+        elif isinstance(value, (tuple, list)):
+            parts.append(f"{option} {','.join(str(v) for v in value) or 'none'}")
+        else:
+            parts.append(f"{option} {value}")
+    return " ".join(parts)
+
+
+def _cell(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, (dict, list)) else str(value)

@@ -1,51 +1,132 @@
-"""Rendering the library's ``Progress`` records as rich progress bars (one bar per task)."""
+"""Rendering progress as rich bars: the library's ``Progress`` records, and byte transfers.
+
+Two rules every bar keeps, whatever the caller reports: a total nobody knows is not shown (a
+download without a ``Content-Length`` shows the bytes so far and the speed, never ``0/?``), and
+the count never exceeds the total (a resumed run past its target shows ``30/30``, not ``30/20``).
+"""
 
 from __future__ import annotations
 
+from rich.console import Console
+from rich.filesize import decimal
 from rich.progress import (
     BarColumn,
-    MofNCompleteColumn,
+    DownloadColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
+    TransferSpeedColumn,
 )
+from rich.text import Text
 
 from adm.cli.common import err_console
 from adm.progress import Progress as Event
 
 
-class RichProgress:
-    """A context manager whose instance is a ``ProgressFn``."""
+class CountColumn(ProgressColumn):
+    """``done/total unit``, or ``done unit`` while the total is unknown."""
 
-    def __init__(self, enabled: bool = True):
+    def render(self, task: Task) -> Text:
+        done = int(task.completed)
+        unit = task.fields.get("unit", "")
+        text = f"{done}/{int(task.total)}" if task.total is not None else f"{done}"
+        return Text(f"{text} {unit}".rstrip(), style="progress.download")
+
+
+class BytesColumn(DownloadColumn):
+    """``1.2/3.4 MB``, or ``1.2 MB`` while the size is unknown (rich would print ``1.2/? MB``)."""
+
+    def render(self, task: Task) -> Text:
+        if task.total is None:
+            return Text(decimal(int(task.completed)), style="progress.download")
+        return super().render(task)
+
+
+class RemainingColumn(TimeRemainingColumn):
+    """Time left (after ``label``), or nothing when there is no total to estimate it from."""
+
+    def __init__(self, label: str = "", **kwargs):
+        super().__init__(**kwargs)
+        self.label = label
+
+    def render(self, task: Task) -> Text:
+        if task.total is None:
+            return Text("")
+        return Text(self.label, style="progress.remaining") + super().render(task)
+
+
+def _bounded(completed: float, total: float | None) -> tuple[float, float | None]:
+    """Keep ``completed <= total``: a total that turns out too small grows to the count."""
+    if total is not None and completed > total:
+        total = completed
+    return completed, total
+
+
+def byte_bars(console: Console) -> Progress:
+    """Bars for byte transfers (downloads, imports, hashing): size, speed, time left."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        BytesColumn(),
+        TransferSpeedColumn(),
+        RemainingColumn(),
+        console=console,
+    )
+
+
+def update_bytes(bars: Progress, task: TaskID, done: int, total: int | None) -> None:
+    """The ``on_progress(done, total)`` of adm's transfers, applied to a ``byte_bars`` task."""
+    completed, total = _bounded(done, total)
+    bars.update(task, completed=completed, total=total)
+
+
+class RichProgress:
+    """A context manager whose instance is a ``ProgressFn``.
+
+    The bars start with the first event: a command that fails before reporting anything prints
+    its one error line and nothing else (rich draws an empty frame, a blank line, on stop).
+    """
+
+    def __init__(self, enabled: bool = True, console: Console | None = None):
         self.enabled = enabled
         self._bars = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[unit]}"),
+            CountColumn(),
             TimeElapsedColumn(),
-            TextColumn("eta"),
-            TimeRemainingColumn(),
+            RemainingColumn("eta "),
             TextColumn("{task.fields[info]}"),
-            console=err_console,
+            console=console or err_console,
             disable=not enabled,
         )
         self._tasks: dict[str, TaskID] = {}
+        self._started = False
 
     def __enter__(self) -> RichProgress:
-        self._bars.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        self._bars.__exit__(*exc)
+        if self._started:
+            self._bars.stop()
+            self._started = False
+
+    @property
+    def bars(self) -> Progress:
+        """The rich ``Progress`` being drawn (what tests render)."""
+        return self._bars
 
     def __call__(self, event: Event) -> None:
+        if not self._started:
+            self._bars.start()
+            self._started = True
         if event.message:
             self._bars.console.print(event.message, highlight=False)
         info = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in event.info.items())
+        completed, total = _bounded(event.completed, event.total)
         if event.task not in self._tasks:
-            self._tasks[event.task] = self._bars.add_task(event.task, total=event.total, unit=event.unit, info=info)
-        self._bars.update(self._tasks[event.task], completed=event.completed, total=event.total, info=info)
+            self._tasks[event.task] = self._bars.add_task(event.task, total=total, unit=event.unit, info=info)
+        self._bars.update(self._tasks[event.task], completed=completed, total=total, info=info)

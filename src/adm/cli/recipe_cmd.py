@@ -8,13 +8,13 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from adm.cli.common import console, guarded
+from adm.cli.common import AdmCommand, AdmGroup, console, guarded
 from adm.cli.progress import RichProgress
 
-app = typer.Typer(help="Recipes that rebuild adm's shipped models.", no_args_is_help=True)
+app = typer.Typer(help="Recipes that rebuild adm's shipped models.", no_args_is_help=True, cls=AdmGroup)
 
 
-@app.command("digits")
+@app.command("digits", cls=AdmCommand)
 @guarded
 def digits(
     out: Path = typer.Argument(..., help="Working folder: data, runs, exported assets, recipe.json."),

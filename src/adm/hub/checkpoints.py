@@ -8,47 +8,92 @@ fit, instead of PyTorch's wall of missing keys (guided-diffusion#8).
 
 from __future__ import annotations
 
+import os
 import pickle
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from adm.errors import CheckpointError
+from adm.errors import CheckpointError, StorageError, one_line
 from adm.fileio import atomic_path
 
 StateDict = dict[str, torch.Tensor]
 Signature = dict[str, tuple[int, ...]]
 
 
-def load_state_dict(path: str | Path) -> StateDict:
-    """A plain state_dict of tensors from a ``.pt`` / ``.pth`` or ``.safetensors`` file."""
+def _format(path: Path, fmt: str | None) -> str:
+    """``"safetensors"`` or ``"pt"``: given, or by the suffix (a cache's ``.part`` / ``.tmp`` files
+    carry no telling suffix, so their callers pass the final name's format)."""
+    return fmt or ("safetensors" if path.suffix == ".safetensors" else "pt")
+
+
+def load_state_dict(path: str | Path, *, fmt: str | None = None, mmap: bool = False, shown: str | None = None) -> StateDict:
+    """A plain state_dict of tensors from a ``.pt`` / ``.pth`` or ``.safetensors`` file.
+
+    ``mmap`` maps a ``.pt`` file's tensors instead of reading them (for a look at keys and
+    shapes); files in the legacy (pre-zip) format cannot be mapped and are read. ``shown`` is
+    what messages call the file (a temporary copy's name would mean nothing to the user).
+    """
     path = Path(path)
+    shown = shown or str(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    if path.suffix == ".safetensors":
+        raise CheckpointError(f"checkpoint {shown} does not exist")
+    if _format(path, fmt) == "safetensors":
         try:
             return load_file(str(path))
         except (SafetensorError, OSError) as err:
-            raise CheckpointError(f"{path} is not a readable safetensors file ({err})") from None
+            raise CheckpointError(f"{shown} is not a readable safetensors file ({one_line(err)})") from None
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        except RuntimeError as err:
+            if not mmap or "mmap" not in str(err):
+                raise
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         if "global" not in str(err).lower():
-            raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (corrupt or not a torch.save file)") from None
+            raise CheckpointError(f"{shown} is not a readable PyTorch checkpoint (corrupt or not a torch.save file)") from None
         raise CheckpointError(
-            f"refusing to load {path}: it contains pickled Python objects, not only tensors",
+            f"refusing to load {shown}: it contains pickled Python objects, not only tensors",
             "adm loads plain state_dicts only; re-save the weights from trusted code with torch.save(model.state_dict())",
         ) from None
-    except (RuntimeError, EOFError, OSError) as err:
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({err})") from None
-    return _as_state_dict(obj, path)
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        # torch's words for a file that is no zip checkpoint ("legacy .tar format", ...) mislead
+        why = "corrupt or not a torch.save file" if "legacy .tar" in str(err) else one_line(err)
+        raise CheckpointError(f"{shown} is not a readable PyTorch checkpoint ({why})") from None
+    return _as_state_dict(obj, shown)
 
 
-def _as_state_dict(obj: object, path: Path) -> StateDict:
+def read_signature(path: str | Path, *, fmt: str | None = None, shown: str | None = None) -> Signature:
+    """Key → shape of a checkpoint, without reading its tensors (safetensors header, mapped .pt).
+
+    The same safety rules as ``load_state_dict``: pickled code is refused, never executed.
+    """
+    path = Path(path)
+    if _format(path, fmt) == "safetensors":
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
+        except (SafetensorError, OSError) as err:
+            raise CheckpointError(f"{shown or path} is not a readable safetensors file ({one_line(err)})") from None
+    return signature(load_state_dict(path, fmt=fmt, mmap=True, shown=shown))
+
+
+def network_signature(flags) -> Signature:
+    """The key/shape signature of the network a flag set builds (on the meta device: no memory)."""
+    from adm.factory import build_classifier, build_model
+    from adm.flags import ClassifierFlags
+
+    builder = build_classifier if isinstance(flags, ClassifierFlags) else build_model
+    return signature(builder(flags, device="meta"))
+
+
+def _as_state_dict(obj: object, path: str) -> StateDict:
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state_dict")
     if "param_groups" in obj and "state" in obj:
@@ -68,10 +113,47 @@ def save_state_dict(state_dict: Mapping[str, torch.Tensor], path: str | Path, me
     tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
     with atomic_path(path) as tmp:
         if path.suffix == ".safetensors":
-            save_file(tensors, str(tmp), metadata=metadata)
+            _save_safetensors(tensors, tmp, metadata)
         else:
-            torch.save(tensors, tmp)
+            save_torch(tensors, tmp)
     return path
+
+
+def save_torch(obj: object, file: Path) -> None:
+    """``torch.save`` into ``file``, with an OS failure raised as the ``OSError`` it is.
+
+    Given a path, torch reports a full disk as ``RuntimeError: [enforce fail at
+    inline_container.cc] unexpected pos ...``; writing through a Python file object keeps the
+    ``OSError`` (ENOSPC, EACCES, ...) as the error's context, which is re-raised here so the CLI
+    can say what happened in one line.
+    """
+    try:
+        with open(file, "wb") as fh:
+            torch.save(obj, fh)
+    except RuntimeError as err:
+        cause = err.__cause__ or err.__context__
+        if isinstance(cause, OSError):
+            raise OSError(cause.errno, cause.strerror, str(file)) from None
+        raise
+    except OSError as err:  # raised by the file object itself (a write, the final flush)
+        if err.filename is None:
+            raise OSError(err.errno, err.strerror, str(file)) from None
+        raise
+
+
+_OS_ERROR = re.compile(r"os error (\d+)")
+
+
+def _save_safetensors(tensors: StateDict, file: Path, metadata: dict[str, str] | None) -> None:
+    """``save_file``, with its I/O failures (a ``SafetensorError`` naming "os error 28") raised as
+    ``OSError``s, which the CLI reports in one line like any other write failure."""
+    try:
+        save_file(tensors, str(file), metadata=metadata)
+    except SafetensorError as err:
+        code = _OS_ERROR.search(str(err))
+        if code is None:
+            raise StorageError(f"cannot write {file}: {one_line(err)}") from None
+        raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(file)) from None
 
 
 def convert(src: str | Path, dst: str | Path) -> Path:

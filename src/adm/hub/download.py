@@ -16,19 +16,24 @@ Layout and records: ``adm.hub.cache``; the HTTP side: ``adm.hub.transfer``.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import errno
 import hashlib
 import importlib.resources
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from adm.errors import ChecksumError, DownloadError, MissingFileError, UsageError
+from adm.errors import (
+    CheckpointError,
+    ChecksumError,
+    DownloadStorageError,
+    MissingFileError,
+    UsageError,
+)
+from adm.fileio import atomic_path
 from adm.hub.cache import (
     HASH_CHUNK,
     CacheState,
@@ -49,6 +54,7 @@ from adm.hub.cache import cache_path as _cache_path
 from adm.hub.transfer import StatusCallback, TransferPolicy, fetch_to_part
 from adm.presets.registry import Registry, default_registry
 from adm.presets.types import Artifact
+from adm.suggest import did_you_mean
 
 ENV_BASE_URL = "ADM_BASE_URL"
 
@@ -95,17 +101,20 @@ class Fetched:
 class Verified:
     """The outcome of ``verify_artifact``.
 
-    ``ok``: the hash matches the published / recorded one; ``missing``: not in the cache;
-    ``mismatch``: it did not match and was removed; ``unverified``: a file with no published hash
-    and no record (placed by hand), nothing to check it against.
+    ``ok``: the hash matches the published / recorded one (and a preset's checkpoint fits the
+    preset's network); ``missing``: not in the cache; ``mismatch``: it did not match and was
+    removed; ``invalid``: the hash matches, but the file is not the checkpoint a preset needs
+    (``problem`` says why; removed); ``unverified``: a file with no published hash and no record
+    (placed by hand), nothing to check it against.
     """
 
     artifact: Artifact
     path: Path
-    status: Literal["ok", "missing", "mismatch", "unverified"]
+    status: Literal["ok", "missing", "mismatch", "invalid", "unverified"]
     sha256: str | None = None
     expected: str | None = None
     trust: str | None = None
+    problem: str | None = None
 
 
 @dataclass(frozen=True)
@@ -182,12 +191,7 @@ def resolve_artifacts(names: Iterable[str], registry: Registry | None = None) ->
             for needed in presets[name].artifacts:
                 out.setdefault(needed, reg.artifact(needed))
         else:
-            close = difflib.get_close_matches(name, [*artifacts, *presets], n=3, cutoff=0.5)
-            hint = (
-                ("did you mean " + " or ".join(close) + "?")
-                if close
-                else "`adm download --list` lists them"
-            )
+            hint = did_you_mean(name, [*artifacts, *presets], "adm download --list")
             raise UsageError(f"unknown artifact or preset {name!r}", hint)
     return list(out.values())
 
@@ -248,7 +252,7 @@ def _locked(art: Artifact, path: Path, on_status: StatusCallback) -> Iterator[No
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise DownloadError(
+        raise DownloadStorageError(
             f"cannot create the cache folder {path.parent}: {err.strerror or err}",
             "pass --dir or set ADM_HOME to a writable folder",
         ) from None
@@ -317,10 +321,64 @@ def _install(art: Artifact, path: Path, staged: Path, digest: str, source: str) 
         write_record(path, record)
         os.replace(staged, path)
     except OSError as err:
-        raise DownloadError(
+        raise DownloadStorageError(
             f"cannot move {art.name} into the cache at {path}: {err.strerror or err}"
         ) from None
     return record
+
+
+# ------------------------------------------------------------------------------------- contents
+
+
+def _networks(art: Artifact, registry: Registry) -> list[tuple[str, str, object]]:
+    """(preset name, "model" or "classifier", flags) of every preset that loads ``art``, one per
+    distinct network."""
+    found: dict[str, tuple[str, str, object]] = {}
+    for preset in registry.presets.values():
+        if preset.checkpoint == art.name:
+            role, flags = "model", preset.model_flags
+        elif preset.classifier_checkpoint == art.name and preset.classifier_flags is not None:
+            role, flags = "classifier", preset.classifier_flags
+        else:
+            continue
+        found.setdefault(f"{type(flags).__name__}{flags.model_dump_json()}", (preset.name, role, flags))
+    return list(found.values())
+
+
+def contents_problem(
+    artifact: Artifact | str,
+    file: str | os.PathLike[str],
+    *,
+    shown: str | None = None,
+    registry: Registry | None = None,
+) -> str | None:
+    """Why ``file`` cannot be ``artifact``'s checkpoint, or None when it can (or adm knows nothing
+    to check it against).
+
+    A hash only says the file is the one first seen (OpenAI published none); for a checkpoint a
+    preset loads, adm knows every key and shape, so a wrong file (an HTML error page, an image, a
+    different model) is caught when it arrives instead of at the first ``adm sample``. The file
+    is read as ``load_state_dict`` reads it (weights only: pickled code is refused, never run),
+    with the tensors mapped rather than read. ``shown`` is what the message calls the file.
+    """
+    reg = _registry(registry)
+    art = _artifact(artifact, reg)
+    networks = _networks(art, reg)
+    if not networks:
+        return None
+    from adm.hub.checkpoints import describe_mismatch, network_signature, read_signature
+
+    shown = shown or str(file)
+    fmt = "safetensors" if art.filename.endswith(".safetensors") else "pt"
+    try:
+        got = read_signature(file, fmt=fmt, shown=shown)
+    except CheckpointError as err:
+        return str(err)
+    for preset, role, flags in networks:
+        expected = network_signature(flags)
+        if got != expected:
+            return f"{shown} does not fit the {role} of preset {preset} ({describe_mismatch(expected, got)})"
+    return None
 
 
 # ------------------------------------------------------------------------------------- actions
@@ -344,8 +402,13 @@ def download_artifact(
     (default ``$ADM_BASE_URL``) fetches from a mirror instead of the canonical URL. Progress is
     reported as ``on_progress(done_bytes, total_bytes_or_None)``; short notes (resuming, retrying,
     waiting for another process) through ``on_status(message)``.
+
+    A checkpoint that a preset loads is also checked against the preset's network before it is
+    recorded (``contents_problem``); a file that does not fit is deleted, ``.part`` included,
+    since resuming it could only give the same bytes.
     """
-    art = _artifact(artifact, registry)
+    reg = _registry(registry)
+    art = _artifact(artifact, reg)
     bundled = bundled_path(art)
     if bundled is not None:
         return Fetched(art, bundled, sha256_file(bundled), bundled.stat().st_size, "bundled", art.url)
@@ -379,6 +442,13 @@ def download_artifact(
             session=session,
             restart=force,
         )
+        problem = contents_problem(art, part_path(path), shown=f"the file served at {url}", registry=reg)
+        if problem is not None:
+            part_path(path).unlink(missing_ok=True)
+            raise ChecksumError(
+                f"{problem}; it was deleted",
+                "the server sent another file: check the URL, or the ADM_BASE_URL mirror",
+            )
         _install(art, path, part_path(path), got.sha256, url)
     return Fetched(art, path, got.sha256, got.size, "downloaded", url, got.resumed_from)
 
@@ -392,13 +462,15 @@ def import_file(
     on_progress: ProgressCallback | None = None,
     on_status: StatusCallback | None = None,
 ) -> Fetched:
-    """Copy a hand-fetched file into the cache after checking its size and sha256 where known.
+    """Copy a hand-fetched file into the cache after checking its size and sha256 where known,
+    and, for a checkpoint a preset loads, that it fits the preset's network.
 
-    The copy goes to a temporary file next to the cache entry and is renamed into place only when
-    it checks out; a file that does not is never in the cache. With no published hash, the copy's
-    hash is recorded (trust on first use) like a download's.
+    The copy goes to a temporary file next to the cache entry (``adm.fileio.atomic_path``) and is
+    renamed into place only when it checks out; a file that does not is never in the cache. With
+    no published hash, the copy's hash is recorded (trust on first use) like a download's.
     """
-    art = _artifact(artifact, registry)
+    reg = _registry(registry)
+    art = _artifact(artifact, reg)
     src = Path(source).expanduser()
     if not src.is_file():
         raise MissingFileError(
@@ -406,53 +478,52 @@ def import_file(
         )
     path = _cache_path(art, cache_dir)
     total = src.stat().st_size
+    which = f"is it {art.filename} from {art.url}?"
     if art.size is not None and total != art.size:
-        raise ChecksumError(
-            f"{src} has {total} bytes, {art.name} has {art.size}; nothing was imported",
-            f"is it {art.filename} from {art.url}?",
-        )
+        raise ChecksumError(f"{src} has {total} bytes, {art.name} has {art.size}; nothing was imported", which)
     with _locked(art, path, on_status or _noop):
-        fd, tmp_name = tempfile.mkstemp(
-            dir=path.parent, prefix=f".{art.filename}.", suffix=".import"
-        )
-        tmp = Path(tmp_name)
         try:
-            hasher = hashlib.sha256()
-            done = 0
-            try:
-                with open(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
-                    while chunk := fin.read(HASH_CHUNK):
-                        fout.write(chunk)
-                        hasher.update(chunk)
-                        done += len(chunk)
-                        if on_progress is not None:
-                            on_progress(done, total)
-                    fout.flush()
-                    os.fsync(fout.fileno())
-            except OSError as err:
-                if err.errno == errno.ENOSPC:
-                    raise DownloadError(
-                        f"disk full while copying {src} into {path.parent}",
-                        "free some space, or pass --dir / set ADM_HOME to a larger disk",
-                    ) from None
-                raise DownloadError(f"cannot import {src}: {err.strerror or err}") from None
-            digest = hasher.hexdigest()
-            if art.size is not None and done != art.size:
-                raise ChecksumError(
-                    f"{src} has {done} bytes, {art.name} has {art.size}; nothing was imported"
-                )
-            if art.sha256 and not hash_matches(digest, art.sha256):
-                raise ChecksumError(
-                    f"{src} does not match the published sha256 of {art.name} (got {digest[:12]}…, "
-                    f"expected {art.sha256.lower()[:12]}…); nothing was imported",
-                    f"is it {art.filename} from {art.url}?",
-                )
-            _install(art, path, tmp, digest, src.resolve().as_uri())
-        finally:
-            tmp.unlink(missing_ok=True)
+            with atomic_path(path) as tmp:
+                digest, done = _copy_hashing(src, tmp, total, on_progress)
+                if art.size is not None and done != art.size:
+                    raise ChecksumError(f"{src} has {done} bytes, {art.name} has {art.size}; nothing was imported")
+                if art.sha256 and not hash_matches(digest, art.sha256):
+                    raise ChecksumError(
+                        f"{src} does not match the published sha256 of {art.name} (got {digest[:12]}…, "
+                        f"expected {art.sha256.lower()[:12]}…); nothing was imported",
+                        which,
+                    )
+                problem = contents_problem(art, tmp, shown=str(src), registry=reg)
+                if problem is not None:
+                    raise ChecksumError(f"{problem}; nothing was imported", which)
+                # the record first, then the rename: a file in place always has its record
+                write_record(path, Record.for_file(art, tmp, digest, src.resolve().as_uri()))
+        except OSError as err:
+            if err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+                raise DownloadStorageError(
+                    f"disk full while copying {src} into {path.parent}",
+                    "free some space, or pass --dir / set ADM_HOME to a larger disk",
+                ) from None
+            raise DownloadStorageError(f"cannot import {src}: {err.strerror or err}") from None
         # an abandoned download of the same file is moot now
         part_path(path).unlink(missing_ok=True)
     return Fetched(art, path, digest, done, "imported", src.resolve().as_uri())
+
+
+def _copy_hashing(
+    src: Path, dst: Path, total: int, on_progress: ProgressCallback | None
+) -> tuple[str, int]:
+    """Copy ``src`` to ``dst`` and hash what was copied; returns (sha256, bytes)."""
+    hasher = hashlib.sha256()
+    done = 0
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        while chunk := fin.read(HASH_CHUNK):
+            fout.write(chunk)
+            hasher.update(chunk)
+            done += len(chunk)
+            if on_progress is not None:
+                on_progress(done, total)
+    return hasher.hexdigest(), done
 
 
 def verify_artifact(
@@ -463,8 +534,14 @@ def verify_artifact(
     on_progress: ProgressCallback | None = None,
     on_status: StatusCallback | None = None,
 ) -> Verified:
-    """Rehash a cached file and compare with its published or recorded sha256; remove it on mismatch."""
-    art = _artifact(artifact, registry)
+    """Rehash a cached file and compare with its published or recorded sha256, and check a preset's
+    checkpoint against the preset's network; remove the file when either fails.
+
+    The contents check catches files recorded before adm checked them on arrival (an image
+    imported as a checkpoint was once trusted on first use like anything else).
+    """
+    reg = _registry(registry)
+    art = _artifact(artifact, reg)
     bundled = bundled_path(art)
     if bundled is not None:
         return Verified(art, bundled, "ok", sha256_file(bundled), art.sha256, "bundled")
@@ -474,8 +551,13 @@ def verify_artifact(
     with _locked(art, path, on_status or _noop):
         before = read_record(path)
         status, record, digest = _check_locked(art, path, on_progress, rehash=True)
+        problem = contents_problem(art, path, registry=reg) if status == "ok" else None
+        if problem is not None:
+            remove_entry(path)
     expected = art.sha256.lower() if art.sha256 else (before.sha256 if before else None)
     trust = record.trust if record else (before.trust if before else None)
+    if problem is not None:
+        return Verified(art, path, "invalid", digest, expected, trust, problem)
     return Verified(art, path, status, digest, expected, trust)
 
 
@@ -496,7 +578,8 @@ def ensure_artifact(
     if it no longer matches). Without ``download``, a missing file raises ``MissingFileError``
     naming the command that fetches it.
     """
-    art = _artifact(name, registry)
+    reg = _registry(registry)
+    art = _artifact(name, reg)
     bundled = bundled_path(art)
     if bundled is not None:
         return bundled
@@ -508,6 +591,7 @@ def ensure_artifact(
     if download:
         return download_artifact(
             art,
+            registry=reg,
             cache_dir=cache_dir,
             base_url=base_url,
             policy=policy,

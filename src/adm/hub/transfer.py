@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from adm.errors import ChecksumError, DownloadError, UsageError
+from adm.errors import ChecksumError, DownloadError, DownloadStorageError, UsageError, one_line
 from adm.hub.cache import ProgressCallback, atomic_write_text, hash_into, hash_matches
 
 StatusCallback = Callable[[str], None]
@@ -204,7 +204,7 @@ def fetch_to_part(
             except requests.RequestException as err:  # (an OSError too; not a disk problem)
                 part.sync()
                 raise DownloadError(
-                    f"cannot download {name} from {url}: {_one_line(err)}"
+                    f"cannot download {name} from {url}: {one_line(err)}"
                 ) from None
             except OSError as err:
                 part.sync()
@@ -262,7 +262,7 @@ def _attempt(
     except (requests.ConnectionError, requests.Timeout) as err:
         raise _Retry(describe_connection_error(err)) from None
     except requests.RequestException as err:
-        raise DownloadError(f"cannot download {name} from {url}: {_one_line(err)}") from None
+        raise DownloadError(f"cannot download {name} from {url}: {one_line(err)}") from None
 
     with response:
         code = response.status_code
@@ -373,7 +373,7 @@ def describe_connection_error(err: BaseException) -> str:
         or "aborted" in text
     ):
         return "connection dropped mid-transfer"
-    return _one_line(inner)
+    return one_line(inner)
 
 
 def _give_up(url: str, name: str, problem: _Retry, attempts: int, kept: int) -> DownloadError:
@@ -407,14 +407,15 @@ def _http_error(url: str, name: str, code: int, reason: str | None) -> DownloadE
     )
 
 
-def _disk_error(err: OSError, part_file: Path, name: str, kept: int) -> DownloadError:
+def _disk_error(err: OSError, part_file: Path, name: str, kept: int) -> DownloadStorageError:
+    """The cache cannot be written: an environment failure (exit 1), which no retry fixes."""
     if err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
-        return DownloadError(
+        return DownloadStorageError(
             f"disk full while writing {part_file} ({_mb(kept)} kept for resume)",
             f"free some space (or point --dir / ADM_HOME at a larger disk) and re-run "
             f"`adm download {name}` to resume",
         )
-    return DownloadError(
+    return DownloadStorageError(
         f"cannot write {part_file}: {err.strerror or err}",
         "check the permissions of the cache folder, or pass --dir / set ADM_HOME",
     )
@@ -425,11 +426,6 @@ def _int_header(response: requests.Response, name: str) -> int | None:
         return int(response.headers[name])
     except (KeyError, ValueError):
         return None
-
-
-def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def _mb(n: int) -> str:

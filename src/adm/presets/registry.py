@@ -19,13 +19,13 @@ use and caches it for the process.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Iterable
 from functools import cache
 from importlib.metadata import entry_points
 
 from adm.errors import UsageError
 from adm.presets.types import Artifact, Preset, TrainKind, TrainPreset
+from adm.suggest import did_you_mean
 
 ENTRY_POINT_GROUP = "adm.presets"
 
@@ -58,6 +58,26 @@ class Registry:
     def training_presets(self, kind: TrainKind) -> dict[str, TrainPreset]:
         return {name: p for (k, name), p in self._training.items() if k == kind}
 
+    @property
+    def all_training_presets(self) -> list[TrainPreset]:
+        """Every registered training preset (both kinds), in registration order."""
+        return list(self._training.values())
+
+    def training_presets_named(self, name: str) -> dict[TrainKind, TrainPreset]:
+        """The registered training presets called ``name``: for diffusion, classifier, or both."""
+        return {kind: p for (kind, n), p in self._training.items() if n == name}
+
+    def lookup(self, name: str) -> tuple[Preset | None, dict[TrainKind, TrainPreset]]:
+        """What ``name`` means: a released preset, training presets, or both (``adm presets NAME``).
+
+        A name nobody registered is a one-line error suggesting close names of either sort.
+        """
+        training = self.training_presets_named(name)
+        if name not in self._presets and not training:
+            known = {*self._presets, *(n for _, n in self._training)}
+            raise UsageError(f"unknown preset {name!r}", did_you_mean(name, sorted(known), "adm presets"))
+        return self._presets.get(name), training
+
     def training_preset(self, name: str, kind: TrainKind) -> TrainPreset:
         """A training preset; a released preset without one gets its flags and default values."""
         if (kind, name) in self._training:
@@ -69,7 +89,7 @@ class Registry:
             n for n, p in self._presets.items() if kind == "diffusion" or p.classifier_flags is not None
         }
         what = "classifier training preset" if kind == "classifier" else "training preset"
-        raise UsageError(f"unknown {what} {name!r}", _suggest(name, sorted(known), "adm presets"))
+        raise UsageError(f"unknown {what} {name!r}", did_you_mean(name, sorted(known), "adm presets"))
 
     @property
     def presets(self) -> dict[str, Preset]:
@@ -81,12 +101,12 @@ class Registry:
 
     def preset(self, name: str) -> Preset:
         if name not in self._presets:
-            raise UsageError(f"unknown preset {name!r}", _suggest(name, self._presets, "adm presets"))
+            raise UsageError(f"unknown preset {name!r}", did_you_mean(name, self._presets, "adm presets"))
         return self._presets[name]
 
     def artifact(self, name: str) -> Artifact:
         if name not in self._artifacts:
-            raise UsageError(f"unknown artifact {name!r}", _suggest(name, self._artifacts, "adm download --list"))
+            raise UsageError(f"unknown artifact {name!r}", did_you_mean(name, self._artifacts, "adm download --list"))
         return self._artifacts[name]
 
     def load_plugins(self, plugins: Iterable[tuple[str, Callable[[Registry], None]]]) -> Registry:
@@ -97,13 +117,6 @@ class Registry:
             except Exception as err:  # a broken plugin must not take the CLI down
                 self.plugin_errors.append(f"plugin {name!r} failed: {err}")
         return self
-
-
-def _suggest(name: str, known: Iterable[str], listing: str) -> str:
-    close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.5)
-    if close:
-        return "did you mean " + " or ".join(close) + "?"
-    return f"`{listing}` lists them"
 
 
 def installed_plugins() -> list[tuple[str, Callable[[Registry], None]]]:

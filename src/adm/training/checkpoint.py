@@ -30,7 +30,7 @@ import torch
 
 from adm.errors import CheckpointError
 from adm.fileio import atomic_path, write_text_atomic
-from adm.hub.checkpoints import load_state_dict, save_state_dict
+from adm.hub.checkpoints import load_state_dict, save_state_dict, save_torch
 
 POINTER = "checkpoint.json"
 
@@ -86,7 +86,7 @@ def read_records(run_dir: Path) -> list[CheckpointRecord]:
 
 def _save_object(obj: Any, path: Path) -> None:
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        save_torch(obj, tmp)
 
 
 def write_checkpoint(

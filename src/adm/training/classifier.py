@@ -18,7 +18,6 @@ import torch.nn.functional as F
 
 from adm.diffusion.gaussian import q_sample
 from adm.distributed import Dist
-from adm.errors import UsageError
 from adm.factory import build_classifier, build_process, classifier_kwargs
 from adm.flags import ClassifierFlags, DiffusionFlags
 from adm.hub.checkpoints import load_into, load_state_dict
@@ -27,10 +26,12 @@ from adm.progress import ProgressFn
 from adm.training.config import ClassifierTrainConfig
 from adm.training.data import (
     Augment,
+    ImageSource,
     SampleOrder,
     StreamDataset,
     fixed_batches,
     open_source,
+    open_training_data,
     split_indices,
     to_model_input,
 )
@@ -58,16 +59,13 @@ class ClassifierTask:
         config: ClassifierTrainConfig,
         *,
         init: str | None = None,
+        source: ImageSource | None = None,
     ):
+        if source is None:
+            flags, source = open_training_data(flags, config.data, config.labels, init=init)
         self.flags, self.config, self.seed = flags, config, config.seed
         self.process, _, _ = build_process(diffusion)
         size = flags.image_size
-        source = open_source(config.data, image_size=size, need_labels=True, label_source=config.labels)
-        if source.num_classes > flags.classifier_num_classes:
-            raise UsageError(
-                f"--data has {source.num_classes} classes but the classifier has {flags.classifier_num_classes} outputs",
-                "set --classifier_num_classes in the classifier flags",
-            )
         train_idx, val_idx = split_indices(source.count, config.val_fraction, config.seed)
         self.dataset = StreamDataset(
             source, SampleOrder(train_idx, config.seed), Augment(size, config.random_crop, config.random_flip), config.seed
@@ -166,14 +164,18 @@ def train_classifier(
     preset: str | None = None,
     resume: bool = False,
 ) -> TrainResult:
-    """Train (or continue training) a noisy classifier into ``run_dir`` (see ``train_diffusion``)."""
+    """Train (or continue training) a noisy classifier into ``run_dir`` (see ``train_diffusion``).
+
+    Flags that leave ``classifier_num_classes`` unset get the data's class count.
+    """
     dist = dist or Dist()
     run_dir = Path(run_dir)
     diffusion = diffusion or DiffusionFlags()
-    doc = run_config("classifier", flags, config.model_dump(mode="json"), diffusion_flags=diffusion, preset=preset)
     build_classifier(flags, device="meta")  # validates the flags before any data is read
+    flags, source = open_training_data(flags, config.data, config.labels, init=config.init)
+    doc = run_config("classifier", flags, config.model_dump(mode="json"), diffusion_flags=diffusion, preset=preset)
 
     def make_task(resuming: bool) -> ClassifierTask:
-        return ClassifierTask(flags, diffusion, config, init=None if resuming else config.init)
+        return ClassifierTask(flags, diffusion, config, init=None if resuming else config.init, source=source)
 
     return run_task(doc, config, run_dir, dist, make_task, resume=resume, on_progress=on_progress)

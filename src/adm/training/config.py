@@ -3,8 +3,10 @@
 ``TrainConfig`` (diffusion and super-resolution models) and ``ClassifierTrainConfig`` (the noisy
 classifier) share ``CommonTrainConfig``. The resolved config is written to the run dir's
 ``config.json`` before the first step, so a run can be resumed or sampled from with nothing else.
-Durations are in optimizer steps (``steps`` is a real stopping point, unlike the original's
-``lr_anneal_steps = 0`` that never stops); ``batch_size`` is the GLOBAL batch, split over ranks.
+Durations are in optimizer steps (``steps``, the CLI's ``--iterations``, is a real stopping
+point, unlike the original's ``lr_anneal_steps = 0`` that never stops); ``batch_size`` is the
+GLOBAL batch, split over ranks. The field keeps the name ``steps`` so that the ``config.json`` of
+existing runs and Python callers keep working.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ class CommonTrainConfig(BaseModel):
     microbatch: int = Field(0, ge=0, description="per-rank micro-batch for gradient accumulation; 0 = the whole local batch")
     lr: float = Field(1e-4, gt=0, description="AdamW learning rate")
     weight_decay: float = Field(0.0, ge=0, description="AdamW (decoupled) weight decay")
-    anneal_lr: bool = Field(False, description="anneal the lr linearly to 0 at `steps`")
+    anneal_lr: bool = Field(False, description="anneal the lr linearly to 0 at the last step")
     ema_rates: tuple[float, ...] = Field((0.9999,), description="EMA decay rates, one EMA copy each")
     grad_clip: float | None = Field(None, gt=0, description="clip the global gradient norm to this value; None = no clipping")
     precision: Precision = Field("fp32", description="fp32, or torch.amp autocast in bf16 / fp16 (fp16 with a GradScaler)")
@@ -88,7 +90,7 @@ class TrainConfig(CommonTrainConfig):
 class ClassifierTrainConfig(CommonTrainConfig):
     """Training the noisy classifier (classifier_train.py's defaults where they differ)."""
 
-    steps: int = Field(150_000, ge=1, description="optimizer steps (the original's --iterations)")
+    steps: int = Field(150_000, ge=1, description="optimizer steps to train for (the original's --iterations)")
     lr: float = Field(3e-4, gt=0, description="AdamW learning rate")
     random_crop: bool = Field(True, description="random-resized crop for training images (the original's choice)")
     ema_rates: tuple[float, ...] = Field((), description="EMA decay rates (the original kept none for classifiers)")
@@ -119,8 +121,13 @@ def make_config(cls: type[C], values: dict[str, Any]) -> C:
         first = err.errors()[0]
         name = ".".join(str(p) for p in first["loc"]) or "config"
         message = first["msg"].removeprefix("Value error, ")
-        option = _OPTION_NAMES.get(name, "--" + name.replace("_", "-"))
-        raise UsageError(f"bad value for {option}: {message}") from None
+        raise UsageError(f"bad value for {option_name(name)}: {message}") from None
 
 
-_OPTION_NAMES = {"ema_rates": "--ema-rate", "val_data": "--val-data", "data": "--data"}
+def option_name(field: str) -> str:
+    """The command-line option of a config field (``steps`` is ``--iterations``: in ``adm sample``
+    ``--steps`` is a respacing, so training says what it counts)."""
+    return _OPTION_NAMES.get(field, "--" + field.replace("_", "-"))
+
+
+_OPTION_NAMES = {"steps": "--iterations", "ema_rates": "--ema-rate"}

@@ -29,12 +29,15 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
 
 from adm.data.images import check_nhwc_uint8, list_images, load_npz_array, npz_keys, read_image
 from adm.errors import UsageError
+from adm.flags import ClassifierFlags, ModelFlags, SuperResFlags
+from adm.flags import image_size as network_size
 from adm.training.config import LabelSource
 from adm.training.seeding import derive_seed
 
@@ -96,6 +99,37 @@ def open_source(
         source = _open_npz(path, need_labels, class_names, what)
     _check_size(source, image_size, what)
     return source
+
+
+Network = TypeVar("Network", ModelFlags, SuperResFlags, ClassifierFlags)
+
+
+def open_training_data(flags: Network, data: str | Path, label_source: LabelSource, *, init: str | None) -> tuple[Network, ImageSource]:
+    """Open ``--data`` for a network, and settle the network's class count with it.
+
+    A class-conditional model (``class_cond``) or a classifier needs one output per class. When
+    the flags say how many (``--num_classes`` / ``--classifier_num_classes`` set explicitly:
+    ``model_fields_set``), data with more classes is refused; when they do not, the count is the
+    data's, so ten classes do not silently train a 1000-way network (the original's hard-coded
+    default, with a loss near ln 1000). With ``init`` the network must load those weights, so
+    the flags' count is kept (and checked) as well.
+    """
+    is_classifier = isinstance(flags, ClassifierFlags)
+    need_labels = is_classifier or flags.class_cond
+    source = open_source(data, image_size=network_size(flags), need_labels=need_labels, label_source=label_source)
+    if not need_labels:
+        return flags, source
+    field = "classifier_num_classes" if is_classifier else "num_classes"
+    have, found = getattr(flags, field), source.num_classes
+    if field not in flags.model_fields_set and not init:
+        return flags.replace(**{field: found}), source
+    if found > have:
+        what = f"classifier has {have} outputs" if is_classifier else f"model has {have}"
+        raise UsageError(
+            f"--data has {found} classes but the {what} (--{field})",
+            f"raise --{field} in the flags" + ("" if init else ", or leave it out to take the count from the data"),
+        )
+    return flags, source
 
 
 def _open_folder(path: Path, need_labels: bool, label_source: LabelSource, known: Sequence[str] | None, what: str) -> ImageSource:

@@ -38,7 +38,7 @@ from adm._version import __version__
 from adm.distributed import Dist
 from adm.errors import UsageError
 from adm.progress import ProgressFn, report
-from adm.training.checkpoint import LoadedCheckpoint, load_latest, write_checkpoint
+from adm.training.checkpoint import LoadedCheckpoint, load_latest, read_records, write_checkpoint
 from adm.training.config import CommonTrainConfig
 from adm.training.data import StreamDataset, StreamPlan, stream_batches, to_model_input
 from adm.training.ema import EMA
@@ -335,7 +335,6 @@ def open_run(run_dir: Path, doc: dict[str, Any], *, resume: bool) -> bool:
     A run dir with checkpoints continues only with the same kind and network flags; ``resume``
     insists that there is something to continue.
     """
-    from adm.training.checkpoint import read_records
     from adm.training.rundir import read_run_config
 
     records = read_records(run_dir) if run_dir.is_dir() else []
@@ -396,6 +395,10 @@ def fit(
     on_progress = on_progress if dist.is_main else None
     micro = config.micro_size(dist.world_size)
     trainer = Trainer(task.model, config, dist)
+    records = read_records(run_dir)
+    if records and records[-1].step >= config.steps:
+        # nothing to train: no progress bar (it would read "30/20 step"), nothing rewritten
+        return TrainResult(run_dir=run_dir, step=records[-1].step, start_step=records[-1].step)
     ckpt = load_latest(run_dir)
     if ckpt is not None:
         start, position = _restore(trainer, task, ckpt, config, dist, on_progress)
@@ -407,8 +410,6 @@ def fit(
     log = MetricsLog(run_dir, enabled=dist.is_main)
     log.truncate_after(start)
     result = TrainResult(run_dir=run_dir, step=start, start_step=start)
-    if start >= config.steps:
-        return result
 
     batches = stream_batches(
         task.dataset, plan, start, config.steps, workers=config.workers, pin_memory=dist.device.type == "cuda"

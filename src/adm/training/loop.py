@@ -17,13 +17,12 @@ import torch.nn.functional as F
 
 from adm.diffusion.losses import training_losses
 from adm.distributed import Dist
-from adm.errors import UsageError
 from adm.factory import build_model, build_process
 from adm.flags import ModelFlags, SuperResFlags, image_size
 from adm.hub.checkpoints import load_into, load_state_dict
 from adm.progress import ProgressFn
 from adm.training.config import TrainConfig
-from adm.training.data import Augment, SampleOrder, StreamDataset, open_source
+from adm.training.data import Augment, ImageSource, SampleOrder, StreamDataset, open_training_data
 from adm.training.engine import DeviceBatch, MicroOut, Trainer, TrainResult, run_task
 from adm.training.metrics import quarter_sums
 from adm.training.rundir import run_config
@@ -36,22 +35,20 @@ class DiffusionTask:
 
     kind = "diffusion"
 
-    def __init__(self, flags: ModelFlags | SuperResFlags, config: TrainConfig, *, init: str | None = None):
+    def __init__(
+        self,
+        flags: ModelFlags | SuperResFlags,
+        config: TrainConfig,
+        *,
+        init: str | None = None,
+        source: ImageSource | None = None,
+    ):
+        if source is None:
+            flags, source = open_training_data(flags, config.data, config.labels, init=init)
         self.flags, self.seed = flags, config.seed
         self.process, self.param, self.loss_type = build_process(flags)
         self.sampler = make_sampler(config.schedule_sampler, self.process.num_steps)
         self.is_upsampler = isinstance(flags, SuperResFlags)
-        source = open_source(
-            config.data,
-            image_size=image_size(flags),
-            need_labels=flags.class_cond,
-            label_source=config.labels,
-        )
-        if flags.class_cond and source.num_classes > flags.num_classes:
-            raise UsageError(
-                f"--data has {source.num_classes} classes but the model has {flags.num_classes} (--num_classes)",
-                "raise --num_classes in the model flags",
-            )
         self.dataset = StreamDataset(
             source,
             SampleOrder(tuple(range(source.count)), config.seed),
@@ -113,16 +110,18 @@ def train_diffusion(
     """Train (or continue training) a diffusion model into ``run_dir``.
 
     Everything is validated before the run dir is touched: flags, data, batch split and
-    ``config.init``. Then ``config.json`` is written (rank 0, atomically) and the loop runs until
+    ``config.init``. A class-conditional model whose flags leave ``num_classes`` unset gets the
+    data's class count (``open_training_data``). Then ``config.json`` is written (rank 0, atomically) and the loop runs until
     ``config.steps``, resuming from the run dir's newest checkpoint when it has one.
     """
     dist = dist or Dist()
     run_dir = Path(run_dir)
+    flags, source = open_training_data(flags, config.data, config.labels, init=config.init)
     if config.grad_checkpoint and not flags.use_checkpoint:
         flags = flags.replace(use_checkpoint=True)
     doc = run_config("diffusion", flags, config.model_dump(mode="json"), preset=preset)
     return run_task(
         doc, config, run_dir, dist,
-        lambda resuming: DiffusionTask(flags, config, init=None if resuming else config.init),
+        lambda resuming: DiffusionTask(flags, config, init=None if resuming else config.init, source=source),
         resume=resume, on_progress=on_progress,
     )
