@@ -46,6 +46,14 @@ class BytesColumn(DownloadColumn):
         return super().render(task)
 
 
+class SpeedColumn(TransferSpeedColumn):
+    """Bytes per second, or nothing before there is a rate (rich would print ``?``)."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("") if speed is None else super().render(task)
+
+
 class RemainingColumn(TimeRemainingColumn):
     """Time left (after ``label``), or nothing when there is no total to estimate it from."""
 
@@ -72,7 +80,7 @@ def byte_bars(console: Console) -> Progress:
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         BytesColumn(),
-        TransferSpeedColumn(),
+        SpeedColumn(),
         RemainingColumn(),
         console=console,
     )

@@ -149,7 +149,7 @@ def inspect_entry(artifact: Artifact, path: Path) -> tuple[CacheState, Record | 
     """A quick look at a cache entry: stat calls and the record, no hashing."""
     try:
         st = path.stat()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # a part of the cache root is a file: nothing cached
         return "missing", None
     record = read_record(path)
     if record is None:

@@ -251,6 +251,11 @@ def _locked(art: Artifact, path: Path, on_status: StatusCallback) -> Iterator[No
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UsageError(
+            f"cannot use the cache folder {path.parent}: a part of it is a file, not a folder",
+            "pass --dir or set ADM_HOME to a folder",
+        ) from None
     except OSError as err:
         raise DownloadStorageError(
             f"cannot create the cache folder {path.parent}: {err.strerror or err}",

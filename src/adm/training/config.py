@@ -103,7 +103,7 @@ class ClassifierTrainConfig(CommonTrainConfig):
     @model_validator(mode="after")
     def _one_validation_source(self):
         if self.val_data and self.val_fraction:
-            raise ValueError("give either val_data or val_fraction, not both")
+            raise ValueError("give either val_data or val_fraction, not both (the options --val-data, --val-fraction)")
         return self
 
 
@@ -119,8 +119,10 @@ def make_config(cls: type[C], values: dict[str, Any]) -> C:
         return cls(**values)
     except ValidationError as err:
         first = err.errors()[0]
-        name = ".".join(str(p) for p in first["loc"]) or "config"
+        name = ".".join(str(p) for p in first["loc"])
         message = first["msg"].removeprefix("Value error, ")
+        if not name:  # a check across options: its message names them
+            raise UsageError(message) from None
         raise UsageError(f"bad value for {option_name(name)}: {message}") from None
 
 

@@ -1,0 +1,211 @@
+"""Every subcommand through a table of bad inputs (issue 11).
+
+Each row is one command line and what it must do: exit with the documented code (docs/cli.md),
+print exactly one line on stderr (the error), no traceback, and leave nothing in the output
+location ``{out}``: no file at all, except the download cache's per-entry ``.lock`` files, which
+stay by design (removing a lock file others may be waiting on breaks the lock).
+
+Adding a case is one line: ``Row("COMMAND ARGS", code, "part of the message")``. Placeholders:
+``{out}`` a fresh, empty folder per row; ``{png}`` an image; ``{pt}`` a valid state_dict of a tiny
+classifier (no released preset's network); ``{evil}`` a .pt with pickled code; ``{data}`` 16x16
+training images in 3 classes (npz); ``{unlabelled}`` the same without labels; ``{samples16}`` /
+``{samples32}`` sample npz files; ``{file}`` a plain file (not a folder); ``{missing}`` a path
+that does not exist; ``{long}`` a file name longer than file systems allow. ``fault=`` names an
+environment failure from ``FAULTS`` to simulate while the row runs.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors import SafetensorError
+from typer.testing import CliRunner
+
+import adm.fileio as fileio
+import adm.hub.checkpoints as checkpoints
+from adm.cli.main import app
+from adm.factory import build_classifier
+from adm.flags import ClassifierFlags, parse_flags
+from adm.hub.checkpoints import save_state_dict
+from adm.presets.training import TINY_CLASSIFIER
+from http_server import FileServer
+
+
+@dataclass(frozen=True)
+class Row:
+    args: str
+    code: int
+    message: str
+    fault: str | None = None
+
+    def __str__(self) -> str:
+        return self.args + (f" [{self.fault}]" if self.fault else "")
+
+
+ROWS = [
+    # presets
+    Row("presets nope", 2, "unknown preset 'nope'"),
+    Row("presets tiny-cnd --json", 2, "did you mean tiny-cond"),
+    # download
+    Row("download --dir {out}", 2, "name what to download"),
+    Row("download nope-xyz --dir {out}", 2, "unknown artifact or preset 'nope-xyz'"),
+    Row("download --list --verify --dir {out}", 2, "--list and --verify cannot be combined"),
+    Row("download 64-cond --force --verify --dir {out}", 2, "--force only applies to downloads"),
+    Row("download imagenet64 --from-file {png} --dir {out}", 2, "--from-file imports one artifact"),
+    Row("download 64-cond --from-file {missing} --dir {out}", 2, "missing.pt is not a file"),
+    Row("download 64-cond --from-file {png} --dir {out}", 4, "image.png is not a readable PyTorch checkpoint"),
+    Row("download 64-cond --from-file {evil} --dir {out}", 4, "contains pickled Python objects"),
+    Row("download 64-cond --from-file {pt} --dir {out}", 4, "does not fit the model of preset imagenet64"),
+    Row("download 64-classifier --from-file {pt} --dir {out}", 4, "does not fit the classifier of preset imagenet64"),
+    Row("download 64-cond --verify --dir {out}", 2, "not in the cache: 64-cond"),
+    Row("download 64-cond --dir {out}", 3, "was not found (HTTP 404"),
+    Row("download 64-cond --dir {file}/cache", 2, "a part of it is a file, not a folder"),
+    Row("download 64-cond --dir {out}/{long}", 1, "File name too long"),
+    # convert
+    Row("convert {missing} {out}/x.safetensors", 2, "missing.pt does not exist"),
+    Row("convert {png} {out}/x.safetensors", 2, "image.png is not a readable PyTorch checkpoint"),
+    Row("convert {evil} {out}/x.safetensors", 2, "contains pickled Python objects"),
+    Row("convert {pt} {out}/x.bin", 2, "cannot tell the output format"),
+    Row("convert {pt} {pt}", 2, "input and output are the same file"),
+    Row("convert {pt} {file}/x.pt", 2, "is a file, not a folder"),
+    Row("convert {pt} {out}/{long}.pt", 1, "File name too long"),
+    Row("convert {pt} {out}/x.safetensors", 1, "x.safetensors: No space left on device", fault="safetensors disk full"),
+    Row("convert {pt} {out}/x.pt", 1, "x.pt: No space left on device", fault="disk full"),
+    # evaluate
+    Row("evaluate", 2, "name the SAMPLES to evaluate"),
+    Row("evaluate {missing}", 2, "missing.pt does not exist"),
+    Row("evaluate {png}", 2, "image.png is not a readable npz file"),
+    Row("evaluate --make-ref {samples16}", 2, "--make-ref needs -o"),
+    Row("evaluate {samples16} -o {out}/r.npz", 2, "-o only applies to --make-ref"),
+    Row("evaluate {samples16} --metric fid", 2, "unknown metric 'fid'"),
+    Row("evaluate {samples32} --json {out}/m.json", 2, "no built-in reference batch for 32x32"),
+    Row("evaluate {samples32} --ref {png} --json {out}/m.json", 2, "image.png is not a readable npz file"),
+    Row("evaluate {samples16} --json {out}/m.json", 1, "m.json: No space left on device", fault="disk full"),
+    # train
+    Row("train --run-dir {out}/run --data {data}", 2, "no network given"),
+    Row("train --run-dir {out}/run --preset tiny", 2, "no training data given"),
+    Row("train --run-dir {out}/run --preset tinyy --data {data}", 2, "unknown training preset 'tinyy'"),
+    Row("train --run-dir {out}/run --preset tiny --data {missing}", 2, "missing.pt does not exist"),
+    Row("train --run-dir {out}/run --preset tiny --data {data} --precision fp8", 2, "bad value for --precision"),
+    Row("train --run-dir {out}/run --preset tiny --data {data} --iterations 0", 2, "bad value for --iterations"),
+    Row("train --run-dir {out}/run --preset tiny --data {data} --iterations 3 --steps 4", 2, "--iterations 3 and --steps 4 disagree"),
+    Row("train --run-dir {out}/run --preset tiny --data {data} --resume", 2, "nothing to resume"),
+    Row("train --run-dir {out}/run --preset tiny --data {data} --init {png}", 2, "image.png is not a readable PyTorch checkpoint"),
+    Row("train --run-dir {out}/run --preset tiny --data {data} --init {evil}", 2, "contains pickled Python objects"),
+    Row("train --run-dir {out}/run --preset tiny --data {data} --init {pt}", 2, "does not fit the chosen architecture"),
+    Row("train --run-dir {out}/run --preset tiny-cond --model-flags '--num_classes 2' --data {data}", 2, "--data has 3 classes but the model has 2"),
+    Row("train --run-dir {out}/run --model-flags '--image_size 16 --use_ddim True' --data {data}", 2, "use adm's --sampler ddim instead"),
+    Row("train --run-dir {out}/{long} --preset tiny --data {data}", 1, "File name too long"),
+    # train-classifier
+    Row("train-classifier --run-dir {out}/run --data {data}", 2, "no classifier given"),
+    Row("train-classifier --run-dir {out}/run --preset tiny --data {unlabelled}", 2, "has no labels (arr_1)"),
+    Row("train-classifier --run-dir {out}/run --preset tiny --data {data} --val-data {data} --val-fraction 0.1", 2, "give either val_data or val_fraction"),
+    Row("train-classifier --run-dir {out}/run --preset tiny --data {data} --val-fraction 1.5", 2, "bad value for --val-fraction"),
+    Row("train-classifier --run-dir {out}/run --preset tiny --classifier-flags '--classifier_scale 1' --data {data}", 2, "use adm's --scale instead"),
+    Row("train-classifier --run-dir {out}/run --preset tiny --classifier-flags '--classifier_num_classes 2' --data {data}", 2, "3 classes but the classifier has 2 outputs"),
+    # data
+    Row("data digits {out}/d.npz --split nope", 2, "unknown split 'nope'"),
+    Row("data digits {out}/d.npz --format gif", 2, "unknown format 'gif'"),
+    Row("data digits {file}/d.npz", 2, "is a file, not a folder"),
+    Row("data digits {out}/{long}.npz", 1, "File name too long"),
+    Row("data digits {out}/d.npz", 1, "d.npz: No space left on device", fault="disk full"),
+    # recipe
+    Row("recipe digits {file}", 2, "is a file, not a folder"),
+    Row("recipe digits {out}/{long}", 1, "File name too long"),
+    Row("recipe digits {out}/work --quick", 1, "No space left on device", fault="disk full"),
+]
+
+
+def _fsync_on_a_full_disk(monkeypatch) -> None:
+    """Every atomic write fails as on a full disk, when its data is flushed (how NFS reports it)."""
+
+    def fsync(path):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(fileio, "_fsync", fsync)
+
+
+def _safetensors_on_a_full_disk(monkeypatch) -> None:
+    def save_file(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"part of it")
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(checkpoints, "save_file", save_file)
+
+
+FAULTS = {"disk full": _fsync_on_a_full_disk, "safetensors disk full": _safetensors_on_a_full_disk}
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("inputs")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "image.png")
+    save_state_dict(build_classifier(parse_flags(ClassifierFlags, TINY_CLASSIFIER)).state_dict(), root / "tiny.pt")
+    torch.save({"w": torch.zeros(2), "code": Path("x")}, root / "evil.pt")  # a pickled Python object
+    rng = np.random.default_rng(0)
+    np.savez(root / "data.npz", rng.integers(0, 255, (6, 16, 16, 3), dtype=np.uint8), np.arange(6) % 3)
+    np.savez(root / "unlabelled.npz", np.zeros((6, 16, 16, 3), np.uint8))
+    np.savez(root / "samples16.npz", rng.integers(0, 255, (4, 16, 16, 3), dtype=np.uint8))
+    np.savez(root / "samples32.npz", np.zeros((4, 32, 32, 3), np.uint8))
+    (root / "file").write_text("not a folder")
+    return {
+        "png": str(root / "image.png"), "pt": str(root / "tiny.pt"), "evil": str(root / "evil.pt"),
+        "data": str(root / "data.npz"), "unlabelled": str(root / "unlabelled.npz"),
+        "samples16": str(root / "samples16.npz"), "samples32": str(root / "samples32.npz"),
+        "file": str(root / "file"), "missing": str(root / "missing.pt"), "long": "n" * 300,
+    }
+
+
+@pytest.fixture(scope="module")
+def empty_mirror():
+    """Downloads go to a local server that has nothing (404), never to the internet."""
+    with FileServer() as server:
+        yield server.url("/")
+
+
+def command_line(row: Row, inputs: dict[str, str], out: Path) -> list[str]:
+    return [part.format(out=out, **inputs) for part in shlex.split(row.args)]
+
+
+def leftovers(out: Path) -> list[str]:
+    return sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and not p.name.endswith(".lock"))
+
+
+@pytest.mark.parametrize("row", ROWS, ids=str)
+def test_bad_input(row, inputs, empty_mirror, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.setenv("ADM_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("ADM_BASE_URL", empty_mirror)
+    monkeypatch.setenv("ADM_DOWNLOAD_RETRIES", "0")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    if row.fault:
+        FAULTS[row.fault](monkeypatch)
+    result = CliRunner(env={"COLUMNS": "200"}).invoke(app, command_line(row, inputs, out))
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert result.exit_code == row.code, result.stderr
+    assert lines[0].startswith("error: ") and row.message in lines[0], lines[0]
+    assert leftovers(out) == []
+
+
+def test_a_real_process_agrees_with_the_runner(inputs, tmp_path):
+    """The table runs in-process; the same rows as real processes give the same code and line."""
+    for row in (ROWS[0], next(r for r in ROWS if r.code == 4)):
+        args = command_line(row, inputs, tmp_path)
+        done = subprocess.run([sys.executable, "-m", "adm.cli", *args], capture_output=True, text=True,
+                              env={**os.environ, "COLUMNS": "200"}, timeout=300)
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        assert done.returncode == row.code and len(lines) == 1 and row.message in lines[0], done.stderr
