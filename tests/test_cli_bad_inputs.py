@@ -123,6 +123,32 @@ ROWS = [
     Row("recipe digits {file}", 2, "is a file, not a folder"),
     Row("recipe digits {out}/{long}", 1, "File name too long"),
     Row("recipe digits {out}/work --quick", 1, "No space left on device", fault="disk full"),
+    # sample (the shipped digits preset needs no download)
+    Row("sample --preset digits --seed -1 --out {out}/s.npz", 2, "--seed must be a non-negative integer"),
+    Row("sample --preset digits -n 0 --out {out}/s.npz", 2, "--num-samples must be at least 1"),
+    Row("sample --preset digits --out {out}/s.png", 2, "--out must name an .npz file"),
+    Row("sample --preset digitz --out {out}/s.npz", 2, "did you mean digits"),
+    Row("sample --preset digits --sampler dpm++2n --out {out}/s.npz", 2, "did you mean dpm++2m"),
+    Row("sample --preset digits --eta 0.5 --out {out}/s.npz", 2, "sampler ddpm has no option 'eta'"),
+    Row("sample --preset digits --sampler unipc --sampler-opt order=9 --out {out}/s.npz", 2, "bad value for sampler option order"),
+    Row("sample --preset digits --sampler ddim --spacing karras --out {out}/s.npz", 2, "walks the model's respaced chain"),
+    Row("sample --preset digits --spacing sideways --sampler heun --out {out}/s.npz", 2, "unknown spacing 'sideways'"),
+    Row("sample --preset digits --threshold 2 --out {out}/s.npz", 2, "bad value for --threshold"),
+    Row("sample --preset digits --guidance-interval 0.9,0.1 --out {out}/s.npz", 2, "guidance interval must satisfy"),
+    Row("sample --preset digits --classes 12 --out {out}/s.npz", 2, "class id 12 is out of range"),
+    Row("sample --preset digits --scale -1 --out {out}/s.npz", 2, "bad value for --scale"),
+    Row("sample --preset digits --upsample upsample-64-256 --out {out}/s.npz", 2, "upsamples 64x64 images, the base model makes 16x16"),
+    Row("sample --preset imagenet64 --out {out}/s.npz", 2, "adm download 64-cond 64-classifier"),
+    Row("sample --preset upsample-64-256 --out {out}/s.npz", 2, "is an upsampler"),
+    Row("sample --run-dir {missing} --out {out}/s.npz", 2, "does not exist"),
+    Row("sample --model-flags '--image_size 16 --num_channels 32' --out {out}/s.npz", 2, "model flags need a model checkpoint"),
+    Row("sample --model-flags '--large_size 32 --small_size 16 --num_channels 32 --channel_mult 1,2' --model-path {pt} --scale 0 --out {out}/s.npz", 2, "adm upsample"),
+    Row("sample --preset digits --out {file}/s.npz", 2, "is a file, not a folder"),
+    Row("sample --preset digits -n 2 --out {out}/s.npz", 1, "No space left on device", fault="disk full"),
+    # upsample
+    Row("upsample --preset digits --base-samples {samples16} --out {out}/u.npz", 2, "digits is not an upsampler"),
+    Row("upsample --preset upsample-64-256 --base-samples {missing} --out {out}/u.npz", 2, "does not exist"),
+    Row("upsample --preset upsample-64-256 --base-samples {png} --out {out}/u.npz", 2, "not a readable npz"),
 ]
 
 

@@ -35,7 +35,7 @@ def test_wheel_contents(wheel):
     assert not any(n.startswith(("tests/", "adm/tests")) for n in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
-    assert "adm = adm.cli.main:run" in text
+    assert "adm = adm.cli.entry:run" in text
     assert "[adm.presets]" in text and "builtin = adm.presets.builtin:register" in text
 
 

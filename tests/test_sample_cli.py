@@ -313,11 +313,13 @@ def test_a_trained_run_directory_samples_with_nothing_else(tmp_path):
     data = tmp_path / "d.npz"
     np.savez(data, arr_0=rng.integers(0, 256, (8, 16, 16, 3), dtype=np.uint8), arr_1=np.arange(8) % 2)
     run = tmp_path / "run"
-    invoke(["train", "--preset", "tiny", "--data", data, "--run-dir", run, "--steps", 2, "--batch-size", 4,
+    invoke(["train", "--preset", "tiny", "--data", data, "--run-dir", run, "--iterations", 2, "--batch-size", 4,
             "--save-every", 2, "--device", "cpu"])
     out = tmp_path / "r.npz"
     invoke(["sample", "--run-dir", run, "-n", 2, "--steps", 3, "--out", out, "-q"])
     assert load(out)["arr_0"].shape == (2, 16, 16, 3)
-    assert json.loads(out.with_suffix(".json").read_text())["key"]["model_path"] == str(run)
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    assert sidecar["key"]["model_weights"]["file"].startswith("ema_")  # the newest checkpoint's EMA
+    assert Path(sidecar["weights_files"]["model"]).parent == run
     result = runner.invoke(app, ["sample", "--run-dir", str(tmp_path / "nothing"), "--out", str(tmp_path / "n.npz")])
     assert result.exit_code == 2 and "Traceback" not in result.output

@@ -38,6 +38,8 @@ class LoadedModel:
     classifier: nn.Module | None = None
     classifier_flags: ClassifierFlags | None = None
     preset: Preset | None = None
+    checkpoint: Path | None = None  # the files the weights came from
+    classifier_checkpoint: Path | None = None
 
     @property
     def device(self) -> torch.device:
@@ -117,7 +119,7 @@ def load_model(
 
     model_path = _resolve(checkpoint, preset.checkpoint if preset else None, download, "model", registry)
     model = load_weights(build_model(flags, device="meta"), model_path, what="model", registry=registry, classifier=False)
-    classifier = None
+    classifier = classifier_path = None
     if with_classifier and cflags is not None:
         artifact = preset.classifier_checkpoint if preset else None
         classifier_path = _resolve(classifier_checkpoint, artifact, download, "classifier", registry)
@@ -133,6 +135,8 @@ def load_model(
         classifier=classifier,
         classifier_flags=cflags if classifier is not None else None,
         preset=preset,
+        checkpoint=model_path,
+        classifier_checkpoint=classifier_path,
     )
 
 

@@ -33,13 +33,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     the temporary name.
     """
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise UsageError(
-            f"cannot write {path}: a part of {path.parent} is a file, not a folder",
-            "choose an output path inside a folder",
-        ) from None
+    make_folder(path.parent, path)
     tmp, mode = _create_beside(path)
     try:
         yield tmp
@@ -52,6 +46,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         if isinstance(err, OSError) and err.filename is not None and os.fsdecode(err.filename) == str(tmp):
             raise OSError(err.errno, err.strerror, str(path)) from None
         raise
+
+
+def make_folder(folder: str | os.PathLike, target: str | os.PathLike | None = None) -> Path:
+    """``mkdir -p folder``; a file in the way is a usage error naming what was to be written."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UsageError(
+            f"cannot write {target or folder}: a part of {folder} is a file, not a folder",
+            "choose an output path inside a folder",
+        ) from None
+    return folder
 
 
 def _create_beside(path: Path) -> tuple[Path, int]:

@@ -11,16 +11,18 @@ and run the sharded, resumable sampling job. The CLI calls exactly these functio
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
 from adm.api import LoadedModel, load_model
 from adm.data.images import npz_labels, open_images
 from adm.distributed import Dist, pick_device
-from adm.errors import UsageError
-from adm.flags import SuperResFlags
+from adm.errors import MissingFileError, UsageError
+from adm.flags import ModelFlags, SuperResFlags, parse_model_flags
+from adm.hub.fingerprint import weights_fingerprint
 from adm.presets import Preset, Registry, default_registry
 from adm.progress import ProgressFn, report
 from adm.sampling.generate import SamplerSettings, SamplingPlan, parse_classes
@@ -37,6 +39,7 @@ class Samples:
     result: JobResult
     images: np.ndarray | None = None
     labels: np.ndarray | None = None
+    upsampled: Samples | None = None  # the cascade's second stage (sample(..., then_upsample=...))
 
     def load(self) -> tuple[np.ndarray, np.ndarray | None]:
         if self.images is not None:
@@ -47,7 +50,11 @@ class Samples:
 
 @dataclass(frozen=True)
 class ModelSource:
-    """Where the networks come from: a preset, flags + checkpoint, or a training run directory."""
+    """Where the networks come from: a preset, flags + checkpoint, or a training run directory.
+
+    For a run directory, ``weights`` picks its newest checkpoint's EMA (the slowest rate, or
+    ``ema_rate``) or its raw model weights.
+    """
 
     preset: str | None = None
     model_flags: str | dict | None = None
@@ -55,41 +62,114 @@ class ModelSource:
     run_dir: Path | None = None
     classifier_flags: str | dict | None = None
     classifier_path: Path | None = None
+    weights: Literal["ema", "model"] = "ema"
+    ema_rate: float | None = None
 
     def check(self) -> None:
         if sum(x is not None for x in (self.preset, self.model_flags, self.run_dir)) != 1:
             raise UsageError("give exactly one of a preset, model flags or a run directory")
         if self.model_flags is not None and self.model_path is None:
             raise UsageError("model flags need a model checkpoint (--model-path)")
+        if self.preset is None and self.classifier_path is not None and self.classifier_flags is None:
+            raise UsageError("--classifier-path needs --classifier-flags for a model that is not a preset",
+                             "pass the classifier's flags in the original syntax")
+        if self.run_dir is None and (self.weights != "ema" or self.ema_rate is not None):
+            raise UsageError("--weights and --ema-rate choose the weights of a --run-dir")
 
 
-def _load(source: ModelSource, *, with_classifier: bool, device, download: bool, registry: Registry) -> LoadedModel:
-    source.check()
-    model_flags, model_path = source.model_flags, source.model_path
-    if source.run_dir is not None:
-        from adm.training.rundir import latest_weights
+@dataclass(frozen=True)
+class _Weights:
+    """The network flags and weights file resolved from a source, before anything is loaded."""
 
-        model_flags, weights = latest_weights(source.run_dir)
-        model_path = model_path or weights
-    return load_model(
-        source.preset, model_flags=model_flags, checkpoint=model_path, classifier_flags=source.classifier_flags,
-        classifier_checkpoint=source.classifier_path, with_classifier=with_classifier, device=device,
-        download=download, registry=registry,
+    model_flags: ModelFlags | SuperResFlags | None
+    model_path: Path | None
+    warnings: tuple[str, ...] = ()
+
+
+def _run_weights(source: ModelSource) -> _Weights:
+    """The weights of a training run dir, refusing a classifier run, warning about a young EMA."""
+    from adm.training.checkpoint import read_records
+    from adm.training.rundir import latest_weights, read_run_config
+
+    if read_run_config(source.run_dir)["kind"] != "diffusion":
+        raise UsageError(
+            f"{source.run_dir} is a classifier run (adm train-classifier), not a diffusion model",
+            "sample a diffusion run; guide it with this classifier via --classifier-flags and --classifier-path",
+        )
+    flags, weights = latest_weights(source.run_dir, source.weights, rate=source.ema_rate)
+    records = read_records(source.run_dir)
+    warnings = []
+    if source.weights == "ema" and records and records[-1].emas:
+        rates = sorted(float(r) for r in records[-1].emas)
+        rate, step = (source.ema_rate or rates[-1]), records[-1].step
+        if rate**step > 0.5:
+            warnings.append(
+                f"the EMA of rate {rate:g} at step {step} still weighs the initial weights by {rate**step:.1%}; "
+                f"sample the raw weights with --weights model, or a faster EMA with --ema-rate (this run has: "
+                f"{', '.join(f'{r:g}' for r in rates)})"
+            )
+    return _Weights(flags, source.model_path or weights, tuple(warnings))
+
+
+def _preflight(source: ModelSource, preset: Preset | None, guided: bool, download: bool, registry: Registry,
+               extra: tuple[str, ...] = ()) -> None:
+    """Name every missing input file in one message, before any network is built."""
+    from adm.hub.download import ensure_artifact
+
+    missing = [str(p) for p in (source.model_path, source.classifier_path if guided else None) if p and not Path(p).is_file()]
+    artifacts = []
+    if preset is not None:
+        if source.model_path is None and preset.checkpoint:
+            artifacts.append(preset.checkpoint)
+        if guided and source.classifier_path is None and preset.classifier_checkpoint:
+            artifacts.append(preset.classifier_checkpoint)
+    artifacts += extra
+    fetch = []
+    if not download:
+        for name in artifacts:
+            try:
+                ensure_artifact(name, registry=registry)
+            except MissingFileError:
+                fetch.append(name)
+    if missing or fetch:
+        parts = [f"no file {p}" for p in missing] + [f"{n} is not downloaded" for n in fetch]
+        hint = f"run `adm download {' '.join(fetch)}` or pass --download" if fetch else "check the paths"
+        raise MissingFileError("missing inputs: " + "; ".join(parts), hint)
+
+
+def _load(source: ModelSource, weights: _Weights, *, with_classifier: bool, device, download: bool,
+          registry: Registry) -> LoadedModel:
+    loaded = load_model(
+        source.preset, model_flags=weights.model_flags or source.model_flags, checkpoint=weights.model_path,
+        classifier_flags=source.classifier_flags, classifier_checkpoint=source.classifier_path,
+        with_classifier=with_classifier, device=device, download=download, registry=registry,
     )
+    if loaded.classifier is not None:
+        loaded.classifier.requires_grad_(False)  # guidance needs ∇_x only: no weight gradients kept
+    return loaded
 
 
 def _default(value, fallback):
     return fallback if value is None else value
 
 
-def _identity(loaded: LoadedModel, source: ModelSource) -> dict:
+def _identity(loaded: LoadedModel) -> dict:
+    """What made the images: the architecture and the exact weights (content fingerprints)."""
     identity = {
         "model": loaded.preset.name if loaded.preset else loaded.flags.model_dump(),
-        "model_path": str(source.model_path or source.run_dir or "") or None,
+        "model_weights": weights_fingerprint(loaded.checkpoint),
     }
     if loaded.classifier is not None:
-        identity["classifier_path"] = str(source.classifier_path) if source.classifier_path else None
+        identity["classifier_weights"] = weights_fingerprint(loaded.classifier_checkpoint)
     return identity
+
+
+def _notes(setup: _Setup) -> dict:
+    """Sidecar facts that are not part of the key: which rule chose the steps, where the weights were."""
+    files = {"model": str(setup.loaded.checkpoint)}
+    if setup.loaded.classifier_checkpoint is not None:
+        files["classifier"] = str(setup.loaded.classifier_checkpoint)
+    return {"steps_rule": setup.steps_rule, "weights_files": files, "evaluations": setup.plan.evaluations}
 
 
 def _precision(precision: str | None, loaded: LoadedModel) -> str:
@@ -161,8 +241,7 @@ class _Setup:
     def batch_size(self, requested: int | None) -> int:
         return _default(requested, self.preset.sampling.batch_size if self.preset else 16)
 
-    def key(self, source: ModelSource) -> dict:
-        return {**_identity(self.loaded, source), **self.plan.key()}
+    warnings: tuple[str, ...] = ()
 
 
 def _options(choice: SamplerChoice, preset: Preset | None, sampler: str) -> dict:
@@ -177,6 +256,7 @@ def _options(choice: SamplerChoice, preset: Preset | None, sampler: str) -> dict
 
 def _setup(
     source: ModelSource, registry: Registry | None, choice: SamplerChoice, *, upsampler: bool, device, download, dist,
+    cascade: str | None = None,
 ) -> _Setup:
     registry = registry or default_registry()
     preset = registry.preset(source.preset) if source.preset else None
@@ -192,10 +272,18 @@ def _setup(
     if guided and source.classifier_flags is None and (preset is None or preset.classifier_flags is None):
         raise UsageError("a guidance scale > 0 needs a classifier", "pass classifier flags and checkpoint, or use scale 0")
     sampler = get_sampler(choice.sampler or (preset.sampling.sampler if preset else "ddpm"))
-    device = device if device is not None else (dist.device if dist else pick_device())
-    loaded = _load(source, with_classifier=guided, device=device, download=download, registry=registry)
-    if upsampler and not isinstance(loaded.flags, SuperResFlags):
+    source.check()
+    weights = _run_weights(source) if source.run_dir is not None else _Weights(None, source.model_path)
+    flags = weights.model_flags or (parse_model_flags(source.model_flags) if source.model_flags is not None else preset.model_flags)
+    if upsampler and not isinstance(flags, SuperResFlags):
         raise UsageError("the model flags do not describe an upsampler (they need --large_size and --small_size)")
+    if not upsampler and isinstance(flags, SuperResFlags):
+        raise UsageError("these model flags describe an upsampler (--large_size/--small_size)",
+                         "upsample low-resolution images with `adm upsample --model-flags ... --base-samples ...`")
+    extra = tuple(_cascade_check(cascade, registry, flags).artifacts) if cascade is not None else ()
+    _preflight(replace(source, model_path=weights.model_path), preset, guided, download, registry, extra)
+    device = device if device is not None else (dist.device if dist else pick_device())
+    loaded = _load(source, weights, with_classifier=guided, device=device, download=download, registry=registry)
     steps, rule = _steps(loaded, preset, sampler, choice.steps)
     defaults = preset.sampling if preset else None
     settings = SamplerSettings.make(
@@ -204,7 +292,27 @@ def _setup(
         clip_denoised=_default(choice.clip_denoised, defaults.clip_denoised if defaults else True),
         precision=_precision(choice.precision, loaded),
     )
-    return _Setup(preset, loaded, settings.plan(loaded.schedule), rule)
+    return _Setup(preset, loaded, settings.plan(loaded.schedule), rule, weights.warnings)
+
+
+def _cascade_check(name: str, registry: Registry, base_flags) -> Preset:
+    """The upsampler preset of a cascade, checked against the base model before any sampling."""
+    upsampler = registry.preset(name)
+    if not upsampler.is_upsampler:
+        names = ", ".join(n for n, p in registry.presets.items() if p.is_upsampler)
+        raise UsageError(f"--upsample {name} is not an upsampler preset", f"upsampler presets: {names}")
+    if upsampler.model_flags.small_size != base_flags.image_size:
+        raise UsageError(
+            f"{name} upsamples {upsampler.model_flags.small_size}x{upsampler.model_flags.small_size} images, "
+            f"the base model makes {base_flags.image_size}x{base_flags.image_size}",
+            f"pick the upsampler for {base_flags.image_size}px samples",
+        )
+    return upsampler
+
+
+def _warn(on_progress: ProgressFn | None, warnings, total: int) -> None:
+    for warning in warnings:
+        report(on_progress, "sampling", 0, total, unit="img", message=f"warning: {warning}")
 
 
 def sample(
@@ -228,7 +336,9 @@ def sample(
     device=None,
     download: bool = False,
     out: str | Path | None = None,
+    overwrite: bool = False,
     grid: int = 64,
+    then_upsample: str | None = None,
     dist: Dist | None = None,
     on_progress: ProgressFn | None = None,
     registry: Registry | None = None,
@@ -239,30 +349,42 @@ def sample(
     batch size, number of samples, class plan), else 16 samples with uniformly drawn labels,
     unguided, with the original's ancestral sampler over every step of the model's chain.
     ``steps`` counts network evaluations for the solvers (``dpm++2m``, ...) and is a respacing
-    (``"250"``, ``"ddim25"``) for ``ddpm`` / ``ddim``.
+    (``"250"``, ``"ddim25"``) for ``ddpm`` / ``ddim``. ``then_upsample`` names an upsampler
+    preset to run on the samples afterwards (the cascade); its result is ``.upsampled``.
     """
+    registry = registry or default_registry()
     source = source or ModelSource(preset=preset)
     choice = SamplerChoice(
         sampler, None if steps is None else str(steps), spacing, dict(sampler_options or {}), eta, scale,
         tuple(guidance_interval), threshold, clip_denoised, precision,
     )
-    setup = _setup(source, registry, choice, upsampler=False, device=device, download=download, dist=dist)
+    setup = _setup(source, registry, choice, upsampler=False, device=device, download=download, dist=dist,
+                   cascade=then_upsample)
     flags = setup.loaded.flags
     defaults = setup.preset.sampling if setup.preset else None
     num_samples = _default(num_samples, defaults.num_samples if defaults else 16)
     classes = _default(classes, defaults.classes if defaults else "random")
     if (flags.class_cond or setup.plan.settings.scale > 0) and isinstance(classes, str):
         classes = parse_classes(classes, flags.num_classes)
-    for warning in setup.plan.warnings:
-        report(on_progress, "sampling", 0, num_samples, unit="img", message=f"warning: {warning}")
+    _warn(on_progress, (*setup.warnings, *setup.plan.warnings), num_samples)
 
     def run(out: Path, in_memory: bool) -> Samples:
         job = SampleJob(
             out=out, num_samples=num_samples, batch_size=setup.batch_size(batch_size), seed=seed,
             plan=setup.plan, classes=classes, grid_size=grid, num_classes=flags.num_classes,
-            identity=_identity(setup.loaded, source), notes={"steps_rule": setup.steps_rule},
+            identity=_identity(setup.loaded), notes=_notes(setup), overwrite=overwrite,
         )
-        return _run(setup.loaded, job, dist, on_progress, in_memory)
+        base = _run(setup.loaded, job, dist, on_progress, in_memory)
+        if then_upsample is None:
+            return base
+        up = upsample(
+            then_upsample, base_samples=out, seed=seed, precision=precision, download=download,
+            out=out.with_name(out.stem + "-up.npz"), overwrite=overwrite, grid=grid, dist=dist,
+            on_progress=on_progress, registry=registry, device=device,
+        )
+        if in_memory:  # the temporary files are about to go: keep the arrays
+            up = Samples(up.path, up.result, *up.load())
+        return replace(base, upsampled=up)
 
     return _with_output(run, out)
 
@@ -286,6 +408,7 @@ def upsample(
     device=None,
     download: bool = False,
     out: str | Path | None = None,
+    overwrite: bool = False,
     grid: int = 64,
     dist: Dist | None = None,
     on_progress: ProgressFn | None = None,
@@ -300,12 +423,15 @@ def upsample(
         (0.0, 1.0), threshold, clip_denoised, precision,
     )
     setup = _setup(source, registry, choice, upsampler=True, device=device, download=download, dist=dist)
+    total = _default(num_samples, base.count)
+    _warn(on_progress, (*setup.warnings, *setup.plan.warnings), total)
 
     def run(out: Path, in_memory: bool) -> Samples:
         job = SampleJob(
-            out=out, num_samples=_default(num_samples, base.count), batch_size=setup.batch_size(batch_size),
-            seed=seed, plan=setup.plan, grid_size=grid, notes={"steps_rule": setup.steps_rule},
-            identity={**_identity(setup.loaded, source), "base": str(base_samples), "base_count": base.count},
+            out=out, num_samples=total, batch_size=setup.batch_size(batch_size), overwrite=overwrite,
+            seed=seed, plan=setup.plan, grid_size=grid, notes=_notes(setup),
+            identity={**_identity(setup.loaded), "base": weights_fingerprint(base_samples) if Path(base_samples).is_file()
+                      else str(base_samples), "base_count": base.count},
         )
         return _run(setup.loaded, job, dist, on_progress, in_memory, base=base, base_labels=labels)
 

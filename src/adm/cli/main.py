@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from adm._version import __version__
+from adm.cli.common import AdmCommand, AdmGroup
 from adm.cli.convert_cmd import convert
 from adm.cli.data_cmd import app as data_app
 from adm.cli.download_cmd import download
@@ -21,6 +22,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=AdmGroup,
 )
 
 
@@ -52,15 +54,15 @@ def main(
     """Sample, train and evaluate ADM (guided-diffusion) models."""
 
 
-app.command("presets")(presets)
-app.command("samplers")(samplers)
-app.command("download")(download)
-app.command("convert")(convert)
-app.command("evaluate")(evaluate)
-app.command("sample")(sample)
-app.command("upsample")(upsample)
-app.command("train")(train)
-app.command("train-classifier")(train_classifier)
+app.command("presets", cls=AdmCommand)(presets)
+app.command("samplers", cls=AdmCommand)(samplers)
+app.command("download", cls=AdmCommand)(download)
+app.command("convert", cls=AdmCommand)(convert)
+app.command("evaluate", cls=AdmCommand)(evaluate)
+app.command("sample", cls=AdmCommand)(sample)
+app.command("upsample", cls=AdmCommand)(upsample)
+app.command("train", cls=AdmCommand)(train)
+app.command("train-classifier", cls=AdmCommand)(train_classifier)
 app.add_typer(data_app, name="data")
 app.add_typer(recipe_app, name="recipe")
 

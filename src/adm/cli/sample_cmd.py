@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -9,11 +10,16 @@ import typer
 from adm.cli.common import console, guarded
 from adm.cli.progress import RichProgress
 from adm.distributed import joined
-from adm.errors import UsageError
+from adm.errors import AdmError, UsageError
 from adm.pipeline import ModelSource, Samples
 from adm.pipeline import sample as sample_images
 from adm.pipeline import upsample as upsample_images
 from adm.sampling.job import grid_path
+from adm.sampling.shards import ShardStore
+
+
+class AdmInterrupt(AdmError):
+    exit_code = 130
 
 PRESET = typer.Option(None, "--preset", "-p", help="Named preset (`adm presets` lists them).")
 MODEL_FLAGS = typer.Option(None, "--model-flags", help='Model flags in the original syntax, e.g. "--image_size 64 ..." (instead of --preset).')
@@ -37,6 +43,19 @@ DOWNLOAD = typer.Option(False, "--download", help="Fetch missing checkpoints int
 CLIP = typer.Option(None, "--clip-denoised/--no-clip-denoised", help="Clamp the x0 estimate to [-1, 1] (default: the preset's, else on, as the original).", show_default=False)
 GRID = typer.Option(64, "--grid", help="How many samples the PNG grid shows (0: none).")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar or summary.")
+OVERWRITE = typer.Option(False, "--overwrite", help="Replace an output (and shards) that a different command made, instead of refusing.")
+
+
+@contextmanager
+def resumable(out: Path):
+    """Ctrl-C says where the finished batches are and how to continue."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise AdmInterrupt(
+            f"interrupted: finished batches are kept in {ShardStore(out).folder}",
+            "run the same command to continue",
+        ) from None
 
 
 def parse_sampler_options(values: list[str] | None) -> dict[str, str]:
@@ -90,36 +109,35 @@ def sample(
     classifier_path: Path | None = typer.Option(None, "--classifier-path", help="Classifier checkpoint; default: the preset's download."),
     model_flags: str | None = MODEL_FLAGS,
     classifier_flags: str | None = typer.Option(None, "--classifier-flags", help="Classifier flags in the original syntax."),
-    run_dir: Path | None = typer.Option(None, "--run-dir", help="A training run directory (`adm train`): its flags and latest EMA weights."),
+    run_dir: Path | None = typer.Option(None, "--run-dir", help="A training run directory (`adm train`): its flags and newest checkpoint."),
+    weights: str = typer.Option("ema", "--weights", help="With --run-dir: ema (the newest checkpoint's slowest EMA) or model (the raw weights)."),
+    ema_rate: float | None = typer.Option(None, "--ema-rate", help="With --run-dir: the EMA of this rate (e.g. 0.999).", show_default=False),
     upsample: str | None = typer.Option(None, "--upsample", help="Then upsample the samples with this preset (cascade), e.g. upsample-64-256."),
     download: bool = DOWNLOAD,
     clip_denoised: bool | None = CLIP,
     grid: int = GRID,
+    overwrite: bool = OVERWRITE,
     quiet: bool = QUIET,
 ) -> None:
     """Sample images from a preset or your own model, with classifier guidance."""
     with joined(device) as dist:
         out = out or Path(f"{preset or 'model'}_samples.npz")
-        source = ModelSource(preset, model_flags, model_path, run_dir, classifier_flags, classifier_path)
-        with RichProgress(enabled=dist.is_main and not quiet) as progress:
+        if weights not in ("ema", "model"):
+            raise UsageError(f"--weights must be ema or model, got {weights!r}")
+        source = ModelSource(preset, model_flags, model_path, run_dir, classifier_flags, classifier_path, weights, ema_rate)
+        with RichProgress(enabled=dist.is_main and not quiet) as progress, resumable(out):
             samples = sample_images(
                 source=source, scale=scale, sampler=sampler, steps=steps, spacing=spacing,
                 sampler_options=parse_sampler_options(sampler_opt), eta=eta, threshold=threshold,
                 guidance_interval=parse_interval(guidance_interval), num_samples=num_samples,
                 batch_size=batch_size, seed=seed, classes=classes, clip_denoised=clip_denoised,
-                precision=precision, download=download, out=out, grid=grid, dist=dist, on_progress=progress,
+                precision=precision, download=download, out=out, overwrite=overwrite, grid=grid,
+                then_upsample=upsample, dist=dist, on_progress=progress,
             )
         if dist.is_main:
             _summary(samples, quiet)
-        if upsample:
-            with RichProgress(enabled=dist.is_main and not quiet) as progress:
-                upsampled = upsample_images(
-                    upsample, base_samples=out, seed=seed, clip_denoised=clip_denoised, precision=precision,
-                    download=download, out=out.with_name(out.stem + "-up.npz"), grid=grid, dist=dist,
-                    on_progress=progress,
-                )
-            if dist.is_main:
-                _summary(upsampled, quiet)
+            if samples.upsampled is not None:
+                _summary(samples.upsampled, quiet)
 
 
 @guarded
@@ -143,17 +161,19 @@ def upsample(
     download: bool = DOWNLOAD,
     clip_denoised: bool | None = CLIP,
     grid: int = GRID,
+    overwrite: bool = OVERWRITE,
     quiet: bool = QUIET,
 ) -> None:
     """Upsample low-resolution samples with an upsampler preset (ADM-U), conditioned on their labels."""
     with joined(device) as dist:
-        with RichProgress(enabled=dist.is_main and not quiet) as progress:
+        out = out or base_samples.with_name(base_samples.stem + "-up.npz")
+        with RichProgress(enabled=dist.is_main and not quiet) as progress, resumable(out):
             samples = upsample_images(
                 source=ModelSource(preset, model_flags, model_path), base_samples=base_samples,
                 num_samples=num_samples, batch_size=batch_size, seed=seed, sampler=sampler, steps=steps, spacing=spacing,
                 sampler_options=parse_sampler_options(sampler_opt), eta=eta, threshold=threshold,
                 clip_denoised=clip_denoised, precision=precision, download=download,
-                out=out or base_samples.with_name(base_samples.stem + "-up.npz"), grid=grid, dist=dist,
+                out=out, overwrite=overwrite, grid=grid, dist=dist,
                 on_progress=progress,
             )
         if dist.is_main:

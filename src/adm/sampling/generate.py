@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from adm.diffusion.continuous import NoiseSchedule
 from adm.diffusion.grids import make_grid
@@ -118,6 +118,14 @@ class SamplerSettings(BaseModel):
     threshold: float | None = Field(None, gt=0.5, le=1.0)
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"
 
+    @field_validator("guidance_interval")
+    @classmethod
+    def _interval(cls, value: tuple[float, float]) -> tuple[float, float]:
+        lo, hi = value
+        if not 0.0 <= lo <= hi <= 1.0:
+            raise ValueError(f"the guidance interval must satisfy 0 <= lo <= hi <= 1, got {lo:g},{hi:g}")
+        return value
+
     @classmethod
     def make(cls, **values: Any) -> SamplerSettings:
         """Validate at the edge: a bad value is a one-line error naming the option."""
@@ -127,7 +135,7 @@ class SamplerSettings(BaseModel):
             first = err.errors()[0]
             name = ".".join(str(p) for p in first["loc"])
             option = "--" + name.split(".")[0].replace("_", "-")
-            raise UsageError(f"bad value for {option}: {first['msg']}") from None
+            raise UsageError(f"bad value for {option}: {first['msg'].removeprefix('Value error, ')}") from None
 
     def plan(self, schedule: NoiseSchedule, *, max_timestep: float | None = None) -> SamplingPlan:
         """The sampler, its validated options and the grid on ``schedule`` (done once per run)."""

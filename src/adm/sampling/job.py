@@ -26,7 +26,7 @@ from adm.errors import UsageError
 from adm.fileio import atomic_path, write_text_atomic
 from adm.progress import ProgressFn, report
 from adm.sampling.generate import SamplingPlan, from_uint8, generate_batch
-from adm.sampling.shards import ShardStore
+from adm.sampling.shards import ShardStore, describe_difference, same_command
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,7 @@ class SampleJob:
     grid_size: int = 64
     num_classes: int | None = None  # lays a balanced run's grid out one class per column
     notes: dict[str, Any] = field(default_factory=dict)  # written to the sidecar, not part of the key
+    overwrite: bool = False  # replace an existing output (and its shards) made by another command
 
     def key(self) -> dict[str, Any]:
         """Everything that changes the images (batch size, device and world size do not)."""
@@ -63,6 +64,8 @@ class SampleJob:
             raise UsageError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.out.suffix != ".npz":
             raise UsageError(f"--out must name an .npz file, got {self.out}")
+        if not 0 <= self.seed < 2**63:
+            raise UsageError(f"--seed must be a non-negative integer below 2^63, got {self.seed}")
 
 
 @dataclass(frozen=True)
@@ -81,12 +84,41 @@ def grid_path(out: Path) -> Path:
     return out.with_suffix(".png")
 
 
-def _complete(job: SampleJob) -> bool:
-    sidecar = sidecar_path(job.out)
-    if not (job.out.is_file() and sidecar.is_file()):
+def _remove_output(out: Path) -> None:
+    for path in (out, sidecar_path(out), grid_path(out)):
+        path.unlink(missing_ok=True)
+
+
+def _finished(job: SampleJob, store: ShardStore) -> bool:
+    """Whether ``job.out`` already holds this job's samples; reuses a shorter run of the same command.
+
+    An output made by a different command is refused (``overwrite`` replaces it), as are shards
+    of one. A complete output with fewer samples of the same command becomes the first shard, so
+    growing ``-n`` samples only the new ones.
+    """
+    if job.overwrite:
+        _remove_output(job.out)
+        store.remove()
         return False
-    meta = json.loads(sidecar.read_text())
-    return meta.get("key") == job.key() and meta.get("num_samples") == job.num_samples
+    if not job.out.exists():
+        return False
+    retry = "pass --overwrite to replace it, or choose another --out"
+    try:
+        meta = json.loads(sidecar_path(job.out).read_text())
+        made, key = int(meta["num_samples"]), meta["key"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UsageError(f"{job.out} exists and was not written by adm sample (no readable {sidecar_path(job.out).name})", retry) from None
+    if not same_command(key, job.key()):
+        raise UsageError(f"{job.out} holds samples of a different command ({describe_difference(key, job.key())})", retry)
+    if made == job.num_samples:
+        return True
+    if made > job.num_samples:
+        raise UsageError(f"{job.out} already holds {made} samples of this command, more than the {job.num_samples} asked for",
+                         "ask for at least as many, " + retry)
+    store.open(job.key())
+    with np.load(job.out, allow_pickle=False) as data:
+        store.write(0, data["arr_0"], data["arr_1"] if "arr_1" in data.files else None)
+    return False
 
 
 def _batches(missing: list[int], batch_size: int) -> list[list[int]]:
@@ -115,16 +147,28 @@ def run_sample_job(
     """Sample ``job`` with ``loaded`` (an ``adm.LoadedModel``); upsamplers read ``base`` images."""
     dist = dist or Dist(device=loaded.device)
     job.validate()
-    flags = loaded.flags
-    upsampler = base is not None
-    if upsampler:
-        _check_base(flags, base, base_labels, job.num_samples)
-    if _complete(job):
-        return JobResult(job.out, job.num_samples, job.num_samples, 0)
+    if base is not None:
+        _check_base(loaded.flags, base, base_labels, job.num_samples)
     store = ShardStore(job.out)
+    finished = _finished(job, store) if dist.is_main else None
+    if dist.broadcast_object(finished):
+        return JobResult(job.out, job.num_samples, job.num_samples, 0)
+    fresh = dist.is_main and not store.folder.exists()
     if dist.is_main:
         store.open(job.key())
     dist.barrier()
+    try:
+        return _sample_missing(loaded, job, store, dist, on_progress, base, base_labels, step_callback)
+    except BaseException:
+        if fresh and not store.done():  # nothing finished: leave nothing behind
+            store.remove()
+        raise
+
+
+def _sample_missing(loaded, job: SampleJob, store: ShardStore, dist: Dist, on_progress, base, base_labels,
+                    step_callback) -> JobResult:
+    flags = loaded.flags
+    upsampler = base is not None
     missing = dist.broadcast_object(store.missing(job.num_samples) if dist.is_main else None)
     already = job.num_samples - len(missing)
     mine = [b for j, b in enumerate(_batches(missing, job.batch_size)) if j % dist.world_size == dist.rank]
@@ -147,7 +191,7 @@ def run_sample_job(
         )
         store.write(indices[0], images, batch_labels)
         computed += len(indices)
-        report(on_progress, task, already + computed * dist.world_size, job.num_samples, unit="img")
+        report(on_progress, task, min(job.num_samples, already + computed * dist.world_size), job.num_samples, unit="img")
     dist.barrier()
     if dist.is_main:
         _finish(job, store)

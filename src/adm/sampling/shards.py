@@ -18,15 +18,37 @@ from typing import Any
 import numpy as np
 
 from adm.errors import UsageError
-from adm.fileio import atomic_path, write_text_atomic
+from adm.fileio import atomic_path, make_folder, write_text_atomic
 
 SHARD = re.compile(r"^shard-(\d{9})-(\d{9})\.npz$")
 
 
+def _shown(value: Any) -> str:
+    # a weights fingerprint reads best as its file name and hash prefix
+    if isinstance(value, dict) and "file" in value:
+        digest = value.get("sha256") or value.get("sha256-sampled") or ""
+        return f"{value['file']} ({digest[:12]})"
+    return repr(value)
+
+
+def _content(value: Any) -> Any:
+    # a weights fingerprint names its file for messages; only its size and hash identify the weights
+    if isinstance(value, dict):
+        return {k: _content(v) for k, v in value.items() if not (k == "file" and ("sha256" in value or "sha256-sampled" in value))}
+    return value
+
+
+def same_command(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether two run keys describe the same images (weights compared by content, not file name)."""
+    return _content(old) == _content(new)
+
+
 def describe_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
-    changed = [k for k in sorted(set(old) & set(new)) if old[k] != new[k]]
+    """The first few settings in which two commands differ, e.g. ``seed 0 → 1``."""
+    changed = [k for k in sorted(set(old) & set(new)) if _content(old[k]) != _content(new[k])]
+    changed.sort(key=lambda k: not k.endswith("_weights"))  # other weights first: the likeliest surprise
     other = [k for k in sorted(set(old) ^ set(new))]  # settings one of the two commands lacks
-    return ", ".join(f"{k} {old.get(k)!r} → {new.get(k)!r}" for k in (changed + other)[:3])
+    return ", ".join(f"{k} {_shown(old.get(k))} → {_shown(new.get(k))}" for k in (changed + other)[:3])
 
 
 class ShardStore:
@@ -44,13 +66,13 @@ class ShardStore:
         """Create the folder for ``key``, or check that existing shards were made by the same command."""
         if self.manifest.is_file():
             old = json.loads(self.manifest.read_text())["key"]
-            if old != key:
+            if not same_command(old, key):
                 raise UsageError(
                     f"{self.folder} holds samples of a different command ({describe_difference(old, key)})",
-                    f"delete {self.folder} to start over, or choose another --out",
+                    f"delete {self.folder} or pass --overwrite to start over, or choose another --out",
                 )
             return
-        self.folder.mkdir(parents=True, exist_ok=True)
+        make_folder(self.folder)
         write_text_atomic(self.manifest, json.dumps({"key": key}, indent=2, sort_keys=True))
 
     def done(self) -> list[tuple[int, int]]:

@@ -1,0 +1,242 @@
+"""What a resumed or repeated `adm sample` may and may not reuse, and checks made before any work.
+
+A shard or output is reused only by the command that made it, with the same weights (a content
+fingerprint, so a run dir trained further or a checkpoint overwritten in place is noticed); a
+finished npz is never silently replaced; growing ``-n`` reuses what exists.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import adm
+import adm.sampling.job as job_module
+from adm.cli.main import app
+from adm.errors import MissingFileError, UsageError
+from adm.pipeline import ModelSource
+from tiny import CLASSIFIER_FLAGS, MODEL_FLAGS, UPSAMPLER_FLAGS, randomize, write_tiny_checkpoints
+
+runner = CliRunner()
+
+
+@pytest.fixture()
+def ckpt(tmp_path):
+    return write_tiny_checkpoints(tmp_path / "ckpt")
+
+
+def source(ckpt, model=None):
+    return ModelSource(model_flags=MODEL_FLAGS, model_path=model or ckpt["model"], classifier_flags=CLASSIFIER_FLAGS,
+                       classifier_path=ckpt["classifier"])
+
+
+def run(ckpt, out, model=None, **kwargs):
+    settings = {"scale": 2.0, "steps": "3", "num_samples": 4, "batch_size": 1, "seed": 0, **kwargs}
+    return adm.sample(source=source(ckpt, model), out=out, **settings)
+
+
+def interrupt_after(monkeypatch, batches: int):
+    """Make the sampling loop die (as Ctrl-C would) after ``batches`` batches."""
+    real, calls = job_module.generate_batch, []
+
+    def dying(*args, **kwargs):
+        if len(calls) == batches:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(job_module, "generate_batch", dying)
+
+
+def rewrite_weights(path: Path, seed: int) -> None:
+    from adm.factory import build_model
+    from adm.flags import parse_model_flags
+    from adm.hub.checkpoints import save_state_dict
+
+    save_state_dict(randomize(build_model(parse_model_flags(MODEL_FLAGS)), seed).state_dict(), path)
+
+
+def test_shards_of_other_weights_are_refused_with_how_to_start_over(ckpt, tmp_path, monkeypatch):
+    out = tmp_path / "s.npz"
+    interrupt_after(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        run(ckpt, out)
+    monkeypatch.undo()
+    rewrite_weights(ckpt["model"], seed=99)  # the same file, other weights
+    with pytest.raises(UsageError, match="different command") as info:
+        run(ckpt, out)
+    assert "model_weights" in str(info.value) and "--overwrite" in str(info.value)
+    fresh = run(ckpt, out, overwrite=True)
+    assert fresh.result.already_done == 0 and fresh.result.computed == 4
+
+
+def test_a_moved_checkpoint_with_the_same_weights_resumes(ckpt, tmp_path, monkeypatch):
+    out = tmp_path / "s.npz"
+    interrupt_after(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        run(ckpt, out)
+    monkeypatch.undo()
+    moved = tmp_path / "elsewhere.pt"
+    moved.write_bytes(ckpt["model"].read_bytes())
+    resumed = run(ckpt, out, model=moved)
+    assert resumed.result.already_done == 2 and resumed.result.computed == 2
+
+
+def test_a_finished_npz_is_not_replaced_by_another_command(ckpt, tmp_path):
+    out = tmp_path / "s.npz"
+    run(ckpt, out)
+    before = out.read_bytes()
+    with pytest.raises(UsageError, match=r"different command \(seed 0 → 1\)"):
+        run(ckpt, out, seed=1)
+    assert out.read_bytes() == before
+    replaced = run(ckpt, out, seed=1, overwrite=True)
+    assert replaced.result.computed == 4 and out.read_bytes() != before
+
+
+def test_growing_num_samples_reuses_the_finished_ones(ckpt, tmp_path):
+    small, grown, direct = tmp_path / "g.npz", tmp_path / "g.npz", tmp_path / "d.npz"
+    run(ckpt, small, num_samples=4)
+    result = run(ckpt, grown, num_samples=6).result
+    assert result.already_done == 4 and result.computed == 2
+    run(ckpt, direct, num_samples=6)
+    assert np.array_equal(np.load(grown)["arr_0"], np.load(direct)["arr_0"])
+    with pytest.raises(UsageError, match="already holds 6 samples"):
+        run(ckpt, grown, num_samples=3)
+
+
+def test_a_file_adm_did_not_write_is_not_overwritten(ckpt, tmp_path):
+    out = tmp_path / "mine.npz"
+    np.savez(out, arr_0=np.zeros((1, 16, 16, 3), np.uint8))
+    with pytest.raises(UsageError, match="not written by adm sample"):
+        run(ckpt, out)
+
+
+def test_a_run_dir_trained_further_is_refused_on_resume(tmp_path, monkeypatch):
+    data = tmp_path / "d.npz"
+    rng = np.random.default_rng(0)
+    np.savez(data, arr_0=rng.integers(0, 256, (8, 16, 16, 3), dtype=np.uint8), arr_1=np.arange(8) % 2)
+    run_dir, out = tmp_path / "run", tmp_path / "s.npz"
+
+    def train(steps):
+        result = runner.invoke(app, ["train", "--preset", "tiny", "--data", str(data), "--run-dir", str(run_dir),
+                                     "--iterations", str(steps), "--batch-size", "4", "--save-every", "2", "--device", "cpu"])
+        assert result.exit_code == 0, result.output
+
+    sample_args = dict(source=ModelSource(run_dir=run_dir, weights="model"), steps="2", num_samples=4, batch_size=1,
+                       out=out)
+    train(2)
+    interrupt_after(monkeypatch, 1)
+    with pytest.raises(KeyboardInterrupt):
+        adm.sample(**sample_args)
+    monkeypatch.undo()
+    train(4)
+    with pytest.raises(UsageError, match="model_weights model000002.pt .* → model000004.pt"):
+        adm.sample(**sample_args)
+
+
+def test_seed_out_of_range_is_refused_before_anything_is_written(ckpt, tmp_path):
+    out = tmp_path / "s.npz"
+    result = runner.invoke(app, ["sample", "--model-flags", MODEL_FLAGS, "--model-path", str(ckpt["model"]),
+                                 "--scale", "0", "--seed", "-1", "--out", str(out), "-q"])
+    assert result.exit_code == 2 and "--seed must be a non-negative integer" in result.output
+    assert list(tmp_path.iterdir()) == [tmp_path / "ckpt"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model-flags", UPSAMPLER_FLAGS, "--model-path", "{upsampler}"], "adm upsample"),
+        (["--model-flags", MODEL_FLAGS, "--model-path", "{model}", "--classifier-path", "{classifier}"],
+         "--classifier-path needs --classifier-flags"),
+        (["--model-flags", MODEL_FLAGS, "--model-path", "{model}", "--scale", "0", "--eta", "0.5"],
+         "sampler ddpm has no option 'eta'"),
+        (["--model-flags", MODEL_FLAGS, "--model-path", "{model}", "--scale", "0", "--sampler", "dpm++2m",
+          "--sampler-opt", "order=7"], "bad value for sampler option order"),
+        (["--model-flags", MODEL_FLAGS, "--model-path", "{model}", "--scale", "0", "--sampler", "ddim",
+          "--spacing", "karras"], "ddim walks the model's respaced chain"),
+        (["--model-flags", MODEL_FLAGS, "--model-path", "{model}", "--scale", "0", "--sampler", "heun",
+          "--steps", "ddim25"], "--spacing respaced"),
+        (["--model-flags", MODEL_FLAGS, "--model-path", "{model}", "--scale", "0", "--guidance-interval", "0.5"],
+         "--guidance-interval expects LO,HI"),
+        (["--model-flags", MODEL_FLAGS, "--model-path", "{model}", "--scale", "0", "--sampler-opt", "order"],
+         "--sampler-opt expects KEY=VALUE"),
+        (["--model-flags", MODEL_FLAGS, "--model-path", "{model}", "--weights", "model"], "--run-dir"),
+    ],
+)
+def test_bad_sampling_options_are_one_line_errors_before_any_work(ckpt, tmp_path, args, message):
+    files = {k: str(v) for k, v in ckpt.items()}
+    out = tmp_path / "s.npz"
+    result = runner.invoke(app, ["sample", *[a.format(**files) for a in args], "--out", str(out), "-q"])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert not out.exists() and not Path(str(out) + ".parts").exists()
+
+
+def test_a_classifier_run_dir_is_not_a_diffusion_model(tmp_path):
+    run_dir = tmp_path / "cls"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps({"kind": "classifier", "classifier_flags": {}, "train": {}}))
+    with pytest.raises(UsageError, match="is a classifier run"):
+        adm.sample(source=ModelSource(run_dir=run_dir), out=tmp_path / "s.npz")
+
+
+def test_every_missing_checkpoint_is_named_in_one_message(tmp_path, monkeypatch):
+    monkeypatch.setenv("ADM_HOME", str(tmp_path / "empty-cache"))
+    with pytest.raises(MissingFileError) as info:
+        adm.sample("imagenet64", then_upsample="upsample-64-256", out=tmp_path / "s.npz")
+    text = str(info.value)
+    assert "64-cond" in text and "64-classifier" in text and "64-256-upsampler" in text
+    assert "adm download 64-cond 64-classifier 64-256-upsampler" in text
+
+
+def test_a_cascade_with_the_wrong_upsampler_fails_before_sampling(tmp_path):
+    with pytest.raises(UsageError, match="upsamples 128x128 images, the base model makes 16x16"):
+        adm.sample("digits", then_upsample="upsample-128-512", out=tmp_path / "s.npz", download=False)
+    assert not (tmp_path / "s.npz").exists()
+
+
+def test_the_sidecar_says_which_rule_chose_the_steps(ckpt, tmp_path):
+    out = tmp_path / "s.npz"
+    adm.sample(source=ModelSource(model_flags=MODEL_FLAGS + " --timestep_respacing 3", model_path=ckpt["model"]),
+               scale=0.0, num_samples=1, out=out)
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["steps_rule"] == "the model flags' --timestep_respacing" and meta["key"]["steps"] == "3"
+    assert meta["evaluations"] == 3
+    adm.sample(source=ModelSource(model_flags=MODEL_FLAGS + " --timestep_respacing 3", model_path=ckpt["model"]),
+               scale=0.0, num_samples=1, steps="2", out=tmp_path / "t.npz")
+    meta = json.loads((tmp_path / "t.json").read_text())
+    assert meta["steps_rule"] == "--steps" and meta["evaluations"] == 2
+
+
+def test_a_young_ema_is_warned_about(tmp_path):
+    data = tmp_path / "d.npz"
+    np.savez(data, arr_0=np.random.default_rng(0).integers(0, 256, (8, 16, 16, 3), dtype=np.uint8),
+             arr_1=np.arange(8) % 2)
+    run_dir = tmp_path / "run"
+    result = runner.invoke(app, ["train", "--preset", "tiny", "--data", str(data), "--run-dir", str(run_dir),
+                                 "--iterations", "2", "--batch-size", "4", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    events = []
+    adm.sample(source=ModelSource(run_dir=run_dir), steps="2", num_samples=1, on_progress=events.append)
+    warnings = [e.message for e in events if e.message and e.message.startswith("warning:")]
+    assert warnings and "--weights model" in warnings[0] and "--ema-rate" in warnings[0]
+    events.clear()
+    adm.sample(source=ModelSource(run_dir=run_dir, weights="model"), steps="2", num_samples=1, on_progress=events.append)
+    assert not [e for e in events if e.message and e.message.startswith("warning:")]
+
+
+def test_batch_size_changes_at_most_a_few_values_by_one(ckpt, tmp_path):
+    """The guarantee (docs/sampling.md): identical bytes for the same batch size, threads, device and
+    precision; across batch sizes kernels may round differently, so at most ±1 in a few values."""
+    same = [run(ckpt, tmp_path / f"same{i}.npz", num_samples=6, batch_size=2, steps="4") for i in range(2)]
+    assert same[0].path.read_bytes() == same[1].path.read_bytes()
+    other = run(ckpt, tmp_path / "other.npz", num_samples=6, batch_size=6, steps="4")
+    a = np.load(same[0].path)["arr_0"].astype(int)
+    b = np.load(other.path)["arr_0"].astype(int)
+    assert np.abs(a - b).max() <= 1
+    assert (a != b).mean() <= 0.001
+    assert np.array_equal(np.load(same[0].path)["arr_1"], np.load(other.path)["arr_1"])
