@@ -123,6 +123,11 @@ ROWS = [
     Row("recipe digits {file}", 2, "is a file, not a folder"),
     Row("recipe digits {out}/{long}", 1, "File name too long"),
     Row("recipe digits {out}/work --quick", 1, "No space left on device", fault="disk full"),
+    # typer's own parsing, one line too
+    Row("sample --preset digits --frobnicate --out {out}/s.npz", 2, "No such option: --frobnicate"),
+    Row("sample --preset digits -n many --out {out}/s.npz", 2, "Invalid value for '--num-samples'"),
+    Row("train --iterations abc --run-dir {out}/r", 2, "Invalid value for '--iterations'"),
+    Row("--threads 0 presets", 2, "the number of threads must be at least 1"),
     # sample (the shipped digits preset needs no download)
     Row("sample --preset digits --seed -1 --out {out}/s.npz", 2, "--seed must be a non-negative integer"),
     Row("sample --preset digits -n 0 --out {out}/s.npz", 2, "--num-samples must be at least 1"),

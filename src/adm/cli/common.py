@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import errno
 import functools
+import sys
 from collections.abc import Callable
 from typing import TypeVar
 
 import typer
 from rich.console import Console
 from typer.core import TyperCommand, TyperGroup
+
+try:  # recent typer vendors click; older releases depend on it
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click.exceptions import ClickException
 
 from adm.errors import EXIT_ENVIRONMENT, EXIT_INTERRUPTED, AdmError
 
@@ -106,4 +112,19 @@ class AdmCommand(_FlagsWithoutPlaceholder, TyperCommand):
 
 
 class AdmGroup(_FlagsWithoutPlaceholder, TyperGroup):
-    """The same for a command group (``adm``, ``adm data``, ``adm recipe``)."""
+    """The same for a command group (``adm``, ``adm data``, ``adm recipe``), whose parse errors
+    (an unknown option, a missing or malformed value) are one line too, not typer's panel."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except ClickException as err:
+            where = f" (see `{err.ctx.command_path} --help`)" if getattr(err, "ctx", None) else ""
+            fail(_plain(err.format_message()) + where, err.exit_code)
+            sys.exit(err.exit_code)
+        except typer.Abort:
+            fail("interrupted", EXIT_INTERRUPTED)
+            sys.exit(EXIT_INTERRUPTED)
+        sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,195 @@
+"""Sample quality against network evaluations (NFE) on the shipped `digits` model, for every sampler.
+
+For each sampler and NFE, guided at the preset's scale and unguided, the same class-balanced seeds
+are sampled and scored by the digits judge: digits-FD against the real digits (lower is better)
+and the judge's accuracy on the requested labels. Seconds per image are measured too, but on a
+shared machine they are only indicative: ``sample_speed.py`` compares speeds interleaved.
+
+Results are cached per configuration (JSON lines), so an interrupted run continues and a longer
+one extends a shorter one. ``--update-docs`` writes the tables into docs/sampling.md (between
+markers) and the plot docs/sampling/quality-vs-nfe.png.
+
+    python benchmarks/sampler_quality.py                      # the full table (hours on 2 CPU cores)
+    python benchmarks/sampler_quality.py --table interval     # what a guidance interval does
+    python benchmarks/sampler_quality.py --update-docs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+SAMPLERS = ("ddpm", "ddim", "dpm++2m", "dpm++2m-sde", "heun", "unipc")
+NFES = (5, 10, 15, 20, 25, 50, 100, 250)
+INTERVALS = ((0.0, 1.0), (0.0, 0.9), (0.0, 0.7), (0.0, 0.5), (0.2, 0.9), (0.5, 1.0))
+START, END = "<!-- sampler-quality:start -->", "<!-- sampler-quality:end -->"
+ISTART, IEND = "<!-- guidance-interval:start -->", "<!-- guidance-interval:end -->"
+
+
+def config_key(config: dict) -> str:
+    return json.dumps(config, sort_keys=True)
+
+
+def load_cache(path: Path) -> dict[str, dict]:
+    if not path.is_file():
+        return {}
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {config_key(r["config"]): r for r in records}
+
+
+class Counting:
+    """Counts classifier forwards (one per guided step that the interval does not skip)."""
+
+    def __init__(self, module):
+        self.module, self.calls = module, 0
+
+    def __getattr__(self, name):
+        return getattr(self.module, name)
+
+    def __call__(self, x, t):
+        self.calls += 1
+        return self.module(x, t)
+
+
+def measure(config: dict, num_samples: int, judge) -> dict:
+    import adm
+    import adm.pipeline as pipeline
+
+    counter: list[Counting] = []
+    real_load = pipeline._load
+
+    def counting_load(*args, **kwargs):  # wrap the classifier to count its evaluations
+        loaded = real_load(*args, **kwargs)
+        if loaded.classifier is not None:
+            loaded.classifier = Counting(loaded.classifier)
+            counter.append(loaded.classifier)
+        return loaded
+
+    pipeline._load = counting_load
+    try:
+        options = {k: v for k, v in config.items() if k in ("sampler", "steps", "scale", "spacing", "guidance_interval")}
+        start = time.perf_counter()
+        samples = adm.sample("digits", num_samples=num_samples, batch_size=100, seed=1, device="cpu", **options)
+        seconds = time.perf_counter() - start
+    finally:
+        pipeline._load = real_load
+    scores = judge.score(samples.images, samples.labels)
+    return {
+        "config": config, "num_samples": num_samples, "digits_fd": scores.digits_fd, "accuracy": scores.accuracy,
+        "seconds_per_image": seconds / num_samples,
+        "classifier_calls_per_batch": counter[0].calls / -(-num_samples // 100) if counter else 0,
+    }
+
+
+def nfe_configs() -> list[dict]:
+    """References first, then the targets, then the rest (a run cut short still answers the question)."""
+    first = [("ddpm", 250), ("ddim", 250), ("dpm++2m-sde", 20), ("dpm++2m", 20), ("dpm++2m-sde", 10),
+             ("dpm++2m", 10), ("unipc", 10), ("unipc", 20)]
+    rest = [(s, n) for s in SAMPLERS for n in NFES if (s, n) not in first]
+    return [{"sampler": s, "steps": str(n), "scale": scale} for s, n in first + rest for scale in (1.0, 0.0)]
+
+
+def interval_configs() -> list[dict]:
+    return [{"sampler": s, "steps": n, "scale": 1.0, "guidance_interval": list(iv)}
+            for s, n in (("dpm++2m-sde", "20"), ("ddpm", "25"), ("ddim", "25")) for iv in INTERVALS]
+
+
+def nfe_table(records: dict[str, dict], scale: float) -> str:
+    rows = [f"| sampler | {' | '.join(str(n) for n in NFES)} |", "|---" * (len(NFES) + 1) + "|"]
+    for sampler in SAMPLERS:
+        cells = []
+        for n in NFES:
+            r = records.get(config_key({"sampler": sampler, "steps": str(n), "scale": scale}))
+            cells.append(f"{r['digits_fd']:.1f} / {r['accuracy']:.3f} / {r['seconds_per_image'] * 1000:.0f}" if r else "–")
+        rows.append(f"| `{sampler}` | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def interval_table(records: dict[str, dict]) -> str:
+    rows = ["| sampler | interval (t/T) | digits-FD | judge accuracy | classifier calls per batch | s/img |",
+            "|---|---|---|---|---|---|"]
+    for config in interval_configs():
+        r = records.get(config_key(config))
+        if r:
+            lo, hi = config["guidance_interval"]
+            rows.append(f"| `{config['sampler']}` {config['steps']} | [{lo:g}, {hi:g}] | {r['digits_fd']:.1f} | "
+                        f"{r['accuracy']:.3f} | {r['classifier_calls_per_batch']:.0f} | {r['seconds_per_image']:.3f} |")
+    return "\n".join(rows)
+
+
+def plot(records: dict[str, dict], path: Path) -> None:
+    from plotting import line_chart
+
+    series = {}
+    for sampler in SAMPLERS:
+        points = []
+        for n in NFES:
+            r = records.get(config_key({"sampler": sampler, "steps": str(n), "scale": 1.0}))
+            if r and r["digits_fd"] < 400:  # keep diverged runs from flattening the chart
+                points.append((n, r["digits_fd"]))
+        if points:
+            series[sampler] = points
+    line_chart(series, path, title="digits, guided (scale 1): digits-FD vs network evaluations",
+               xlabel="network evaluations (NFE)", ylabel="digits-FD (lower is better)", log_x=True, log_y=True)
+
+
+def replace_block(doc: Path, start: str, end: str, text: str) -> None:
+    body = doc.read_text()
+    block = f"{start}\n{text}\n{end}"
+    if start in body:
+        body = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, body, flags=re.S)
+    else:
+        body = body.rstrip() + "\n\n" + block + "\n"
+    doc.write_text(body)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--num-samples", type=int, default=300)
+    parser.add_argument("--table", choices=("nfe", "interval", "all"), default="all")
+    parser.add_argument("--cache", type=Path, default=Path("benchmarks/.results/sampler_quality.jsonl"))
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--update-docs", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    from adm.evaluation.digits_judge import Judge
+    from adm.hub.download import ensure_artifact
+
+    judge = Judge.load(ensure_artifact("digits-judge"))
+    args.cache.parent.mkdir(parents=True, exist_ok=True)
+    records = {k: r for k, r in load_cache(args.cache).items() if r["num_samples"] == args.num_samples}
+    configs = (nfe_configs() if args.table in ("nfe", "all") else []) + (
+        interval_configs() if args.table in ("interval", "all") else [])
+    for config in configs:
+        if config_key(config) in records:
+            continue
+        record = measure(config, args.num_samples, judge)
+        records[config_key(config)] = record
+        with open(args.cache, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        print(json.dumps(record), flush=True)
+    text = "\n".join([
+        f"{args.num_samples} class-balanced samples per cell, seed 1 (the same seeds in every cell), "
+        f"{args.threads} thread(s), CPU. Each cell: digits-FD / judge accuracy / milliseconds per image.",
+        "", "Guided (classifier scale 1, the preset's):", "", nfe_table(records, 1.0),
+        "", "Unguided (scale 0):", "", nfe_table(records, 0.0),
+    ])
+    print(text)
+    print(interval_table(records))
+    if args.update_docs:
+        replace_block(DOCS / "sampling.md", START, END, text)
+        replace_block(DOCS / "sampling.md", ISTART, IEND, interval_table(records))
+        plot(records, DOCS / "sampling" / "quality-vs-nfe.png")
+
+
+if __name__ == "__main__":
+    main()
