@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from pathlib import Path
@@ -127,7 +126,7 @@ def interval_table(records: dict[str, dict]) -> str:
 
 
 def plot(records: dict[str, dict], path: Path) -> None:
-    from plotting import line_chart
+    from report import line_chart
 
     series = {}
     for sampler in SAMPLERS:
@@ -142,16 +141,6 @@ def plot(records: dict[str, dict], path: Path) -> None:
                xlabel="network evaluations (NFE)", ylabel="digits-FD (lower is better)", log_x=True, log_y=True)
 
 
-def replace_block(doc: Path, start: str, end: str, text: str) -> None:
-    body = doc.read_text()
-    block = f"{start}\n{text}\n{end}"
-    if start in body:
-        body = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, body, flags=re.S)
-    else:
-        body = body.rstrip() + "\n\n" + block + "\n"
-    doc.write_text(body)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--num-samples", type=int, default=300)
@@ -160,6 +149,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--update-docs", action="store_true")
     args = parser.parse_args()
+    from report import replace_block
+
     torch.set_num_threads(args.threads)
     from adm.evaluation.digits_judge import Judge
     from adm.hub.download import ensure_artifact

@@ -1,8 +1,10 @@
-"""A small PNG line chart drawn with PIL (a dependency already), so benchmarks need no matplotlib."""
+"""What benchmarks share for reporting: marked blocks in docs, and a PNG line chart drawn with PIL
+(a dependency already), so benchmarks need no matplotlib."""
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -85,3 +87,15 @@ def line_chart(
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path)
     return path
+
+
+def replace_block(doc: str | Path, start: str, end: str, text: str) -> None:
+    """Put ``text`` between the ``start`` / ``end`` markers of ``doc`` (appended if they are absent)."""
+    doc = Path(doc)
+    body = doc.read_text()
+    block = f"{start}\n{text}\n{end}"
+    if start in body:
+        body = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, body, flags=re.S)
+    else:
+        body = body.rstrip() + "\n\n" + block + "\n"
+    doc.write_text(body)
