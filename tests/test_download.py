@@ -137,7 +137,7 @@ def test_happy_path_then_cached(server, cache):
         registry=registry,
         cache_dir=cache,
         policy=FAST,
-        on_progress=lambda done, total: seen.append((done, total)),
+        on_progress=lambda event: seen.append((event.completed, event.total)),
     )
     assert got.action == "downloaded" and got.path == cache / "t-happy" / "t-happy.bin"
     assert got.path.read_bytes() == data and got.sha256 == sha(data)
@@ -177,7 +177,7 @@ def test_resume_after_connection_dropped(server, cache):
     assert_nothing_or_verified(art, cache, data)
     # a second run hashes the .part, asks for the rest only, and ends with the right file
     notes = []
-    got = download_artifact(art, cache_dir=cache, policy=FAST, on_status=notes.append)
+    got = download_artifact(art, cache_dir=cache, policy=FAST, on_progress=lambda event: event.message and notes.append(event.message))
     gets = server.gets("/files/t-drop.bin")
     assert len(gets) == 2 and gets[0].range is None
     assert gets[1].range == f"bytes={kept}-" and gets[1].headers.get("If-Range")
@@ -203,7 +203,7 @@ def test_server_without_range_support_restarts_cleanly(server, cache):
     art = served(server, "t-norange", data, ignore_range=True)
     server.fail_next("/files/t-norange.bin", "drop")
     notes = []
-    got = download_artifact(art, cache_dir=cache, policy=FAST, on_status=notes.append)
+    got = download_artifact(art, cache_dir=cache, policy=FAST, on_progress=lambda event: event.message and notes.append(event.message))
     gets = server.gets("/files/t-norange.bin")
     assert len(gets) == 2 and gets[1].range is not None  # asked to resume, got 200 with everything
     assert got.path.read_bytes() == data
@@ -526,8 +526,8 @@ CHILD = textwrap.dedent(
     from adm.hub.transfer import TransferPolicy
     from adm.presets import Artifact
     art = Artifact(**json.loads(sys.argv[1]))
-    note = lambda msg: print("status:", msg, flush=True)
-    got = download_artifact(art, cache_dir=sys.argv[2], policy=TransferPolicy(backoff=0.001), on_status=note)
+    note = lambda event: event.message and print("status:", event.message, flush=True)
+    got = download_artifact(art, cache_dir=sys.argv[2], policy=TransferPolicy(backoff=0.001), on_progress=note)
     print("result:", got.action, got.path, flush=True)
     """
 )

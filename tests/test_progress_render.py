@@ -7,7 +7,7 @@ import io
 
 from rich.console import Console
 
-from adm.cli.progress import RichProgress, byte_bars, update_bytes
+from adm.cli.progress import RichProgress
 from adm.progress import Progress
 
 
@@ -38,20 +38,29 @@ def test_unknown_total_shows_the_count_alone():
 
 
 def test_bytes_without_a_size_show_bytes_not_a_fake_total():
-    bars = byte_bars(quiet_console())
-    task = bars.add_task("256-cond", total=None)
-    update_bytes(bars, task, 1_234_567, None)
-    text = render(bars)
+    bars = RichProgress(console=quiet_console())
+    with bars:
+        bars(Progress("256-cond", 1_234_567, None, "B"))
+        text = render(bars.bars)
     assert "1.2 MB" in text and "?" not in text and "/" not in text.replace("256-cond", "")
 
 
 def test_bytes_with_a_size_and_a_size_that_was_wrong():
-    bars = byte_bars(quiet_console())
-    task = bars.add_task("t", total=None)
-    update_bytes(bars, task, 150_000, 300_000)
-    assert "150.0/300.0 kB" in render(bars)
-    update_bytes(bars, task, 400_000, 300_000)  # a server that announced too little
-    assert "400.0/400.0 kB" in render(bars)
+    bars = RichProgress(console=quiet_console())
+    with bars:
+        bars(Progress("t", 150_000, 300_000, "B"))
+        assert "150.0/300.0 kB" in render(bars.bars)
+        bars(Progress("t", 400_000, 300_000, "B"))  # a server that announced too little
+        assert "400.0/400.0 kB" in render(bars.bars)
+
+
+def test_counts_and_bytes_in_one_display():
+    bars = RichProgress(console=quiet_console())
+    with bars:
+        bars(Progress("64-cond", 2_000_000, 4_000_000, "B"))
+        bars(Progress("sampling", 3, 16, "img"))
+        text = render(bars.bars)
+    assert "2.0/4.0 MB" in text and "3/16 img" in text
 
 
 def test_no_blank_line_when_nothing_was_reported():

@@ -304,7 +304,14 @@ def test_download_flag_fetches_missing_checkpoints_from_a_mirror(ckpt, tmp_path,
             server.add(f"/{path.name}", path.read_bytes())
         monkeypatch.setenv("ADM_BASE_URL", server.url(""))
         invoke([*args, "--download"])
+        # the Python API reports the download through the same progress protocol as the sampling
+        monkeypatch.setenv("ADM_HOME", str(tmp_path / "another-cache"))
+        events = []
+        adm.sample("tiny", num_samples=1, download=True, on_progress=events.append, registry=registry)
     assert load(tmp_path / "m.npz")["arr_0"].shape == (2, 16, 16, 3)
+    fetched = {e.task for e in events if e.unit == "B" and e.total and e.completed == e.total}
+    assert {"tiny-cond", "tiny-classifier"} <= fetched
+    assert any(e.task == "sampling" for e in events)
 
 
 @pytest.mark.slow

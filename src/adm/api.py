@@ -24,6 +24,7 @@ from adm.factory import build_classifier, build_model, build_process
 from adm.flags import ClassifierFlags, ModelFlags, SuperResFlags, parse_flags, parse_model_flags
 from adm.hub.checkpoints import Signature, load_into, load_state_dict, signature
 from adm.presets import Preset, Registry, default_registry
+from adm.progress import ProgressFn
 
 
 @dataclass
@@ -80,14 +81,15 @@ def load_weights(module: nn.Module, checkpoint: str | Path, *, what: str, regist
     return load_into(module, state, what=f"{what} {checkpoint}", candidates=_preset_signatures(registry, classifier))
 
 
-def _resolve(checkpoint: str | Path | None, artifact: str | None, download: bool, what: str, registry: Registry) -> Path:
+def _resolve(checkpoint: str | Path | None, artifact: str | None, download: bool, what: str, registry: Registry,
+             on_progress: ProgressFn | None) -> Path:
     if checkpoint is not None:
         return Path(checkpoint)
     if artifact is None:
         raise UsageError(f"no {what} checkpoint given and the preset names none", "pass the checkpoint path")
     from adm.hub.download import ensure_artifact
 
-    return ensure_artifact(artifact, download=download, registry=registry)
+    return ensure_artifact(artifact, download=download, registry=registry, on_progress=on_progress)
 
 
 def load_model(
@@ -102,11 +104,12 @@ def load_model(
     device: str | torch.device | None = None,
     download: bool = False,
     registry: Registry | None = None,
+    on_progress: ProgressFn | None = None,
 ) -> LoadedModel:
     """Build a preset's (or flags') networks, load their weights, and set up the process.
 
     Checkpoints default to the preset's cached downloads (``download=True`` fetches what is
-    missing). ``steps`` is a respacing string (``"250"``, ``"ddim25"``) overriding the flags.
+    missing, reporting bytes to ``on_progress``). ``steps`` is a respacing string (``"250"``, ``"ddim25"``) overriding the flags.
     """
     registry = registry or default_registry()
     if isinstance(preset, str):
@@ -117,12 +120,12 @@ def load_model(
     cflags = _as_classifier_flags(classifier_flags) if classifier_flags is not None else (preset.classifier_flags if preset else None)
     device = torch.device(device) if device is not None else default_device()
 
-    model_path = _resolve(checkpoint, preset.checkpoint if preset else None, download, "model", registry)
+    model_path = _resolve(checkpoint, preset.checkpoint if preset else None, download, "model", registry, on_progress)
     model = load_weights(build_model(flags, device="meta"), model_path, what="model", registry=registry, classifier=False)
     classifier = classifier_path = None
     if with_classifier and cflags is not None:
         artifact = preset.classifier_checkpoint if preset else None
-        classifier_path = _resolve(classifier_checkpoint, artifact, download, "classifier", registry)
+        classifier_path = _resolve(classifier_checkpoint, artifact, download, "classifier", registry, on_progress)
         classifier = load_weights(build_classifier(cflags, device="meta"), classifier_path, what="classifier", registry=registry, classifier=True)
         classifier = classifier.to(device).eval()
     process, param, loss = build_process(flags, respacing=steps)

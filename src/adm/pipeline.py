@@ -138,11 +138,12 @@ def _preflight(source: ModelSource, preset: Preset | None, guided: bool, downloa
 
 
 def _load(source: ModelSource, weights: _Weights, *, with_classifier: bool, device, download: bool,
-          registry: Registry) -> LoadedModel:
+          registry: Registry, on_progress: ProgressFn | None = None) -> LoadedModel:
     loaded = load_model(
         source.preset, model_flags=weights.model_flags or source.model_flags, checkpoint=weights.model_path,
         classifier_flags=source.classifier_flags, classifier_checkpoint=source.classifier_path,
         with_classifier=with_classifier, device=device, download=download, registry=registry,
+        on_progress=on_progress,
     )
     if loaded.classifier is not None:
         loaded.classifier.requires_grad_(False)  # guidance needs ∇_x only: no weight gradients kept
@@ -257,6 +258,7 @@ def _options(choice: SamplerChoice, preset: Preset | None, sampler: str) -> dict
 def _setup(
     source: ModelSource, registry: Registry | None, choice: SamplerChoice, *, upsampler: bool, device, download, dist,
     cascade: str | None = None,
+    on_progress: ProgressFn | None = None,
 ) -> _Setup:
     registry = registry or default_registry()
     preset = registry.preset(source.preset) if source.preset else None
@@ -283,7 +285,8 @@ def _setup(
     extra = tuple(_cascade_check(cascade, registry, flags).artifacts) if cascade is not None else ()
     _preflight(replace(source, model_path=weights.model_path), preset, guided, download, registry, extra)
     device = device if device is not None else (dist.device if dist else pick_device())
-    loaded = _load(source, weights, with_classifier=guided, device=device, download=download, registry=registry)
+    loaded = _load(source, weights, with_classifier=guided, device=device, download=download, registry=registry,
+                   on_progress=on_progress)
     steps, rule = _steps(loaded, preset, sampler, choice.steps)
     defaults = preset.sampling if preset else None
     settings = SamplerSettings.make(
@@ -359,7 +362,7 @@ def sample(
         tuple(guidance_interval), threshold, clip_denoised, precision,
     )
     setup = _setup(source, registry, choice, upsampler=False, device=device, download=download, dist=dist,
-                   cascade=then_upsample)
+                   cascade=then_upsample, on_progress=on_progress)
     flags = setup.loaded.flags
     defaults = setup.preset.sampling if setup.preset else None
     num_samples = _default(num_samples, defaults.num_samples if defaults else 16)
@@ -422,7 +425,8 @@ def upsample(
         sampler, None if steps is None else str(steps), spacing, dict(sampler_options or {}), eta, 0.0,
         (0.0, 1.0), threshold, clip_denoised, precision,
     )
-    setup = _setup(source, registry, choice, upsampler=True, device=device, download=download, dist=dist)
+    setup = _setup(source, registry, choice, upsampler=True, device=device, download=download, dist=dist,
+                   on_progress=on_progress)
     total = _default(num_samples, base.count)
     _warn(on_progress, (*setup.warnings, *setup.plan.warnings), total)
 

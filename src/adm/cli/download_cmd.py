@@ -9,7 +9,7 @@ from rich.filesize import decimal
 from rich.table import Table
 
 from adm.cli.common import console, err_console, guarded
-from adm.cli.progress import byte_bars, update_bytes
+from adm.cli.progress import RichProgress
 from adm.errors import ChecksumError, MissingFileError, UsageError
 from adm.hub.cache import cache_root
 from adm.hub.download import (
@@ -102,16 +102,8 @@ def download(
                 f"--from-file imports one artifact, but {' '.join(names)} means {len(artifacts)}",
                 "name the artifact: " + " or ".join(a.name for a in artifacts),
             )
-        with byte_bars(console) as progress:
-            task = progress.add_task(f"import {artifacts[0].name}", total=None)
-            done = import_file(
-                artifacts[0],
-                from_file,
-                registry=registry,
-                cache_dir=cache_dir,
-                on_progress=lambda n, total: update_bytes(progress, task, n, total),
-                on_status=lambda msg: progress.console.print(f"[dim]{msg}[/]", highlight=False),
-            )
+        with RichProgress() as progress:
+            done = import_file(artifacts[0], from_file, registry=registry, cache_dir=cache_dir, on_progress=progress)
         console.print(
             f"{done.artifact.name}: imported {decimal(done.size)}, sha256 {done.sha256} -> {done.path}",
             highlight=False,
@@ -121,23 +113,9 @@ def download(
 
     policy = TransferPolicy.from_env()
     for art in artifacts:
-        with byte_bars(console) as progress:
-            task = progress.add_task(art.name, total=art.size)
-            got = download_artifact(
-                art,
-                registry=registry,
-                cache_dir=cache_dir,
-                force=force,
-                policy=policy,
-                on_progress=lambda n, total, task=task, progress=progress: update_bytes(
-                    progress, task, n, total
-                ),
-                on_status=lambda msg, progress=progress: progress.console.print(
-                    f"[dim]{msg}[/]", highlight=False
-                ),
-            )
-            if got.action in ("cached", "bundled"):
-                progress.update(task, completed=got.size, total=got.size)
+        with RichProgress() as progress:
+            got = download_artifact(art, registry=registry, cache_dir=cache_dir, force=force, policy=policy,
+                                    on_progress=progress)
         what = {"cached": "already cached", "bundled": "ships with adm"}.get(got.action, f"downloaded {decimal(got.size)}")
         console.print(f"{art.name}: {what} -> {got.path}", highlight=False, soft_wrap=True)
 
@@ -172,16 +150,8 @@ def _verify(artifacts, cache_dir: Path | None, registry, *, explicit: bool) -> N
             return
     failed, missing = [], []
     for art in artifacts:
-        with byte_bars(console) as progress:
-            task = progress.add_task(f"verify {art.name}", total=None)
-            result = verify_artifact(
-                art,
-                registry=registry,
-                cache_dir=cache_dir,
-                on_progress=lambda n, total, task=task, progress=progress: update_bytes(
-                    progress, task, n, total
-                ),
-            )
+        with RichProgress() as progress:
+            result = verify_artifact(art, registry=registry, cache_dir=cache_dir, on_progress=progress)
         if result.status == "ok":
             trust = "published" if result.trust == "published" else "recorded at first download"
             console.print(

@@ -1,6 +1,8 @@
-"""Rendering progress as rich bars: the library's ``Progress`` records, and byte transfers.
+"""Rendering the library's ``Progress`` records as rich bars: counts, or bytes (unit ``"B"``).
 
-Two rules every bar keeps, whatever the caller reports: a total nobody knows is not shown (a
+The library reports everything through one protocol (``adm.progress``): images sampled, training
+steps, bytes downloaded or hashed. A task whose unit is ``"B"`` is drawn as a transfer (size and
+speed); any other as ``done/total unit``. Two rules every bar keeps, whatever the caller reports: a total nobody knows is not shown (a
 download without a ``Content-Length`` shows the bytes so far and the speed, never ``0/?``), and
 the count never exceeds the total (a resumed run past its target shows ``30/30``, not ``30/20``).
 """
@@ -26,11 +28,19 @@ from rich.text import Text
 from adm.cli.common import err_console
 from adm.progress import Progress as Event
 
+BYTES = "B"
 
-class CountColumn(ProgressColumn):
-    """``done/total unit``, or ``done unit`` while the total is unknown."""
+
+class AmountColumn(ProgressColumn):
+    """``done/total unit`` (``done unit`` while the total is unknown), or sizes for byte tasks."""
+
+    def __init__(self):
+        super().__init__()
+        self._bytes = BytesColumn()
 
     def render(self, task: Task) -> Text:
+        if task.fields.get("unit") == BYTES:
+            return self._bytes.render(task)
         done = int(task.completed)
         unit = task.fields.get("unit", "")
         text = f"{done}/{int(task.total)}" if task.total is not None else f"{done}"
@@ -47,9 +57,11 @@ class BytesColumn(DownloadColumn):
 
 
 class SpeedColumn(TransferSpeedColumn):
-    """Bytes per second, or nothing before there is a rate (rich would print ``?``)."""
+    """Bytes per second for byte tasks, or nothing before there is a rate (rich would print ``?``)."""
 
     def render(self, task: Task) -> Text:
+        if task.fields.get("unit") != BYTES:
+            return Text("")
         speed = task.finished_speed or task.speed
         return Text("") if speed is None else super().render(task)
 
@@ -74,42 +86,28 @@ def _bounded(completed: float, total: float | None) -> tuple[float, float | None
     return completed, total
 
 
-def byte_bars(console: Console) -> Progress:
-    """Bars for byte transfers (downloads, imports, hashing): size, speed, time left."""
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        BytesColumn(),
-        SpeedColumn(),
-        RemainingColumn(),
-        console=console,
-    )
-
-
-def update_bytes(bars: Progress, task: TaskID, done: int, total: int | None) -> None:
-    """The ``on_progress(done, total)`` of adm's transfers, applied to a ``byte_bars`` task."""
-    completed, total = _bounded(done, total)
-    bars.update(task, completed=completed, total=total)
-
-
 class RichProgress:
     """A context manager whose instance is a ``ProgressFn``.
 
     The bars start with the first event: a command that fails before reporting anything prints
-    its one error line and nothing else (rich draws an empty frame, a blank line, on stop).
+    its one error line and nothing else (rich draws an empty frame, a blank line, on stop). They
+    are drawn only on a terminal: in a log or a pipe, rich would print each bar's last state on
+    stderr, where scripts read errors. Messages (notes, warnings) are printed either way.
     """
 
     def __init__(self, enabled: bool = True, console: Console | None = None):
         self.enabled = enabled
+        console = console or err_console
         self._bars = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
-            CountColumn(),
+            AmountColumn(),
+            SpeedColumn(),
             TimeElapsedColumn(),
             RemainingColumn("eta "),
             TextColumn("{task.fields[info]}"),
-            console=console or err_console,
-            disable=not enabled,
+            console=console,
+            disable=not (enabled and console.is_terminal),
         )
         self._tasks: dict[str, TaskID] = {}
         self._started = False

@@ -74,13 +74,15 @@ def inception_weights_path(
     download: bool = False,
     cache_dir: str | os.PathLike | None = None,
     registry=None,
+    on_progress: ProgressFn | None = None,
 ) -> Path:
     """``weights`` if given, else the cached ``inception`` artifact (MissingFileError if absent)."""
     if weights is not None:
         return Path(weights).expanduser()
     from adm.hub.download import ensure_artifact
 
-    return ensure_artifact("inception", download=download, cache_dir=cache_dir, registry=registry)
+    return ensure_artifact("inception", download=download, cache_dir=cache_dir, registry=registry,
+                           on_progress=on_progress)
 
 
 def default_reference(
@@ -89,12 +91,14 @@ def default_reference(
     download: bool = False,
     cache_dir: str | os.PathLike | None = None,
     registry=None,
+    on_progress: ProgressFn | None = None,
 ) -> tuple[str, Path]:
     """``(artifact name, cached path)`` of the ImageNet reference batch for the samples' size."""
     from adm.hub.download import ensure_artifact
 
     name = reference_name(samples.height, samples.width)
-    return name, ensure_artifact(name, download=download, cache_dir=cache_dir, registry=registry)
+    return name, ensure_artifact(name, download=download, cache_dir=cache_dir, registry=registry,
+                                 on_progress=on_progress)
 
 
 def open_samples(
@@ -273,7 +277,7 @@ def evaluate(
     sample_images = open_samples(samples)
     if ref is None:
         _, ref = default_reference(
-            sample_images, download=download, cache_dir=cache_dir, registry=registry
+            sample_images, download=download, cache_dir=cache_dir, registry=registry, on_progress=on_progress
         )
     reference = open_reference(ref)
     if reference.images is not None:
@@ -291,7 +295,7 @@ def evaluate(
             f"reference {reference.path} holds {reference.num_images} image(s); at least 2 are needed"
         )
     weights = inception_weights_path(
-        inception_weights, download=download, cache_dir=cache_dir, registry=registry
+        inception_weights, download=download, cache_dir=cache_dir, registry=registry, on_progress=on_progress
     )
     model = load_inception(weights, dist.device)
 
@@ -372,7 +376,7 @@ def make_reference(
     if output.resolve() == images.path.resolve():
         raise UsageError(f"{output} is the input; write the reference batch to another file")
     weights = inception_weights_path(
-        inception_weights, download=download, cache_dir=cache_dir, registry=registry
+        inception_weights, download=download, cache_dir=cache_dir, registry=registry, on_progress=on_progress
     )
     model = load_inception(weights, dist.device)
     stats = compute_statistics(

@@ -54,6 +54,7 @@ from adm.hub.cache import cache_path as _cache_path
 from adm.hub.transfer import StatusCallback, TransferPolicy, fetch_to_part
 from adm.presets.registry import Registry, default_registry
 from adm.presets.types import Artifact
+from adm.progress import ProgressFn, report
 from adm.suggest import did_you_mean
 
 ENV_BASE_URL = "ADM_BASE_URL"
@@ -240,8 +241,22 @@ def cache_entries(
 # ------------------------------------------------------------------------------------- locking
 
 
-def _noop(_message: str) -> None:
-    pass
+@dataclass
+class _Reporter:
+    """One artifact's byte counts and notes as records of the library's one progress protocol
+    (``adm.progress``): the transfer internals report ``(done, total)`` and short messages."""
+
+    name: str
+    on_progress: ProgressFn | None
+    total: int | None = None
+    done: int = 0
+
+    def bytes(self, done: int, total: int | None) -> None:
+        self.done, self.total = done, total
+        report(self.on_progress, self.name, done, total, unit="B")
+
+    def status(self, message: str) -> None:
+        report(self.on_progress, self.name, self.done, self.total, unit="B", message=message)
 
 
 @contextmanager
@@ -397,16 +412,15 @@ def download_artifact(
     force: bool = False,
     base_url: str | None = None,
     policy: TransferPolicy | None = None,
-    on_progress: ProgressCallback | None = None,
-    on_status: StatusCallback | None = None,
+    on_progress: ProgressFn | None = None,
     session=None,
 ) -> Fetched:
     """Make sure a verified copy of ``artifact`` is in the cache, downloading it if needed.
 
     ``force`` downloads again from scratch (a partial download is discarded). ``base_url``
-    (default ``$ADM_BASE_URL``) fetches from a mirror instead of the canonical URL. Progress is
-    reported as ``on_progress(done_bytes, total_bytes_or_None)``; short notes (resuming, retrying,
-    waiting for another process) through ``on_status(message)``.
+    (default ``$ADM_BASE_URL``) fetches from a mirror instead of the canonical URL. Progress goes to
+    ``on_progress`` as ``Progress`` records (task = the artifact's name, unit ``"B"``); short notes
+    (resuming, retrying, waiting for another process) are records with a ``message``.
 
     A checkpoint that a preset loads is also checked against the preset's network before it is
     recorded (``contents_problem``); a file that does not fit is deleted, ``.part`` included,
@@ -418,14 +432,15 @@ def download_artifact(
     if bundled is not None:
         return Fetched(art, bundled, sha256_file(bundled), bundled.stat().st_size, "bundled", art.url)
     path = _cache_path(art, cache_dir)
-    status = on_status or _noop
+    reporter = _Reporter(art.name, on_progress, art.size)
+    status = reporter.status
     if not force:
         state, record = inspect_entry(art, path)
         if state == "ok" and record is not None:
             return Fetched(art, path, record.sha256, record.size, "cached", record.source)
     with _locked(art, path, status):
         if not force:
-            state, record, _ = _check_locked(art, path, on_progress)
+            state, record, _ = _check_locked(art, path, reporter.bytes)
             if (
                 state == "ok" and record is not None
             ):  # possibly fetched by the process we waited for
@@ -442,7 +457,7 @@ def download_artifact(
             expected_size=art.size,
             expected_sha256=art.sha256,
             policy=policy or TransferPolicy.from_env(),
-            on_progress=on_progress,
+            on_progress=reporter.bytes,
             on_status=status,
             session=session,
             restart=force,
@@ -464,8 +479,7 @@ def import_file(
     *,
     registry: Registry | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
-    on_progress: ProgressCallback | None = None,
-    on_status: StatusCallback | None = None,
+    on_progress: ProgressFn | None = None,
 ) -> Fetched:
     """Copy a hand-fetched file into the cache after checking its size and sha256 where known,
     and, for a checkpoint a preset loads, that it fits the preset's network.
@@ -486,10 +500,11 @@ def import_file(
     which = f"is it {art.filename} from {art.url}?"
     if art.size is not None and total != art.size:
         raise ChecksumError(f"{src} has {total} bytes, {art.name} has {art.size}; nothing was imported", which)
-    with _locked(art, path, on_status or _noop):
+    reporter = _Reporter(art.name, on_progress, total)
+    with _locked(art, path, reporter.status):
         try:
             with atomic_path(path) as tmp:
-                digest, done = _copy_hashing(src, tmp, total, on_progress)
+                digest, done = _copy_hashing(src, tmp, total, reporter.bytes)
                 if art.size is not None and done != art.size:
                     raise ChecksumError(f"{src} has {done} bytes, {art.name} has {art.size}; nothing was imported")
                 if art.sha256 and not hash_matches(digest, art.sha256):
@@ -536,8 +551,7 @@ def verify_artifact(
     *,
     registry: Registry | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
-    on_progress: ProgressCallback | None = None,
-    on_status: StatusCallback | None = None,
+    on_progress: ProgressFn | None = None,
 ) -> Verified:
     """Rehash a cached file and compare with its published or recorded sha256, and check a preset's
     checkpoint against the preset's network; remove the file when either fails.
@@ -553,9 +567,10 @@ def verify_artifact(
     path = _cache_path(art, cache_dir)
     if not path.exists():
         return Verified(art, path, "missing")
-    with _locked(art, path, on_status or _noop):
+    reporter = _Reporter(art.name, on_progress, art.size)
+    with _locked(art, path, reporter.status):
         before = read_record(path)
-        status, record, digest = _check_locked(art, path, on_progress, rehash=True)
+        status, record, digest = _check_locked(art, path, reporter.bytes, rehash=True)
         problem = contents_problem(art, path, registry=reg) if status == "ok" else None
         if problem is not None:
             remove_entry(path)
@@ -571,9 +586,8 @@ def ensure_artifact(
     *,
     download: bool = False,
     cache_dir: str | os.PathLike[str] | None = None,
-    on_progress: ProgressCallback | None = None,
+    on_progress: ProgressFn | None = None,
     registry: Registry | None = None,
-    on_status: StatusCallback | None = None,
     base_url: str | None = None,
     policy: TransferPolicy | None = None,
 ) -> Path:
@@ -589,8 +603,8 @@ def ensure_artifact(
     if bundled is not None:
         return bundled
     path = _cache_path(art, cache_dir)
-    status = on_status or _noop
-    state, _ = _settled(art, path, on_progress, status)
+    reporter = _Reporter(art.name, on_progress, art.size)
+    state, _ = _settled(art, path, reporter.bytes, reporter.status)
     if state == "ok":
         return path
     if download:
@@ -601,7 +615,6 @@ def ensure_artifact(
             base_url=base_url,
             policy=policy,
             on_progress=on_progress,
-            on_status=status,
         ).path
     what = f"{KIND_WORDS.get(art.kind, 'artifact')} {art.name}"
     fix = f"run `adm download {art.name}`, or pass --download"
