@@ -101,13 +101,14 @@ def test_old_steps_still_works_with_a_warning(data, tmp_path):
 
 
 def test_a_finished_run_says_so_and_draws_no_bar(data, tmp_path):
-    from adm.training import get_training_preset, train_diffusion
+    from adm.presets import default_registry, get_training_preset
+    from adm.training import train_diffusion
 
     preset = get_training_preset("tiny", "diffusion")
     config = TrainConfig(data=str(data), **{**preset.train, "steps": 2, "batch_size": 2, "save_every": 2})
-    train_diffusion(config, preset.network_flags(), tmp_path / "run")
+    train_diffusion(config, default_registry().network_flags(preset), tmp_path / "run")
     events = []
-    again = train_diffusion(config.model_copy(update={"steps": 1}), preset.network_flags(), tmp_path / "run", on_progress=events.append)
+    again = train_diffusion(config.model_copy(update={"steps": 1}), default_registry().network_flags(preset), tmp_path / "run", on_progress=events.append)
     assert (again.step, again.start_step, events) == (2, 2, [])
     result = CliRunner(env={"COLUMNS": "300"}).invoke(app, ["train", "--run-dir", str(tmp_path / "run"), "--iterations", "1"])
     assert result.exit_code == 0 and "is already at step 2; raise --iterations to train further" in result.stdout

@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 
 from adm.cli.main import app
 from adm.hub.checkpoints import load_state_dict
-from adm.training import TrainConfig, get_training_preset
+from adm.presets import default_registry, get_training_preset
+from adm.training import TrainConfig
 from adm.training.checkpoint import read_records
 from adm.training.loop import DiffusionTask
 from adm.training.metrics import read_metrics
@@ -217,7 +218,7 @@ def test_two_processes_match_one_and_resume_on_another_world_size(squares, tmp_p
     # continue the 2-process run on 1 process: the data position follows from the step
     subprocess.run([ADM, *train_args(squares, two, 4, *init)], env=ENV, check=True, capture_output=True)
 
-    flags = get_training_preset("tiny", "diffusion").network_flags()
+    flags = default_registry().network_flags(get_training_preset("tiny", "diffusion"))
     skip = _degenerate(squares, flags, pre / "model000010.pt")
     for step in (2, 4):
         a, b = load_state_dict(one / f"model{step:06d}.pt"), load_state_dict(two / f"model{step:06d}.pt")

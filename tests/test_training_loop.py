@@ -8,10 +8,10 @@ from PIL import Image
 from adm.distributed import Dist
 from adm.flags import parse_flags
 from adm.hub.checkpoints import load_state_dict
+from adm.presets import default_registry, get_training_preset
 from adm.training import (
     ClassifierTrainConfig,
     TrainConfig,
-    get_training_preset,
     latest_weights,
     train_classifier,
     train_diffusion,
@@ -53,7 +53,7 @@ def pretrained(squares, tmp_path_factory):
 
 def tiny(kind="tiny", **changes):
     preset = get_training_preset(kind, "diffusion")
-    return preset.network_flags(), {**preset.train, **changes}
+    return default_registry().network_flags(preset), {**preset.train, **changes}
 
 
 def mse_curve(run_dir):
@@ -96,7 +96,7 @@ def test_noisy_classifier_learns_colors_far_above_chance(tmp_path):
         data=str(data), **{**preset.train, "steps": 80, "batch_size": 16, "val_fraction": 0.25,
                            "eval_every": 40, "log_every": 10, "save_every": 80, "random_crop": False},
     )
-    result = train_classifier(config, preset.network_flags(), tmp_path, diffusion=preset.noise_flags())
+    result = train_classifier(config, default_registry().network_flags(preset), tmp_path, diffusion=preset.noise_flags())
     records = read_metrics(tmp_path)
     losses = [r["loss"] for r in records if "loss" in r]
     assert losses[-1] < 0.5 * losses[0]
@@ -113,7 +113,7 @@ def test_clean_classifier_with_separate_validation_data(squares, tmp_path):
         data=str(squares), **{**preset.train, "steps": 30, "batch_size": 16, "val_data": str(val), "noised": False,
                               "eval_every": 30, "save_every": 30, "random_crop": False},
     )
-    result = train_classifier(config, preset.network_flags(), tmp_path / "run", diffusion=preset.noise_flags())
+    result = train_classifier(config, default_registry().network_flags(preset), tmp_path / "run", diffusion=preset.noise_flags())
     assert result.metrics["val_acc@1"] > 0.9
 
 
@@ -217,7 +217,7 @@ def test_classifier_flags_reject_more_classes_than_outputs(squares, tmp_path):
     from adm.flags import ClassifierFlags
 
     preset = get_training_preset("tiny", "classifier")
-    flags = parse_flags(ClassifierFlags, {**preset.network_flags().flag_dict(), "classifier_num_classes": 2})
+    flags = parse_flags(ClassifierFlags, {**default_registry().network_flags(preset).flag_dict(), "classifier_num_classes": 2})
     config = ClassifierTrainConfig(data=str(squares), **{**preset.train, "steps": 1})
     with pytest.raises(UsageError, match="3 classes but the classifier has 2 outputs"):
         train_classifier(config, flags, tmp_path / "run")

@@ -9,14 +9,13 @@ from PIL import Image
 
 from adm.errors import UsageError
 from adm.flags import ClassifierFlags, ModelFlags
+from adm.presets import default_registry, get_training_preset
 from adm.training import (
     ClassifierTrainConfig,
     TrainConfig,
-    get_training_preset,
     latest_weights,
     make_config,
     read_run_config,
-    training_presets,
 )
 from adm.training.checkpoint import read_records, write_checkpoint
 from adm.training.data import (
@@ -32,8 +31,8 @@ from adm.training.data import (
 from adm.training.ema import EMA
 from adm.training.metrics import MetricsLog, plot_curve, read_metrics
 from adm.training.rundir import run_config, write_run_config
-from adm.training.samplers import LossSecondMomentSampler, UniformSampler, make_sampler
 from adm.training.seeding import derive_seed, per_sample_normal, uniform
+from adm.training.timesteps import LossSecondMomentSampler, UniformSampler, make_sampler
 
 
 def save_png(path, array):
@@ -316,16 +315,17 @@ def test_metrics_truncate_on_resume_and_plot(tmp_path):
 def test_training_presets_record_published_values():
     classifier = get_training_preset("imagenet128", "classifier")
     assert classifier.train == dict(steps=300_000, anneal_lr=True, batch_size=256, lr=3e-4, save_every=10_000, weight_decay=0.05)
-    assert classifier.network_flags().image_size == 128
+    assert default_registry().network_flags(classifier).image_size == 128
     base = get_training_preset("imagenet64", "diffusion")
-    assert base.train["batch_size"] == 2048 and base.network_flags().num_channels == 192
-    for preset in training_presets("diffusion").values():
+    assert base.train["batch_size"] == 2048 and default_registry().network_flags(base).num_channels == 192
+    registry = default_registry()
+    for preset in registry.training_presets("diffusion").values():
         TrainConfig(data="x", **preset.train)
-        preset.network_flags()
-    for preset in training_presets("classifier").values():
+        registry.network_flags(preset)
+    for preset in registry.training_presets("classifier").values():
         ClassifierTrainConfig(data="x", **preset.train)
-        preset.network_flags()
-    assert get_training_preset("tiny", "diffusion").network_flags().image_size == 16
+        registry.network_flags(preset)
+    assert registry.network_flags(get_training_preset("tiny", "diffusion")).image_size == 16
     with pytest.raises(UsageError, match="unknown training preset 'tiniy'.*did you mean tiny"):
         get_training_preset("tiniy", "diffusion")
     with pytest.raises(UsageError, match="unknown classifier training preset"):

@@ -29,6 +29,8 @@ _EXPORTS = {
     "Samples": "adm.pipeline",
     "sample": "adm.pipeline",
     "upsample": "adm.pipeline",
+    "train": "adm.training.runs",
+    "train_classifier": "adm.training.runs",
     "get_preset": "adm.presets",
     "list_presets": "adm.presets",
 }
@@ -36,9 +38,12 @@ _EXPORTS = {
 __all__ = ["__version__", *sorted(_EXPORTS)]
 
 
+_RENAMED = {"train_classifier": "train_noisy_classifier"}  # adm.train_classifier is the high-level API
+
+
 def __getattr__(name: str):
     if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        value = getattr(importlib.import_module(_EXPORTS[name]), _RENAMED.get(name, name))
         globals()[name] = value
         return value
     raise AttributeError(f"module 'adm' has no attribute {name!r}")

@@ -71,7 +71,7 @@ def _training_json(preset: TrainPreset, registry: Registry) -> dict[str, Any]:
         "command": f"{COMMAND[preset.kind]} --preset {preset.name}",
         "description": preset.description,
         "released": preset.released,
-        "network_flags": preset.network_flags(registry).flag_dict(),
+        "network_flags": registry.network_flags(preset).flag_dict(),
     }
     if preset.kind == "classifier":
         doc["diffusion_flags"] = preset.noise_flags().flag_dict()
@@ -114,7 +114,7 @@ def _training_table(preset: TrainPreset, registry: Registry) -> Table:
     table = Table(title=f"training preset {preset.name} ({COMMAND[preset.kind]} --preset {preset.name})", show_header=False)
     table.add_row("description", preset.description)
     table.add_row("network", _network(preset, registry))
-    table.add_row("network_flags", _cell(preset.network_flags(registry).flag_dict()))
+    table.add_row("network_flags", _cell(registry.network_flags(preset).flag_dict()))
     if preset.kind == "classifier":
         table.add_row("diffusion_flags", _cell(preset.noise_flags().flag_dict()))
     table.add_row("values", _values(preset) or "-")
@@ -126,7 +126,7 @@ def _training_table(preset: TrainPreset, registry: Registry) -> Table:
 
 
 def _network(preset: TrainPreset, registry: Registry) -> str:
-    flags = preset.network_flags(registry)
+    flags = registry.network_flags(preset)
     size = _size(flags)
     return f"released {preset.released} ({size})" if preset.released else f"own flags ({size})"
 

@@ -61,7 +61,7 @@ def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     return platformdirs.user_cache_path("adm", appauthor=False)
 
 
-def cache_path(artifact: Artifact, cache_dir: str | os.PathLike[str] | None = None) -> Path:
+def entry_path(artifact: Artifact, cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """Where ``artifact`` lives in the cache once downloaded and verified."""
     return cache_root(cache_dir) / artifact.name / artifact.filename
 

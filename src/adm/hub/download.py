@@ -40,6 +40,7 @@ from adm.hub.cache import (
     ProgressCallback,
     Record,
     cache_root,
+    entry_path,
     expected_sha256,
     hash_matches,
     inspect_entry,
@@ -50,7 +51,6 @@ from adm.hub.cache import (
     sha256_file,
     write_record,
 )
-from adm.hub.cache import cache_path as _cache_path
 from adm.hub.transfer import StatusCallback, TransferPolicy, fetch_to_part
 from adm.presets.registry import Registry, default_registry
 from adm.presets.types import Artifact
@@ -147,7 +147,7 @@ def cache_path(
     registry: Registry | None = None,
 ) -> Path:
     """Where an artifact (or artifact name) lives in the cache, whether or not it is there."""
-    return _cache_path(_artifact(artifact, registry), cache_dir)
+    return entry_path(_artifact(artifact, registry), cache_dir)
 
 
 def resolve_url(artifact: Artifact, base_url: str | None = None) -> str:
@@ -205,7 +205,7 @@ def is_cached(
 ) -> bool:
     """Whether a verified copy is in the cache (a quick look: stat and record, no hashing)."""
     art = _artifact(name, registry)
-    return inspect_entry(art, _cache_path(art, cache_dir))[0] == "ok"
+    return inspect_entry(art, entry_path(art, cache_dir))[0] == "ok"
 
 
 def cache_entries(
@@ -224,7 +224,7 @@ def cache_entries(
             path = bundled_path(art)
             entries.append(CacheEntry(art, path, "ok", path.stat().st_size, 0))
             continue
-        path = _cache_path(art, cache_dir)
+        path = entry_path(art, cache_dir)
         state, _ = inspect_entry(art, path)
         try:
             size: int | None = path.stat().st_size
@@ -431,7 +431,7 @@ def download_artifact(
     bundled = bundled_path(art)
     if bundled is not None:
         return Fetched(art, bundled, sha256_file(bundled), bundled.stat().st_size, "bundled", art.url)
-    path = _cache_path(art, cache_dir)
+    path = entry_path(art, cache_dir)
     reporter = _Reporter(art.name, on_progress, art.size)
     status = reporter.status
     if not force:
@@ -495,7 +495,7 @@ def import_file(
         raise MissingFileError(
             f"{src} is not a file", f"pass the path of the downloaded {art.filename}"
         )
-    path = _cache_path(art, cache_dir)
+    path = entry_path(art, cache_dir)
     total = src.stat().st_size
     which = f"is it {art.filename} from {art.url}?"
     if art.size is not None and total != art.size:
@@ -564,7 +564,7 @@ def verify_artifact(
     bundled = bundled_path(art)
     if bundled is not None:
         return Verified(art, bundled, "ok", sha256_file(bundled), art.sha256, "bundled")
-    path = _cache_path(art, cache_dir)
+    path = entry_path(art, cache_dir)
     if not path.exists():
         return Verified(art, path, "missing")
     reporter = _Reporter(art.name, on_progress, art.size)
@@ -602,7 +602,7 @@ def ensure_artifact(
     bundled = bundled_path(art)
     if bundled is not None:
         return bundled
-    path = _cache_path(art, cache_dir)
+    path = entry_path(art, cache_dir)
     reporter = _Reporter(art.name, on_progress, art.size)
     state, _ = _settled(art, path, reporter.bytes, reporter.status)
     if state == "ok":

@@ -8,9 +8,13 @@ ever published, so artifacts carry none: the download layer records a hash on fi
 
 from __future__ import annotations
 
-from adm.presets.registry import Registry
+from typing import TYPE_CHECKING
+
 from adm.presets.training import builtin_training_presets
 from adm.presets.types import Artifact, Preset, SamplingDefaults
+
+if TYPE_CHECKING:  # the registry imports this module's register(): no import back at run time
+    from adm.presets.registry import Registry
 
 BASE_URL = "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/"
 DIGITS_SCALE = 1.0

@@ -24,6 +24,7 @@ from functools import cache
 from importlib.metadata import entry_points
 
 from adm.errors import UsageError
+from adm.flags import ClassifierFlags, ModelFlags, SuperResFlags, parse_flags, parse_model_flags
 from adm.presets.types import Artifact, Preset, TrainKind, TrainPreset
 from adm.suggest import did_you_mean
 
@@ -90,6 +91,19 @@ class Registry:
         }
         what = "classifier training preset" if kind == "classifier" else "training preset"
         raise UsageError(f"unknown {what} {name!r}", did_you_mean(name, sorted(known), "adm presets"))
+
+    def network_flags(self, preset: TrainPreset) -> ModelFlags | SuperResFlags | ClassifierFlags:
+        """The network a training preset trains: its own flags, or its released preset's."""
+        if preset.flags is not None:
+            if preset.kind == "classifier":
+                return parse_flags(ClassifierFlags, preset.flags)
+            return parse_model_flags(preset.flags)
+        released = self.preset(preset.released or preset.name)
+        if preset.kind == "classifier":
+            if released.classifier_flags is None:
+                raise UsageError(f"preset {released.name!r} has no classifier")
+            return released.classifier_flags
+        return released.model_flags
 
     @property
     def presets(self) -> dict[str, Preset]:

@@ -6,7 +6,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from adm.errors import UsageError
 from adm.flags import (
     ClassifierFlags,
     DiffusionFlags,
@@ -131,18 +130,6 @@ class TrainPreset(BaseModel):
     source: str = ""
     unverified: tuple[str, ...] = Field((), description="values transcribed from memory of the paper: check them")
     unknown: tuple[str, ...] = Field((), description="what the sources do not state")
-
-    def network_flags(self, registry=None) -> ModelFlags | SuperResFlags | ClassifierFlags:
-        if self.flags is not None:
-            return parse_flags(ClassifierFlags, self.flags) if self.kind == "classifier" else parse_model_flags(self.flags)
-        from adm.presets.registry import default_registry
-
-        preset = (registry or default_registry()).preset(self.released or self.name)
-        if self.kind == "classifier":
-            if preset.classifier_flags is None:
-                raise UsageError(f"preset {preset.name!r} has no classifier")
-            return preset.classifier_flags
-        return preset.model_flags
 
     def noise_flags(self) -> DiffusionFlags:
         return parse_flags(DiffusionFlags, self.diffusion_flags)

@@ -89,7 +89,7 @@ def run_recipe(out: str | Path, *, quick: bool = False, registry: Registry | Non
     start = clock()
     report(on_progress, "recipe", 1, 5, message="training the diffusion model (adm train --preset digits)")
     config = make_config(TrainConfig, {**diffusion.train, **shorten, "data": str(data)})
-    result = train_diffusion(config, diffusion.network_flags(registry), out / "runs" / "digits", preset="digits",
+    result = train_diffusion(config, registry.network_flags(diffusion), out / "runs" / "digits", preset="digits",
                              on_progress=on_progress)
     rep.seconds["diffusion"] = clock() - start
     rep.numbers["diffusion_steps_trained"] = result.step
@@ -101,7 +101,7 @@ def run_recipe(out: str | Path, *, quick: bool = False, registry: Registry | Non
     cconfig = make_config(ClassifierTrainConfig, {
         **classifier.train, **shorten, "data": str(data), **({"eval_every": 10} if quick else {}),
     })
-    cresult = train_classifier(cconfig, classifier.network_flags(registry), out / "runs" / "digits-classifier",
+    cresult = train_classifier(cconfig, registry.network_flags(classifier), out / "runs" / "digits-classifier",
                                diffusion=classifier.noise_flags(), preset="digits", on_progress=on_progress)
     rep.seconds["classifier"] = clock() - start
     for key in ("val_acc@1", "val_loss", "train_acc@1"):

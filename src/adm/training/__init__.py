@@ -1,11 +1,12 @@
 """Training diffusion models, upsamplers and noisy classifiers (``adm train``, ``adm train-classifier``).
 
->>> from adm.training import TrainConfig, train_diffusion, get_training_preset
->>> preset = get_training_preset("tiny", "diffusion")
->>> config = TrainConfig(data="images/", **preset.train)
->>> result = train_diffusion(config, preset.network_flags(), "runs/tiny")
+>>> import adm
+>>> adm.train("tiny", data="digits.npz", run_dir="runs/tiny", steps=200)     # again: continues the run
+>>> adm.train_classifier("tiny", data="digits.npz", run_dir="runs/tiny-cls")
 
-A run dir holds ``config.json`` and checkpoints in the original's names; ``latest_weights`` finds
+``adm.training.runs`` holds the rule that layers a preset, the run being continued and explicit
+values (the CLI uses it too); ``train_diffusion`` / ``train_classifier`` run a resolved config. A
+run dir holds ``config.json`` and checkpoints in the original's names; ``latest_weights`` finds
 the weights to sample with. See docs/training.md.
 """
 
@@ -13,21 +14,31 @@ from adm.training.classifier import train_classifier
 from adm.training.config import ClassifierTrainConfig, CommonTrainConfig, TrainConfig, make_config
 from adm.training.engine import TrainResult
 from adm.training.loop import train_diffusion
-from adm.training.presets import TrainPreset, get_training_preset, training_presets
 from adm.training.rundir import latest_weights, read_run_config, run_flags
+from adm.training.runs import (
+    ResolvedRun,
+    RunRequest,
+    resolve_run,
+    start_run,
+    train,
+    train_noisy_classifier,
+)
 
 __all__ = [
     "ClassifierTrainConfig",
     "CommonTrainConfig",
+    "ResolvedRun",
+    "RunRequest",
     "TrainConfig",
-    "TrainPreset",
     "TrainResult",
-    "get_training_preset",
     "latest_weights",
     "make_config",
     "read_run_config",
+    "resolve_run",
     "run_flags",
+    "start_run",
+    "train",
     "train_classifier",
     "train_diffusion",
-    "training_presets",
+    "train_noisy_classifier",
 ]

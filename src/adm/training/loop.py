@@ -26,8 +26,8 @@ from adm.training.data import Augment, ImageSource, SampleOrder, StreamDataset, 
 from adm.training.engine import DeviceBatch, MicroOut, Trainer, TrainResult, run_task
 from adm.training.metrics import quarter_sums
 from adm.training.rundir import run_config
-from adm.training.samplers import make_sampler
 from adm.training.seeding import derive_seed, per_sample_normal, uniform
+from adm.training.timesteps import make_sampler
 
 
 class DiffusionTask:

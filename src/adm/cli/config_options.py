@@ -1,0 +1,108 @@
+"""Typer options generated from a typed config model, so an option list is written once.
+
+``adm train`` and ``adm train-classifier`` take one option per field of ``TrainConfig`` /
+``ClassifierTrainConfig``. Declaring them by hand repeated 22 options twice and let help texts
+drift from the config; here each option is derived from its field: the name (``--batch-size``),
+the type, a ``--x/--no-x`` switch for booleans, and the help from the field's description, ending
+with its default. An option's own default is None: a value not given comes from the layers
+(preset, the run being continued, the config's default), so only given values are passed on.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import typer
+from pydantic import BaseModel
+
+
+@dataclass(frozen=True)
+class Rename:
+    """How a field appears on the command line when its own name would mislead."""
+
+    option: str  # e.g. "--iterations"
+    help: str | None = None
+    parse: Callable[[str], Any] | None = None  # for fields typed as tuples etc.: text → value
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value) or "none"
+    if value is None:
+        return "none"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _cli_type(annotation: Any) -> type:
+    """int / float / bool (optional or not) stay themselves; the rest is text the model validates."""
+    if annotation in (int, float, bool):
+        return annotation
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return args[0] if len(args) == 1 and args[0] in (int, float, bool) else str
+
+
+def _choices(annotation: Any) -> list[str]:
+    """The values of a ``Literal`` field (optional or not), as text."""
+    if typing.get_origin(annotation) is typing.Literal:
+        return [str(v) for v in typing.get_args(annotation)]
+    for arg in typing.get_args(annotation):
+        if typing.get_origin(arg) is typing.Literal:
+            return [str(v) for v in typing.get_args(arg)]
+    return []
+
+
+def config_options(model: type[BaseModel], *, skip: tuple[str, ...] = (), rename: Mapping[str, Rename] | None = None):
+    """Decorate ``command(options: dict, **its own parameters)`` with one option per model field.
+
+    The command receives ``options``: the fields given on the command line, by field name.
+    """
+    rename = dict(rename or {})
+
+    def decorate(command: Callable) -> Callable:
+        hints = typing.get_type_hints(command)  # resolved in the command's module
+        own = [p.replace(annotation=hints.get(p.name, p.annotation))
+               for p in inspect.signature(command).parameters.values() if p.name != "options"]
+        taken = {p.name for p in own}
+        generated: dict[str, tuple[str, Rename | None]] = {}
+        params = list(own)
+        for name, info in model.model_fields.items():
+            if name in skip:
+                continue
+            spec = rename.get(name)
+            option = spec.option if spec else "--" + name.replace("_", "-")
+            param = option.lstrip("-").replace("-", "_")
+            param = param + "_" if param in taken else param
+            kind = _cli_type(info.annotation) if not (spec and spec.parse) else str
+            text = (spec.help if spec and spec.help else None) or (info.description[:1].upper() + info.description[1:] + ".")
+            decls = (f"{option}/--no-{option[2:]}",) if kind is bool else (option,)
+            choices = _choices(info.annotation)
+            if choices and "One of" not in text:
+                text += f" One of: {', '.join(choices)}."
+            if not info.is_required():
+                text += f" Default: {_shown(info.default)}."
+            default = typer.Option(None, *decls, help=text, show_default=False)
+            params.append(inspect.Parameter(param, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind | None))
+            generated[param] = (name, spec)
+
+        @functools.wraps(command)
+        def wrapper(**kwargs):
+            options = {}
+            for param, (name, spec) in generated.items():
+                value = kwargs.pop(param)
+                if value is not None:
+                    options[name] = spec.parse(value) if spec and spec.parse else value
+            return command(options=options, **kwargs)
+
+        wrapper.__signature__ = inspect.Signature(params)
+        wrapper.__annotations__ = {p.name: p.annotation for p in params}  # real types: typer evaluates these
+        del wrapper.__wrapped__  # typer must read the generated signature, not the command's
+        return wrapper
+
+    return decorate
