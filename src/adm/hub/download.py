@@ -15,56 +15,52 @@ Layout and records: ``adm.hub.cache``; the HTTP side: ``adm.hub.transfer``.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import hashlib
-import importlib.resources
 import os
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from adm.errors import (
-    CheckpointError,
     ChecksumError,
     DownloadStorageError,
     MissingFileError,
-    UsageError,
 )
 from adm.fileio import atomic_path
+from adm.hub.artifacts import (
+    ENV_BASE_URL,
+    KIND_WORDS,
+    CacheEntry,
+    _artifact,
+    _registry,
+    bundled_path,
+    cache_entries,
+    cache_path,
+    is_cached,
+    resolve_artifacts,
+    resolve_url,
+)
 from adm.hub.cache import (
     HASH_CHUNK,
-    CacheState,
     ProgressCallback,
     Record,
     cache_root,
     entry_path,
-    expected_sha256,
     hash_matches,
     inspect_entry,
-    lock_path,
     part_path,
     read_record,
     remove_entry,
     sha256_file,
     write_record,
 )
-from adm.hub.transfer import StatusCallback, TransferPolicy, fetch_to_part
-from adm.presets.registry import Registry, default_registry
+from adm.hub.contents import contents_problem
+from adm.hub.entry import check_locked, install, locked, settled
+from adm.hub.transfer import TransferPolicy, fetch_to_part
+from adm.presets.registry import Registry
 from adm.presets.types import Artifact
 from adm.progress import ProgressFn, report
-from adm.suggest import did_you_mean
-
-ENV_BASE_URL = "ADM_BASE_URL"
-
-KIND_WORDS = {
-    "checkpoint": "checkpoint",
-    "reference": "reference batch",
-    "weights": "weights",
-    "other": "artifact",
-}
 
 __all__ = [
     "ENV_BASE_URL",
@@ -118,129 +114,6 @@ class Verified:
     problem: str | None = None
 
 
-@dataclass(frozen=True)
-class CacheEntry:
-    """One row of ``adm download --list`` (from stat calls, no hashing)."""
-
-    artifact: Artifact
-    path: Path
-    state: CacheState
-    size: int | None
-    partial: int
-
-
-# ------------------------------------------------------------------------------------- look-ups
-
-
-def _registry(registry: Registry | None) -> Registry:
-    return registry if registry is not None else default_registry()
-
-
-def _artifact(artifact: Artifact | str, registry: Registry | None) -> Artifact:
-    return artifact if isinstance(artifact, Artifact) else _registry(registry).artifact(artifact)
-
-
-def cache_path(
-    artifact: Artifact | str,
-    cache_dir: str | os.PathLike[str] | None = None,
-    *,
-    registry: Registry | None = None,
-) -> Path:
-    """Where an artifact (or artifact name) lives in the cache, whether or not it is there."""
-    return entry_path(_artifact(artifact, registry), cache_dir)
-
-
-def resolve_url(artifact: Artifact, base_url: str | None = None) -> str:
-    """The URL to fetch: below ``base_url`` / ``$ADM_BASE_URL`` when set, else the canonical one."""
-    base = base_url if base_url is not None else os.environ.get(ENV_BASE_URL, "")
-    if base.strip():
-        return (
-            base.strip().rstrip("/") + "/" + (artifact.mirror_path or artifact.filename).lstrip("/")
-        )
-    return artifact.url
-
-
-PACKAGE_SCHEME = "package:"
-
-
-def bundled_path(art: Artifact) -> Path | None:
-    """The file of an artifact shipped inside an installed package (``package:adm.assets/f``),
-    checked against its sha256; None for ordinary (downloaded) artifacts."""
-    if not art.url.startswith(PACKAGE_SCHEME):
-        return None
-    package, _, name = art.url[len(PACKAGE_SCHEME) :].partition("/")
-    try:
-        path = Path(str(importlib.resources.files(package).joinpath(name)))
-    except ModuleNotFoundError:
-        path = Path(package, name)
-    if not path.is_file():
-        raise MissingFileError(f"{art.name} ships with the {package} package, but {path} is missing", "reinstall adm-diffusion")
-    if art.sha256 and not hash_matches(sha256_file(path), art.sha256):
-        raise ChecksumError(f"the bundled {art.name} ({path}) does not match its sha256", "reinstall adm-diffusion")
-    return path
-
-
-def resolve_artifacts(names: Iterable[str], registry: Registry | None = None) -> list[Artifact]:
-    """Artifact names and preset names (expanded to what the preset needs), deduplicated, in order."""
-    reg = _registry(registry)
-    artifacts, presets = reg.artifacts, reg.presets
-    out: dict[str, Artifact] = {}
-    for name in names:
-        if name in artifacts:
-            out.setdefault(name, artifacts[name])
-        elif name in presets:
-            for needed in presets[name].artifacts:
-                out.setdefault(needed, reg.artifact(needed))
-        else:
-            hint = did_you_mean(name, [*artifacts, *presets], "adm download --list")
-            raise UsageError(f"unknown artifact or preset {name!r}", hint)
-    return list(out.values())
-
-
-def is_cached(
-    name: Artifact | str,
-    *,
-    cache_dir: str | os.PathLike[str] | None = None,
-    registry: Registry | None = None,
-) -> bool:
-    """Whether a verified copy is in the cache (a quick look: stat and record, no hashing)."""
-    art = _artifact(name, registry)
-    return inspect_entry(art, entry_path(art, cache_dir))[0] == "ok"
-
-
-def cache_entries(
-    artifacts: Iterable[Artifact] | None = None,
-    *,
-    cache_dir: str | os.PathLike[str] | None = None,
-    registry: Registry | None = None,
-) -> list[CacheEntry]:
-    """The cache state of each artifact (default: every registered one), without hashing."""
-    arts = (
-        list(artifacts) if artifacts is not None else list(_registry(registry).artifacts.values())
-    )
-    entries = []
-    for art in arts:
-        if art.url.startswith(PACKAGE_SCHEME):
-            path = bundled_path(art)
-            entries.append(CacheEntry(art, path, "ok", path.stat().st_size, 0))
-            continue
-        path = entry_path(art, cache_dir)
-        state, _ = inspect_entry(art, path)
-        try:
-            size: int | None = path.stat().st_size
-        except OSError:
-            size = art.size
-        try:
-            partial = part_path(path).stat().st_size
-        except OSError:
-            partial = 0
-        entries.append(CacheEntry(art, path, state, size, partial))
-    return entries
-
-
-# ------------------------------------------------------------------------------------- locking
-
-
 @dataclass
 class _Reporter:
     """One artifact's byte counts and notes as records of the library's one progress protocol
@@ -257,148 +130,6 @@ class _Reporter:
 
     def status(self, message: str) -> None:
         report(self.on_progress, self.name, self.done, self.total, unit="B", message=message)
-
-
-@contextmanager
-def _locked(art: Artifact, path: Path, on_status: StatusCallback) -> Iterator[None]:
-    """Hold the entry's file lock; tell the caller when another process has it first."""
-    from filelock import FileLock, Timeout
-
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise UsageError(
-            f"cannot use the cache folder {path.parent}: a part of it is a file, not a folder",
-            "pass --dir or set ADM_HOME to a folder",
-        ) from None
-    except OSError as err:
-        raise DownloadStorageError(
-            f"cannot create the cache folder {path.parent}: {err.strerror or err}",
-            "pass --dir or set ADM_HOME to a writable folder",
-        ) from None
-    lock = FileLock(str(lock_path(path)))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        on_status(f"waiting for another adm process that is fetching {art.name}")
-        lock.acquire()
-    try:
-        yield
-    finally:
-        lock.release()
-
-
-# ------------------------------------------------------------------------------------- checking
-
-
-def _check_locked(
-    art: Artifact, path: Path, on_progress: ProgressCallback | None, rehash: bool = False
-) -> tuple[Literal["ok", "missing", "mismatch", "unverified"], Record | None, str | None]:
-    """Full check of an entry (caller holds the lock). A file that fails is removed.
-
-    Returns (status, record, actual sha256 when hashed).
-    """
-    state, record = inspect_entry(art, path)
-    if state == "missing":
-        return "missing", None, None
-    if state == "ok" and not rehash:
-        return "ok", record, None
-    if state == "mismatch":
-        remove_entry(path)
-        return "mismatch", record, None
-    expected = expected_sha256(art, record)
-    if expected is None:
-        return "unverified", None, None
-    digest = sha256_file(path, on_progress)
-    if not hash_matches(digest, expected):
-        remove_entry(path)
-        return "mismatch", record, digest
-    if record is None:
-        record = Record.for_file(art, path, digest, source="adopted")
-    else:
-        st = path.stat()
-        record = dataclasses.replace(record, size=st.st_size, mtime_ns=st.st_mtime_ns)
-    write_record(path, record)
-    return "ok", record, digest
-
-
-def _settled(
-    art: Artifact, path: Path, on_progress: ProgressCallback | None, on_status: StatusCallback
-):
-    """Quick look first; take the lock and check fully only when the quick look is not conclusive."""
-    state, record = inspect_entry(art, path)
-    if state in ("ok", "missing"):
-        return state, record
-    with _locked(art, path, on_status):
-        status, record, _ = _check_locked(art, path, on_progress)
-    return status, record
-
-
-def _install(art: Artifact, path: Path, staged: Path, digest: str, source: str) -> Record:
-    """Record first, then rename: a file in place always has its record."""
-    try:
-        record = Record.for_file(art, staged, digest, source)
-        write_record(path, record)
-        os.replace(staged, path)
-    except OSError as err:
-        raise DownloadStorageError(
-            f"cannot move {art.name} into the cache at {path}: {err.strerror or err}"
-        ) from None
-    return record
-
-
-# ------------------------------------------------------------------------------------- contents
-
-
-def _networks(art: Artifact, registry: Registry) -> list[tuple[str, str, object]]:
-    """(preset name, "model" or "classifier", flags) of every preset that loads ``art``, one per
-    distinct network."""
-    found: dict[str, tuple[str, str, object]] = {}
-    for preset in registry.presets.values():
-        if preset.checkpoint == art.name:
-            role, flags = "model", preset.model_flags
-        elif preset.classifier_checkpoint == art.name and preset.classifier_flags is not None:
-            role, flags = "classifier", preset.classifier_flags
-        else:
-            continue
-        found.setdefault(f"{type(flags).__name__}{flags.model_dump_json()}", (preset.name, role, flags))
-    return list(found.values())
-
-
-def contents_problem(
-    artifact: Artifact | str,
-    file: str | os.PathLike[str],
-    *,
-    shown: str | None = None,
-    registry: Registry | None = None,
-) -> str | None:
-    """Why ``file`` cannot be ``artifact``'s checkpoint, or None when it can (or adm knows nothing
-    to check it against).
-
-    A hash only says the file is the one first seen (OpenAI published none); for a checkpoint a
-    preset loads, adm knows every key and shape, so a wrong file (an HTML error page, an image, a
-    different model) is caught when it arrives instead of at the first ``adm sample``. The file
-    is read as ``load_state_dict`` reads it (weights only: pickled code is refused, never run),
-    with the tensors mapped rather than read. ``shown`` is what the message calls the file.
-    """
-    reg = _registry(registry)
-    art = _artifact(artifact, reg)
-    networks = _networks(art, reg)
-    if not networks:
-        return None
-    from adm.hub.checkpoints import describe_mismatch, network_signature, read_signature
-
-    shown = shown or str(file)
-    fmt = "safetensors" if art.filename.endswith(".safetensors") else "pt"
-    try:
-        got = read_signature(file, fmt=fmt, shown=shown)
-    except CheckpointError as err:
-        return str(err)
-    for preset, role, flags in networks:
-        expected = network_signature(flags)
-        if got != expected:
-            return f"{shown} does not fit the {role} of preset {preset} ({describe_mismatch(expected, got)})"
-    return None
 
 
 # ------------------------------------------------------------------------------------- actions
@@ -438,9 +169,9 @@ def download_artifact(
         state, record = inspect_entry(art, path)
         if state == "ok" and record is not None:
             return Fetched(art, path, record.sha256, record.size, "cached", record.source)
-    with _locked(art, path, status):
+    with locked(art, path, status):
         if not force:
-            state, record, _ = _check_locked(art, path, reporter.bytes)
+            state, record, _ = check_locked(art, path, reporter.bytes)
             if (
                 state == "ok" and record is not None
             ):  # possibly fetched by the process we waited for
@@ -469,7 +200,7 @@ def download_artifact(
                 f"{problem}; it was deleted",
                 "the server sent another file: check the URL, or the ADM_BASE_URL mirror",
             )
-        _install(art, path, part_path(path), got.sha256, url)
+        install(art, path, part_path(path), got.sha256, url)
     return Fetched(art, path, got.sha256, got.size, "downloaded", url, got.resumed_from)
 
 
@@ -501,7 +232,7 @@ def import_file(
     if art.size is not None and total != art.size:
         raise ChecksumError(f"{src} has {total} bytes, {art.name} has {art.size}; nothing was imported", which)
     reporter = _Reporter(art.name, on_progress, total)
-    with _locked(art, path, reporter.status):
+    with locked(art, path, reporter.status):
         try:
             with atomic_path(path) as tmp:
                 digest, done = _copy_hashing(src, tmp, total, reporter.bytes)
@@ -568,9 +299,9 @@ def verify_artifact(
     if not path.exists():
         return Verified(art, path, "missing")
     reporter = _Reporter(art.name, on_progress, art.size)
-    with _locked(art, path, reporter.status):
+    with locked(art, path, reporter.status):
         before = read_record(path)
-        status, record, digest = _check_locked(art, path, reporter.bytes, rehash=True)
+        status, record, digest = check_locked(art, path, reporter.bytes, rehash=True)
         problem = contents_problem(art, path, registry=reg) if status == "ok" else None
         if problem is not None:
             remove_entry(path)
@@ -604,7 +335,7 @@ def ensure_artifact(
         return bundled
     path = entry_path(art, cache_dir)
     reporter = _Reporter(art.name, on_progress, art.size)
-    state, _ = _settled(art, path, reporter.bytes, reporter.status)
+    state, _ = settled(art, path, reporter.bytes, reporter.status)
     if state == "ok":
         return path
     if download:
