@@ -1,6 +1,6 @@
 """Training-step throughput and peak memory, fp32 vs bf16 (vs fp16), as ratios to fp32.
 
-Runs adm's real training step (``adm.training.engine.train_step``: diffusion loss, backward,
+Runs adm's real training step (``adm.training.trainer.train_step``: diffusion loss, backward,
 AdamW, EMA) on a small ADM model with synthetic in-memory batches, so data loading is not
 measured. Each precision runs in its own subprocess (so its peak memory is its own), the
 precisions are interleaved over ``--repeats`` rounds and the median is reported.
@@ -52,8 +52,8 @@ def worker(args: argparse.Namespace) -> dict:
     from adm.distributed import Dist, pick_device
     from adm.flags import parse_model_flags
     from adm.training import TrainConfig
-    from adm.training.engine import DeviceBatch, Trainer, train_step
     from adm.training.loop import DiffusionTask
+    from adm.training.trainer import DeviceBatch, Trainer, train_step
 
     torch.manual_seed(0)
     device = pick_device(args.device)

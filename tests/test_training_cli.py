@@ -234,7 +234,7 @@ def _degenerate(data, flags, init) -> set[str]:
     """Parameters with a mathematically zero gradient (see test_training_loop.degenerate_parameters)."""
     from adm.distributed import Dist
     from adm.training.data import collate, to_model_input
-    from adm.training.engine import DeviceBatch, Trainer, train_step
+    from adm.training.trainer import DeviceBatch, Trainer, train_step
 
     config = TrainConfig(data=str(data), batch_size=8, workers=0)
     task = DiffusionTask(flags, config, init=str(init))

@@ -17,9 +17,9 @@ from adm.training import (
     train_diffusion,
 )
 from adm.training.data import collate, to_model_input
-from adm.training.engine import DeviceBatch, Trainer, train_step
 from adm.training.loop import DiffusionTask
 from adm.training.metrics import read_metrics
+from adm.training.trainer import DeviceBatch, Trainer, train_step
 
 COLORS = [(220, 40, 40), (40, 220, 40), (40, 40, 220)]
 

@@ -35,10 +35,11 @@ from adm.training.data import (
     split_indices,
     to_model_input,
 )
-from adm.training.engine import DeviceBatch, MicroOut, Trainer, TrainResult, run_task
+from adm.training.engine import TrainResult, run_task
 from adm.training.metrics import quarter_sums
 from adm.training.rundir import run_config
 from adm.training.seeding import derive_seed, per_sample_normal, uniform
+from adm.training.trainer import DeviceBatch, MicroOut, Trainer
 
 EVAL_BATCH = 64
 

@@ -23,11 +23,12 @@ from adm.hub.checkpoints import load_into, load_state_dict
 from adm.progress import ProgressFn
 from adm.training.config import TrainConfig
 from adm.training.data import Augment, ImageSource, SampleOrder, StreamDataset, open_training_data
-from adm.training.engine import DeviceBatch, MicroOut, Trainer, TrainResult, run_task
+from adm.training.engine import TrainResult, run_task
 from adm.training.metrics import quarter_sums
 from adm.training.rundir import run_config
 from adm.training.seeding import derive_seed, per_sample_normal, uniform
 from adm.training.timesteps import make_sampler
+from adm.training.trainer import DeviceBatch, MicroOut, Trainer
 
 
 class DiffusionTask:

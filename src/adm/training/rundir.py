@@ -131,3 +131,32 @@ def latest_weights(
     else:
         chosen = emas[max(emas)]
     return flags, run_dir / chosen
+
+
+NETWORK_KEYS = ("model_flags", "classifier_flags", "diffusion_flags")
+RUNTIME_FLAGS = {"use_checkpoint", "use_fp16", "classifier_use_fp16"}  # do not change the network
+
+
+def open_run(run_dir: Path, doc: dict[str, Any], *, resume: bool) -> bool:
+    """Check ``run_dir`` before anything is written; True when it holds a checkpoint to continue.
+
+    A run dir with checkpoints continues only with the same kind and network flags; ``resume``
+    insists that there is something to continue.
+    """
+    records = read_records(run_dir) if run_dir.is_dir() else []
+    if not records:
+        if resume:
+            raise UsageError(f"nothing to resume: {run_dir} has no checkpoint", "drop --resume to start a new run")
+        return False
+    old = read_run_config(run_dir)
+    if old.get("kind") != doc["kind"]:
+        raise UsageError(f"{run_dir} holds a {old.get('kind')} run, not a {doc['kind']} run", "use another --run-dir")
+    for key in NETWORK_KEYS:
+        before, after = old.get(key) or {}, doc.get(key) or {}
+        for name in sorted(set(before) | set(after)):
+            if name not in RUNTIME_FLAGS and before.get(name) != after.get(name):
+                raise UsageError(
+                    f"{run_dir} was trained with --{name} {before.get(name)}, not {after.get(name)}",
+                    "continue with the same flags, or use another --run-dir",
+                )
+    return True
