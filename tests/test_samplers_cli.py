@@ -7,9 +7,6 @@ The plugin is a real installed distribution (a ``.dist-info`` with an ``adm.samp
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -20,6 +17,7 @@ import adm
 import adm.sampling.job as job_module
 from adm.cli.main import app
 from adm.sampling import BUILTIN
+from tests_support import install_plugin, run_adm_with
 
 runner = CliRunner()
 STEPS = {"ddpm": "6", "ddim": "ddim6"}
@@ -104,19 +102,11 @@ EULER = SamplerSpec("euler", sample_euler, EulerOptions, description="Euler (a p
 
 @pytest.fixture(scope="module")
 def plugin_path(tmp_path_factory):
-    root = tmp_path_factory.mktemp("plugin")
-    (root / "adm_euler_plugin.py").write_text(textwrap.dedent(PLUGIN))
-    info = root / "adm_euler_plugin-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: adm-euler-plugin\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[adm.samplers]\neuler = adm_euler_plugin:EULER\n")
-    return root
+    return install_plugin(tmp_path_factory.mktemp("plugin"), "adm_euler_plugin", textwrap.dedent(PLUGIN),
+                          {"adm.samplers": {"euler": "adm_euler_plugin:EULER"}})
 
 
-def run_adm(plugin_path, *args, cwd):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin_path), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-m", "adm.cli", *map(str, args)], capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=300)
+run_adm = run_adm_with
 
 
 @pytest.mark.slow

@@ -51,3 +51,26 @@ def run_two_gloo_ranks(args: list[str], timeout: float = 240, **extra_env: str) 
     outputs = [p.communicate(timeout=timeout)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     return outputs
+
+
+def install_plugin(root: Path, module: str, source: str, entry_points: dict[str, dict[str, str]]) -> Path:
+    """A third-party distribution as pip would leave it: ``module.py`` and a ``.dist-info`` whose
+    ``entry_points.txt`` holds ``{group: {name: "module:attribute"}}``. Put ``root`` on PYTHONPATH."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / f"{module}.py").write_text(source)
+    info = root / f"{module}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module.replace('_', '-')}\nVersion: 0.1\n")
+    lines = []
+    for group, names in entry_points.items():
+        lines.append(f"[{group}]")
+        lines += [f"{name} = {target}" for name, target in names.items()]
+    (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def run_adm_with(path: Path, *args, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python -m adm.cli ARGS`` in a fresh process with ``path`` on PYTHONPATH (plugins installed there)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(path), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-m", "adm.cli", *map(str, args)], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=timeout)

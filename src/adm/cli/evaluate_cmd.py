@@ -8,37 +8,13 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from adm.cli.common import console, err_console, guarded
+from adm.cli.common import console, guarded
 from adm.cli.progress import RichProgress
-from adm.data.images import ImageCollection
 from adm.distributed import joined
 from adm.errors import UsageError
-from adm.evaluation.evaluate import (
-    DEFAULT_BATCH_SIZE,
-    KEY_FID,
-    KEY_INCEPTION_SCORE,
-    KEY_NUM_REF,
-    KEY_NUM_SAMPLES,
-    KEY_PRECISION,
-    KEY_RECALL,
-    KEY_SFID,
-    default_reference,
-    make_reference,
-    open_samples,
-)
-from adm.evaluation.evaluate import evaluate as run_evaluation
+from adm.evaluation.evaluate import DEFAULT_BATCH_SIZE, make_reference, open_samples
 from adm.evaluation.reference import REF_MAX_IMAGES
 from adm.fileio import write_text_atomic
-
-ROWS = (
-    ("Inception Score", KEY_INCEPTION_SCORE, "{:.4f}"),
-    ("FID", KEY_FID, "{:.4f}"),
-    ("sFID", KEY_SFID, "{:.4f}"),
-    ("Precision", KEY_PRECISION, "{:.4f}"),
-    ("Recall", KEY_RECALL, "{:.4f}"),
-    ("samples", KEY_NUM_SAMPLES, "{:d}"),
-    ("reference images", KEY_NUM_REF, "{:d}"),
-)
 
 
 @guarded
@@ -103,7 +79,8 @@ def evaluate(
         "auto",
         "--metric",
         help="inception (FID, sFID, IS, P/R), digits (the digits demo's judge accuracy and digits-FD), "
-        "or auto: digits for 16x16 samples, else inception.",
+        "a plugin's (entry points adm.metrics), or auto: the natural one for the samples (digits for 16x16), "
+        "else inception.",
     ),
     judge: Path | None = typer.Option(
         None, "--judge", help="Digits judge weights (default: the one shipped with adm).", show_default=False
@@ -129,83 +106,35 @@ def evaluate(
         if output is not None:
             raise UsageError("-o only applies to --make-ref", "use --json to save the metrics")
 
-    if metric not in ("auto", "inception", "digits"):
-        raise UsageError(f"unknown metric {metric!r}", "choose auto, inception or digits")
+    from adm.evaluation.metrics import EvaluationRequest, choose_metric, evaluate_samples
+
     collection = open_samples(samples) if make_ref is None else None  # one walk of a folder
-    if collection is not None and _metric(metric, collection) == "digits":
-        _evaluate_digits(samples, judge, json_out)
-        return
-    with joined(device) as dist, RichProgress(enabled=dist.is_main) as progress:
+    spec = choose_metric(metric, collection) if collection is not None else None
+    with joined(device if spec is None or spec.distributed else "cpu") as dist, \
+            RichProgress(enabled=dist.is_main) as progress:
         on_progress = progress if dist.is_main else None
         if make_ref is not None:
-            path = make_reference(
-                make_ref,
-                output,
-                max_images=max_images,
-                batch_size=batch_size,
-                inception_weights=inception_weights,
-                download=download,
-                dist=dist,
-                on_progress=on_progress,
-            )
+            path = make_reference(make_ref, output, max_images=max_images, batch_size=batch_size,
+                                  inception_weights=inception_weights, download=download, dist=dist,
+                                  on_progress=on_progress)
         else:
-            if ref is None:
-                name, ref = default_reference(collection, download=download)
-                if dist.is_main:
-                    err_console.print(
-                        f"reference: {name} ({ref})", highlight=False, soft_wrap=True
-                    )
-            metrics = run_evaluation(
-                collection,
-                ref,
-                batch_size=batch_size,
-                inception_weights=inception_weights,
-                download=download,
-                cache=not no_cache,
-                dist=dist,
-                on_progress=on_progress,
-            )
+            request = EvaluationRequest(ref=ref, batch_size=batch_size, inception_weights=inception_weights,
+                                        judge=judge, download=download, cache=not no_cache, dist=dist,
+                                        on_progress=on_progress)
+            evaluation = evaluate_samples(collection, spec.name, request)
     if not dist.is_main:
         return
     if make_ref is not None:
         console.print(f"reference batch written to {path}", highlight=False, soft_wrap=True)
         return
-    console.print(_table(metrics, samples, ref))
-    if json_out is not None:
-        record = {**metrics, "samples": str(samples), "ref": str(ref)}
-        write_text_atomic(json_out, json.dumps(record, indent=2) + "\n")
-        console.print(f"metrics written to {json_out}", highlight=False, soft_wrap=True)
-
-
-def _table(metrics: dict, samples: Path, ref: Path) -> Table:
-    table = Table(title=f"{samples} vs {ref}", title_justify="left")
+    result = evaluation.result
+    against = f" vs {result['ref']}" if result.get("ref") else f" ({spec.name})"
+    table = Table(title=f"{samples}{against}", title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for label, key, fmt in ROWS:
-        value = metrics.get(key)
-        table.add_row(label, "n/a (no reference images)" if value is None else fmt.format(value))
-    return table
-
-
-def _metric(metric: str, collection: ImageCollection) -> str:
-    if metric != "auto":
-        return metric
-    return "digits" if (collection.height, collection.width) == (16, 16) else "inception"
-
-
-def _evaluate_digits(samples: Path, judge: Path | None, json_out: Path | None) -> None:
-    from adm.evaluation.digits_judge import evaluate_digits
-    from adm.hub.download import ensure_artifact
-
-    metrics = evaluate_digits(samples, judge or ensure_artifact("digits-judge"))
-    table = Table(title=f"{samples} (digits judge)", title_justify="left")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    accuracy = metrics["digits_accuracy"]
-    table.add_row("judge accuracy (vs requested labels)", "n/a (no labels)" if accuracy is None else f"{accuracy:.4f}")
-    table.add_row("digits-FD (vs real digits)", f"{metrics['digits_fd']:.4f}")
-    table.add_row("samples", str(metrics["num_samples"]))
+    for label, value in spec.table_rows(result):
+        table.add_row(label, value)
     console.print(table)
     if json_out is not None:
-        write_text_atomic(json_out, json.dumps({**metrics, "samples": str(samples)}, indent=2) + "\n")
+        write_text_atomic(json_out, json.dumps({**result, "metric": spec.name, "samples": str(samples)}, indent=2) + "\n")
         console.print(f"metrics written to {json_out}", highlight=False, soft_wrap=True)
