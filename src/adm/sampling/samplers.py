@@ -83,28 +83,9 @@ def sample_dpmpp_2m(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: Noi
     x_{i+1} = (σ_{i+1}/σ_i)·x_i − (e^{−h} − 1)·D with D = x̂_0 (first order) or
     D = (1 + 1/(2r))·x̂_0 − (1/(2r))·x̂_0^{prev}, r = h_{prev}/h. The step to σ = 0 returns x̂_0.
     With ``lower_order_final`` and fewer than 15 steps, the last step before it is first order too
-    (DPM-Solver's advice for few steps).
+    (DPM-Solver's advice for few steps). It is ``dpm++2m-sde`` with η = 0.
     """
-    x = to_variance_exploding(x, sigmas[0])
-    steps = len(sigmas) - 1
-    previous: tuple[Tensor, float] | None = None  # (x̂_0, h) of the previous step
-    with torch.no_grad():
-        for i in range(steps):
-            s, s_next = float(sigmas[i]), float(sigmas[i + 1])
-            denoised = denoiser(x, s)
-            if s_next == 0:
-                x = denoised
-            else:
-                h = _log_step(s, s_next)
-                final = lower_order_final and steps < 15 and i >= steps - 2
-                d = denoised
-                if order >= 2 and previous is not None and not final:
-                    r = previous[1] / h
-                    d = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * previous[0]
-                x = (s_next / s) * x - math.expm1(-h) * d
-                previous = (denoised, h)
-            report_step(callback, i, sigmas, x, denoised)
-    return to_variance_preserving(x, sigmas[-1])
+    return _dpmpp_2m(denoiser, x, sigmas, None, callback, 0.0, order, lower_order_final)
 
 
 def sample_dpmpp_2m_sde(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource = torch.randn_like,
@@ -117,9 +98,14 @@ def sample_dpmpp_2m_sde(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise:
     ODE (η = 0 is 2M); in general e^{−h} → e^{−ηh}, (1 − e^{−2h}) → (1 − e^{−(1+η)h}) and the noise
     has variance 1 − e^{−2ηh}.
     """
+    return _dpmpp_2m(denoiser, x, sigmas, noise, callback, eta, order, lower_order_final)
+
+
+def _dpmpp_2m(denoiser, x: Tensor, sigmas: Tensor, noise, callback, eta: float, order: int,
+              lower_order_final: bool) -> Tensor:
     x = to_variance_exploding(x, sigmas[0])
     steps = len(sigmas) - 1
-    previous: tuple[Tensor, float] | None = None
+    previous: tuple[Tensor, float] | None = None  # (x̂_0, h) of the previous step
     with torch.no_grad():
         for i in range(steps):
             s, s_next = float(sigmas[i]), float(sigmas[i + 1])
