@@ -8,7 +8,9 @@ labels.
   against the fast recipes, precise enough to compare within a few percent;
 * ``interval``: what a guidance interval does (quality, classifier calls, time);
 * ``nfe`` (``--grid-samples``, 100): every sampler at NFE 5 … 250, guided and unguided: the
-  coarse map (FD at 100 samples is noisier and biased upwards; compare within the table).
+  coarse map (FD at 100 samples is noisier and biased upwards; compare within the table);
+* ``seeds``: the targets under several seeds (mean ± sd), since FD at 300 samples moves by ~10%
+  from one seed to another.
 
 Seconds per image are measured too, but on a shared machine they are only indicative:
 ``fast_sampling.py`` compares speeds interleaved.
@@ -41,6 +43,7 @@ INTERVALS = ((0.0, 1.0), (0.0, 0.9), (0.0, 0.7), (0.0, 0.5), (0.2, 0.9), (0.5, 1
 START, END = "<!-- sampler-quality:start -->", "<!-- sampler-quality:end -->"
 ISTART, IEND = "<!-- guidance-interval:start -->", "<!-- guidance-interval:end -->"
 TSTART, TEND = "<!-- sampler-targets:start -->", "<!-- sampler-targets:end -->"
+SSTART, SEND = "<!-- sampler-seeds:start -->", "<!-- sampler-seeds:end -->"
 
 
 def config_key(config: dict) -> str:
@@ -86,7 +89,8 @@ def measure(config: dict, num_samples: int, judge) -> dict:
     try:
         options = {k: v for k, v in config.items() if k in ("sampler", "steps", "scale", "spacing", "guidance_interval")}
         start = time.perf_counter()
-        samples = adm.sample("digits", num_samples=num_samples, batch_size=100, seed=1, device="cpu", **options)
+        samples = adm.sample("digits", num_samples=num_samples, batch_size=100, seed=config.get("seed", 1),
+                             device="cpu", **options)
         seconds = time.perf_counter() - start
     finally:
         pipeline._load = real_load
@@ -108,6 +112,40 @@ GUIDED_ODE_REFERENCE = {"sampler": "ddim", "steps": "250", "scale": 1.0, "guidan
 def target_configs() -> list[dict]:
     configs = [{"sampler": s, "steps": str(n), "scale": scale} for s, n in TARGETS for scale in (1.0, 0.0)]
     return configs + [GUIDED_ODE_REFERENCE]
+
+
+SEED_RECIPES = [("ddpm", "250", 2), ("dpm++2m-sde", "20", 4), ("dpm++2m-sde", "25", 4), ("dpm++2m", "20", 4),
+                ("unipc", "20", 4)]  # (sampler, steps, how many seeds): DDPM 250 costs 15x the others
+
+
+def seed_configs() -> list[dict]:
+    """The targets again under other seeds: FD at 300 samples moves by ~10% from seed to seed."""
+    return [{"sampler": s, "steps": n, "scale": scale, **({"seed": seed} if seed > 1 else {})}
+            for s, n, seeds in SEED_RECIPES for scale in (1.0, 0.0) for seed in range(1, seeds + 1)]
+
+
+def seed_table(records: dict[str, dict]) -> str:
+    import statistics
+
+    rows = ["| sampler | NFE | seeds | guided digits-FD (mean ± sd) | vs DDPM 250 | unguided digits-FD | vs DDPM 250 |",
+            "|---|---|---|---|---|---|---|"]
+    means = {}
+    for sampler, n, seeds in SEED_RECIPES:
+        cells = []
+        for scale in (1.0, 0.0):
+            fds = [r["digits_fd"] for seed in range(1, seeds + 1)
+                   if (r := records.get(config_key({"sampler": sampler, "steps": n, "scale": scale,
+                                                    **({"seed": seed} if seed > 1 else {})})))]
+            if not fds:
+                cells += ["–", "–"]
+                continue
+            mean = statistics.mean(fds)
+            means[(sampler, scale)] = mean
+            sd = statistics.stdev(fds) if len(fds) > 1 else 0.0
+            ref = means.get(("ddpm", scale))
+            cells += [f"{mean:.1f} ± {sd:.1f} (n={len(fds)})", f"{mean / ref:.3f}x" if ref else "–"]
+        rows.append(f"| `{sampler}` | {n} | {seeds} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
 
 
 def nfe_configs() -> list[dict]:
@@ -189,7 +227,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target-samples", type=int, default=300)
     parser.add_argument("--grid-samples", type=int, default=100)
-    parser.add_argument("--table", choices=("targets", "nfe", "interval", "all"), default="all")
+    parser.add_argument("--table", choices=("targets", "nfe", "interval", "seeds", "all"), default="all")
     parser.add_argument("--cache", type=Path, default=Path("benchmarks/.results/sampler_quality.jsonl"))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--update-docs", action="store_true")
@@ -204,7 +242,7 @@ def main() -> None:
     args.cache.parent.mkdir(parents=True, exist_ok=True)
     cache = load_cache(args.cache)
     tables = {"targets": (target_configs(), args.target_samples), "interval": (interval_configs(), args.target_samples),
-              "nfe": (nfe_configs(), args.grid_samples)}
+              "nfe": (nfe_configs(), args.grid_samples), "seeds": (seed_configs(), args.target_samples)}
     chosen = list(tables) if args.table == "all" else [args.table]
     results: dict[str, dict[str, dict]] = {}
     for name in tables:
@@ -227,11 +265,13 @@ def main() -> None:
         "", "Unguided (scale 0):", "", nfe_table(results["nfe"], 0.0),
     ])
     interval = f"{args.target_samples} {header}\n\n" + interval_table(results["interval"])
-    print(targets, grid, interval, sep="\n\n")
+    seeds = f"{args.target_samples} class-balanced samples per run, seeds 1, 2, ...\n\n" + seed_table(results["seeds"])
+    print(targets, grid, interval, seeds, sep="\n\n")
     if args.update_docs:
         replace_block(DOCS / "sampling.md", TSTART, TEND, targets)
         replace_block(DOCS / "sampling.md", START, END, grid)
         replace_block(DOCS / "sampling.md", ISTART, IEND, interval)
+        replace_block(DOCS / "sampling.md", SSTART, SEND, seeds)
         plot(results["nfe"], DOCS / "sampling" / "quality-vs-nfe.png")
 
 
