@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 import adm
-import adm.sampling.job as job_module
+import adm.sampling.batches as batches_module
 from adm.cli.main import app
 from adm.errors import MissingFileError, UsageError
 from adm.pipeline import ModelSource
@@ -41,7 +41,7 @@ def run(ckpt, out, model=None, **kwargs):
 
 def interrupt_after(monkeypatch, batches: int):
     """Make the sampling loop die (as Ctrl-C would) after ``batches`` batches."""
-    real, calls = job_module.generate_batch, []
+    real, calls = batches_module.sample_batch, []
 
     def dying(*args, **kwargs):
         if len(calls) == batches:
@@ -49,7 +49,7 @@ def interrupt_after(monkeypatch, batches: int):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(job_module, "generate_batch", dying)
+    monkeypatch.setattr(batches_module, "sample_batch", dying)
 
 
 def rewrite_weights(path: Path, seed: int) -> None:

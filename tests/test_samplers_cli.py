@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 import adm
-import adm.sampling.job as job_module
+import adm.sampling.batches as batches_module
 from adm.cli.main import app
 from adm.sampling import BUILTIN
 from tests_support import install_plugin, run_adm_with
@@ -48,7 +48,7 @@ def test_every_sampler_guided_through_cli_and_api_reproducibly(name, tmp_path, m
     assert np.array_equal(api.images, first) and np.array_equal(api.labels, labels)
 
     # interrupted after one batch, then resumed: the same file
-    real, calls = job_module.generate_batch, []
+    real, calls = batches_module.sample_batch, []
 
     def dying(*args, **kwargs):
         if calls:
@@ -56,7 +56,7 @@ def test_every_sampler_guided_through_cli_and_api_reproducibly(name, tmp_path, m
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(job_module, "generate_batch", dying)
+    monkeypatch.setattr(batches_module, "sample_batch", dying)
     result = runner.invoke(app, [str(a) for a in [*common, "-b", 2, "--out", tmp_path / "r.npz"]])
     assert result.exit_code == 130 and "run the same command to continue" in result.output
     monkeypatch.undo()

@@ -1,4 +1,4 @@
-"""The sampling path the CLI uses (``adm.sampling.generate.run_sampler``) reproduces the original's
+"""The sampling path the CLI uses (``adm.sampling.run.run_sampler``) reproduces the original's
 guided DDPM and DDIM trajectories (golden case sampling_16px_ddim10_guided)."""
 
 import pytest
@@ -9,8 +9,9 @@ import golden
 from adm.diffusion.continuous import NoiseSchedule
 from adm.factory import parameterization
 from adm.flags import DiffusionFlags
-from adm.sampling.generate import SamplerSettings, run_sampler
 from adm.sampling.noise import ReplayNoise
+from adm.sampling.run import run_sampler
+from adm.sampling.settings import SamplerSettings
 
 CASE = "sampling_16px_ddim10_guided"
 

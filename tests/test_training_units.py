@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from adm.data.crops import center_crop, random_crop
 from adm.errors import UsageError
 from adm.flags import ClassifierFlags, ModelFlags
 from adm.presets import default_registry, get_training_preset
@@ -23,9 +24,7 @@ from adm.training.data import (
     SampleOrder,
     StreamDataset,
     StreamPlan,
-    center_crop,
     open_source,
-    random_crop,
     split_indices,
 )
 from adm.training.ema import EMA

@@ -29,6 +29,7 @@ _EXPORTS = {
     "Samples": "adm.pipeline",
     "sample": "adm.pipeline",
     "upsample": "adm.pipeline",
+    "edit": "adm.pipeline",
     "train": "adm.training.runs",
     "train_classifier": "adm.training.runs",
     "get_preset": "adm.presets",

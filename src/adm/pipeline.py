@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from pydantic import ValidationError
 
 from adm.api import LoadedModel, load_model
 from adm.data.images import npz_labels, open_images
@@ -25,9 +26,12 @@ from adm.flags import ModelFlags, SuperResFlags, parse_model_flags
 from adm.hub.fingerprint import weights_fingerprint
 from adm.presets import Preset, Registry, default_registry
 from adm.progress import ProgressFn, report
-from adm.sampling.generate import SamplerSettings, SamplingPlan, parse_classes
+from adm.sampling.batches import Networks, SampleProducer, UpsampleProducer
 from adm.sampling.job import JobResult, SampleJob, run_sample_job
+from adm.sampling.precision import default_precision, prepare
 from adm.sampling.registry import SamplerSpec, get_sampler
+from adm.sampling.seeds import parse_classes
+from adm.sampling.settings import SamplerSettings, SamplingPlan
 
 
 @dataclass(frozen=True)
@@ -174,9 +178,7 @@ def _notes(setup: _Setup) -> dict:
 
 
 def _precision(precision: str | None, loaded: LoadedModel) -> str:
-    if precision:
-        return precision
-    return "fp16" if (loaded.flags.use_fp16 and loaded.device.type == "cuda") else "fp32"
+    return precision or default_precision(loaded.device, loaded.flags.use_fp16)
 
 
 DEFAULT_SOLVER_STEPS = "20"  # network evaluations for a solver when nothing else says
@@ -197,8 +199,25 @@ def _steps(loaded: LoadedModel, preset: Preset | None, sampler: SamplerSpec, ste
     return DEFAULT_SOLVER_STEPS, f"the default for solvers ({DEFAULT_SOLVER_STEPS} evaluations)"
 
 
-def _run(loaded, job: SampleJob, dist: Dist | None, on_progress, in_memory: bool, **kwargs) -> Samples:
-    result = run_sample_job(loaded, job, dist, on_progress=on_progress, **kwargs)
+def _networks(loaded: LoadedModel) -> Networks:
+    flags = loaded.flags
+    superres = isinstance(flags, SuperResFlags)
+    size = flags.large_size if superres else flags.image_size
+    return Networks(loaded.model, loaded.schedule, loaded.parameterization, loaded.device, (3, size, size),
+                    flags.num_classes, flags.class_cond, loaded.classifier, flags.small_size if superres else None)
+
+
+def _columns(classes, num_classes: int) -> int | None:
+    """One column per class when classes are cycled (a class per column reads best)."""
+    if isinstance(classes, list) and 1 < len(classes) <= 20:
+        return len(classes)
+    if classes == "balanced" and num_classes <= 20:
+        return num_classes
+    return None
+
+
+def _run(job: SampleJob, producer, dist: Dist | None, on_progress, in_memory: bool) -> Samples:
+    result = run_sample_job(job, producer, dist or Dist(device=producer.nets.device), on_progress=on_progress)
     samples = Samples(job.out, result)
     if in_memory and (dist is None or dist.is_main):
         images, labels = samples.load()
@@ -228,6 +247,7 @@ class SamplerChoice:
     threshold: float | None = None
     clip_denoised: bool | None = None
     precision: str | None = None
+    compile: bool = False  # torch.compile the diffusion model (results may differ in the last bits)
 
 
 @dataclass
@@ -259,6 +279,7 @@ def _setup(
     source: ModelSource, registry: Registry | None, choice: SamplerChoice, *, upsampler: bool, device, download, dist,
     cascade: str | None = None,
     on_progress: ProgressFn | None = None,
+    strength: float | None = None,
 ) -> _Setup:
     registry = registry or default_registry()
     preset = registry.preset(source.preset) if source.preset else None
@@ -295,7 +316,12 @@ def _setup(
         clip_denoised=_default(choice.clip_denoised, defaults.clip_denoised if defaults else True),
         precision=_precision(choice.precision, loaded),
     )
-    return _Setup(preset, loaded, settings.plan(loaded.schedule), rule, weights.warnings)
+    top = None if strength is None else strength * (loaded.schedule.num_steps - 1)
+    plan = settings.plan(loaded.schedule, max_timestep=top)  # validates before the networks are converted
+    loaded.model = prepare(loaded.model, settings.precision, compile=choice.compile)
+    if loaded.classifier is not None:
+        loaded.classifier = prepare(loaded.classifier, settings.precision)
+    return _Setup(preset, loaded, plan, rule, weights.warnings)
 
 
 def _cascade_check(name: str, registry: Registry, base_flags) -> Preset:
@@ -336,6 +362,7 @@ def sample(
     classes: str | list[int] | None = None,
     clip_denoised: bool | None = None,
     precision: str | None = None,
+    compile: bool = False,
     device=None,
     download: bool = False,
     out: str | Path | None = None,
@@ -359,7 +386,7 @@ def sample(
     source = source or ModelSource(preset=preset)
     choice = SamplerChoice(
         sampler, None if steps is None else str(steps), spacing, dict(sampler_options or {}), eta, scale,
-        tuple(guidance_interval), threshold, clip_denoised, precision,
+        tuple(guidance_interval), threshold, clip_denoised, precision, compile,
     )
     setup = _setup(source, registry, choice, upsampler=False, device=device, download=download, dist=dist,
                    cascade=then_upsample, on_progress=on_progress)
@@ -374,10 +401,11 @@ def sample(
     def run(out: Path, in_memory: bool) -> Samples:
         job = SampleJob(
             out=out, num_samples=num_samples, batch_size=setup.batch_size(batch_size), seed=seed,
-            plan=setup.plan, classes=classes, grid_size=grid, num_classes=flags.num_classes,
+            plan=setup.plan, classes=classes, grid_size=grid,
             identity=_identity(setup.loaded), notes=_notes(setup), overwrite=overwrite,
         )
-        base = _run(setup.loaded, job, dist, on_progress, in_memory)
+        producer = SampleProducer(_networks(setup.loaded), setup.plan, seed, classes, _columns(classes, flags.num_classes))
+        base = _run(job, producer, dist, on_progress, in_memory)
         if then_upsample is None:
             return base
         up = upsample(
@@ -437,6 +465,111 @@ def upsample(
             identity={**_identity(setup.loaded), "base": weights_fingerprint(base_samples) if Path(base_samples).is_file()
                       else str(base_samples), "base_count": base.count},
         )
-        return _run(setup.loaded, job, dist, on_progress, in_memory, base=base, base_labels=labels)
+        producer = UpsampleProducer(_networks(setup.loaded), setup.plan, seed, base, labels, total)
+        return _run(job, producer, dist, on_progress, in_memory)
+
+    return _with_output(run, out)
+
+
+def _fingerprint(path: str | Path) -> dict | list:
+    """The content of an input file or folder (for the key: another input is another run)."""
+    path = Path(path)
+    if path.is_dir():
+        from adm.data.images import list_images
+
+        return [weights_fingerprint(p) for p in list_images(path)]
+    return weights_fingerprint(path)
+
+
+def edit(
+    preset: str | None = None,
+    *,
+    inputs: str | Path,
+    source: ModelSource | None = None,
+    strength: float = 0.6,
+    invert: bool = False,
+    mask: str | Path | None = None,
+    inpaint: str = "x0",
+    jumps: int = 1,
+    jump_length: int = 10,
+    classes: str | list[int] | None = None,
+    save_latents: str | Path | None = None,
+    scale: float | None = None,
+    sampler: str | None = None,
+    steps: str | int | None = None,
+    spacing: str | None = None,
+    sampler_options: dict | None = None,
+    eta: float | None = None,
+    guidance_interval: tuple[float, float] = (0.0, 1.0),
+    threshold: float | None = None,
+    num_samples: int | None = None,
+    batch_size: int | None = None,
+    seed: int = 0,
+    clip_denoised: bool | None = None,
+    precision: str | None = None,
+    device=None,
+    download: bool = False,
+    out: str | Path | None = None,
+    overwrite: bool = False,
+    grid: int = 64,
+    dist: Dist | None = None,
+    on_progress: ProgressFn | None = None,
+    registry: Registry | None = None,
+) -> Samples:
+    """Edit real images (a folder, or an npz with labels in ``arr_1``): see ``adm.sampling.edit``.
+
+    ``strength`` in (0, 1] is how far they are noised (SDEdit); ``classes`` the target classes
+    (default: the inputs' own labels, else the preset's plan); ``mask`` (white = keep) makes it
+    inpainting; ``invert`` starts from their DDIM inversion (``sampler="ddim"``). Everything else is
+    as in ``adm.sample``; outputs too (npz, a grid of input | mask | output, a sidecar).
+    """
+    from adm.sampling.edit import EditProducer, EditSettings, read_masks
+
+    try:
+        settings = EditSettings(strength=strength, invert=invert, inpaint=inpaint, jumps=jumps, jump_length=jump_length)
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise UsageError(f"bad value for --{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
+    registry = registry or default_registry()
+    source = source or ModelSource(preset=preset)
+    collection = open_images(inputs, name="inputs")
+    input_labels = npz_labels(inputs)
+    masks = read_masks(mask, collection.count) if mask is not None else None
+    if invert and sampler is None:
+        sampler = "ddim"
+    choice = SamplerChoice(sampler, None if steps is None else str(steps), spacing, dict(sampler_options or {}), eta,
+                           scale, tuple(guidance_interval), threshold, clip_denoised, precision)
+    setup = _setup(source, registry, choice, upsampler=False, device=device, download=download, dist=dist,
+                   on_progress=on_progress, strength=settings.strength)
+    flags = setup.loaded.flags
+    total = _default(num_samples, collection.count)
+    if total > collection.count:
+        raise UsageError(f"asked for {total} edits of {collection.count} inputs")
+    target = None
+    plan_classes = _default(setup.preset.sampling.classes if setup.preset else None, "random")
+    if classes is not None:
+        parsed = parse_classes(classes, flags.num_classes) if isinstance(classes, str) else list(classes)
+        if isinstance(parsed, list):
+            target = np.array([parsed[i % len(parsed)] for i in range(collection.count)], dtype=np.int64)
+        else:
+            plan_classes = parsed
+    if input_labels is not None and len(input_labels) < collection.count:
+        raise UsageError(f"{inputs} has {collection.count} images but {len(input_labels)} labels")
+    _warn(on_progress, (*setup.warnings, *setup.plan.warnings), total)
+
+    def run(out: Path, in_memory: bool) -> Samples:
+        extra = {"latents": Path(save_latents)} if save_latents is not None else {}
+        job = SampleJob(
+            out=out, num_samples=total, batch_size=setup.batch_size(batch_size), seed=seed, plan=setup.plan,
+            classes=target.tolist() if target is not None else plan_classes, grid_size=grid, notes=_notes(setup),
+            overwrite=overwrite, extra_outputs=extra,
+            identity={**_identity(setup.loaded), "edit": settings.model_dump(), "inputs": _fingerprint(inputs),
+                      "mask": _fingerprint(mask) if mask is not None else None},
+        )
+        producer = EditProducer(
+            _networks(setup.loaded), setup.plan, seed, settings, collection.cropped(flags.image_size), input_labels,
+            target, plan_classes, masks, keep_latents=save_latents is not None,
+        )
+        return _run(job, producer, dist, on_progress, in_memory)
 
     return _with_output(run, out)

@@ -9,6 +9,7 @@ from adm.cli.common import AdmCommand, AdmGroup
 from adm.cli.convert_cmd import convert
 from adm.cli.data_cmd import app as data_app
 from adm.cli.download_cmd import download
+from adm.cli.edit_cmd import edit
 from adm.cli.evaluate_cmd import evaluate
 from adm.cli.presets_cmd import presets
 from adm.cli.recipe_cmd import app as recipe_app
@@ -61,6 +62,7 @@ app.command("convert", cls=AdmCommand)(convert)
 app.command("evaluate", cls=AdmCommand)(evaluate)
 app.command("sample", cls=AdmCommand)(sample)
 app.command("upsample", cls=AdmCommand)(upsample)
+app.command("edit", cls=AdmCommand)(edit)
 app.command("train", cls=AdmCommand)(train)
 app.command("train-classifier", cls=AdmCommand)(train_classifier)
 app.add_typer(data_app, name="data")

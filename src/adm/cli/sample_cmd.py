@@ -38,7 +38,8 @@ THRESHOLD = typer.Option(None, "--threshold", help="Dynamic thresholding of x0 a
 BATCH = typer.Option(None, "--batch-size", "-b", help="Images per forward pass (default: the preset's).")
 SEED = typer.Option(0, "--seed", help="Sample i depends only on (seed, i): same seed, same images.")
 DEVICE = typer.Option(None, "--device", help="cpu, cuda, cuda:N or mps (default: the best available).")
-PRECISION = typer.Option(None, "--precision", help="fp32, fp16 or bf16 autocast (default: fp16 on CUDA for fp16 presets, else fp32).")
+PRECISION = typer.Option(None, "--precision", help="fp32, bf16 or fp16 (default: fp16 on CUDA for models released with use_fp16, bf16 on CPUs with native bf16, else fp32; docs/performance.md).")
+COMPILE = typer.Option(False, "--compile", help="torch.compile the diffusion model (a one-time cost; pays off for long GPU runs).")
 DOWNLOAD = typer.Option(False, "--download", help="Fetch missing checkpoints into the cache first.")
 CLIP = typer.Option(None, "--clip-denoised/--no-clip-denoised", help="Clamp the x0 estimate to [-1, 1] (default: the preset's, else on, as the original).", show_default=False)
 GRID = typer.Option(64, "--grid", help="How many samples the PNG grid shows (0: none).")
@@ -77,7 +78,7 @@ def parse_interval(text: str) -> tuple[float, float]:
     return lo, hi
 
 
-def _summary(samples: Samples, quiet: bool) -> None:
+def summary(samples: Samples, quiet: bool) -> None:
     if quiet:
         return
     result = samples.result
@@ -105,6 +106,7 @@ def sample(
     out: Path | None = typer.Option(None, "--out", "-o", help="Output .npz (default: PRESET_samples.npz); a PNG grid and a JSON sidecar go beside it."),
     device: str | None = DEVICE,
     precision: str | None = PRECISION,
+    compile_: bool = COMPILE,
     model_path: Path | None = MODEL_PATH,
     classifier_path: Path | None = typer.Option(None, "--classifier-path", help="Classifier checkpoint; default: the preset's download."),
     model_flags: str | None = MODEL_FLAGS,
@@ -131,13 +133,13 @@ def sample(
                 sampler_options=parse_sampler_options(sampler_opt), eta=eta, threshold=threshold,
                 guidance_interval=parse_interval(guidance_interval), num_samples=num_samples,
                 batch_size=batch_size, seed=seed, classes=classes, clip_denoised=clip_denoised,
-                precision=precision, download=download, out=out, overwrite=overwrite, grid=grid,
+                precision=precision, compile=compile_, download=download, out=out, overwrite=overwrite, grid=grid,
                 then_upsample=upsample, dist=dist, on_progress=progress,
             )
         if dist.is_main:
-            _summary(samples, quiet)
+            summary(samples, quiet)
             if samples.upsampled is not None:
-                _summary(samples.upsampled, quiet)
+                summary(samples.upsampled, quiet)
 
 
 @guarded
@@ -177,4 +179,4 @@ def upsample(
                 on_progress=progress,
             )
         if dist.is_main:
-            _summary(samples, quiet)
+            summary(samples, quiet)

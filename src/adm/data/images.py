@@ -100,23 +100,39 @@ class ImageCollection:
     height: int
     width: int
     files: tuple[Path, ...] = ()
+    crop: int | None = None  # resize + centre-crop every image to crop x crop (as `adm train` does)
 
     @property
     def is_npz(self) -> bool:
         return not self.files
 
+    def cropped(self, size: int) -> ImageCollection:
+        """The same images, each resized and centre-cropped to ``size`` x ``size`` as read."""
+        from dataclasses import replace
+
+        return replace(self, height=size, width=size, crop=size)
+
     def batches(self, batch_size: int, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
         """uint8 ``[B, H, W, 3]`` batches of images ``start..stop``."""
         stop = self.count if stop is None else min(stop, self.count)
         if self.is_npz:
-            yield from _npz_batches(self.path, batch_size, start, stop)
+            for batch in _npz_batches(self.path, batch_size, start, stop):
+                yield self._cropped(list(batch)) if self.crop and batch.shape[1:3] != (self.crop, self.crop) else batch
             return
         for begin in range(start, stop, batch_size):
             images = [read_image(p) for p in self.files[begin : min(begin + batch_size, stop)]]
+            if self.crop:
+                yield self._cropped(images)
+                continue
             for p, image in zip(self.files[begin:], images, strict=False):
                 if image.shape[:2] != (self.height, self.width):
                     raise UsageError(f"{p} is {image.shape[1]}x{image.shape[0]}, the others {self.width}x{self.height}")
             yield np.stack(images)
+
+    def _cropped(self, images: list[np.ndarray]) -> np.ndarray:
+        from adm.data.crops import center_crop
+
+        return np.stack([center_crop(np.ascontiguousarray(image), self.crop) for image in images])
 
 
 def _npz_batches(path: Path, batch_size: int, start: int, stop: int) -> Iterator[np.ndarray]:

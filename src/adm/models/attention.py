@@ -46,6 +46,34 @@ def split_qkv(qkv: torch.Tensor, num_heads: int, order: AttentionOrder):
     return q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2)
 
 
+def split_qkv_tokens(qkv: torch.Tensor, num_heads: int, order: AttentionOrder):
+    """Split token-major fused qkv [B, T, 3C] into q, k, v of shape [B, heads, T, C/heads].
+
+    The same split as ``split_qkv``, but each result's last (per-head channel) dimension has
+    stride 1. That is what the fused SDPA kernels require (CPU flash attention among them):
+    ``split_qkv``'s channel-first views have stride T there and fall back to the unfused math
+    path, which is several times slower and runs reduced precision in float32 on the CPU.
+    """
+    b, t, width = qkv.shape
+    ch = width // (3 * num_heads)
+    if order == "legacy":
+        parts = qkv.reshape(b, t, num_heads, 3, ch).unbind(3)
+    elif order == "new":
+        parts = qkv.reshape(b, t, 3, num_heads, ch).unbind(2)
+    else:
+        raise ValueError(f"attention_order must be one of {ATTENTION_ORDERS}, got {order!r}")
+    return tuple(part.transpose(1, 2) for part in parts)
+
+
+def pointwise(conv: nn.Conv1d, tokens: torch.Tensor) -> torch.Tensor:
+    """A checkpoint's 1x1 ``Conv1d`` applied to token-major features [B, T, C_in] -> [B, T, C_out].
+
+    The weight [C_out, C_in, 1] is viewed as a linear layer's [C_out, C_in] (no copy), so the
+    projection is one GEMM on whatever strides ``tokens`` has, with no transposes around it.
+    """
+    return F.linear(tokens, conv.weight.squeeze(-1), conv.bias)
+
+
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Softmax attention of [B, H, T, ch] tensors, returned channels-first as [B, H*ch, Tq].
 
@@ -61,7 +89,9 @@ class AttentionBlock(nn.Module):
     """Residual multi-head self-attention over all spatial positions (keys ``norm``, ``qkv``, ``proj_out``).
 
     The projections are 1x1 ``Conv1d``s (weights [3C, C, 1] and [C, C, 1]) because that is how the
-    checkpoints store them. Unlike the original, checkpointing happens only if asked for.
+    checkpoints store them; they are applied as GEMMs on token-major features. The original
+    scales q and k by ch**-0.25 each, i.e. the logits by 1/sqrt(ch): SDPA's default. Unlike the
+    original, checkpointing happens only if asked for.
     """
 
     def __init__(
@@ -91,11 +121,15 @@ class AttentionBlock(nn.Module):
         return self._forward(x)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Token-major [B, T, C] throughout: the projections are plain GEMMs, q/k/v come out with
+        # the layout fused SDPA kernels take, and SDPA's [B, T, H, ch] output is already the
+        # [B, T, C] the output projection reads. For a channels_last x every reshape is a view.
         b, c, *spatial = x.shape
-        x = x.reshape(b, c, -1)
-        q, k, v = split_qkv(self.qkv(self.norm(x)), self.num_heads, self.attention_order)
-        h = self.proj_out(attend(q, k, v))
-        return (x + h).reshape(b, c, *spatial)
+        tokens = self.norm(x).flatten(2).transpose(1, 2)
+        q, k, v = split_qkv_tokens(pointwise(self.qkv, tokens), self.num_heads, self.attention_order)
+        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, -1, c)
+        h = pointwise(self.proj_out, out).transpose(1, 2).reshape(b, c, *spatial)
+        return x + h  # x first: the sum keeps x's memory format
 
 
 class AttentionPool2d(nn.Module):

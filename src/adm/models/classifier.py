@@ -14,7 +14,7 @@ from torch import nn
 
 from .attention import AttentionOrder, AttentionPool2d
 from .encoder import BlockFactory, build_encoder, embed_timesteps, time_embed_mlp
-from .layers import GroupNorm32, zero_module
+from .layers import GroupNorm32, param_dtype, zero_module
 
 Pool = Literal["adaptive", "attention", "spatial", "spatial_v2"]
 POOLS: tuple[str, ...] = ("adaptive", "attention", "spatial", "spatial_v2")
@@ -111,7 +111,7 @@ class NoisyClassifier(nn.Module):
         emb = embed_timesteps(self.time_embed, timesteps, x.shape[0])
 
         spatial = self.pool.startswith("spatial")
-        h, means = x, []
+        h, means = x.to(param_dtype(self.input_blocks)), []  # trunk, then head, in their own dtypes
         for block in self.input_blocks:
             h = block(h, emb)
             if spatial:
@@ -120,4 +120,4 @@ class NoisyClassifier(nn.Module):
         if spatial:
             means.append(h.mean(dim=(2, 3)))
             h = torch.cat(means, dim=-1)
-        return self.out(h)
+        return self.out(h.to(param_dtype(self.out)))

@@ -35,19 +35,34 @@ def timestep_embedding(
 
 
 class GroupNorm32(nn.GroupNorm):
-    """GroupNorm(32, C) computed in float32 and cast back to the input's dtype.
+    """GroupNorm(32, C) with float32 statistics, returned in the input's dtype.
 
     Half-precision statistics over large feature maps are inaccurate; computing them in float32
-    is what makes bf16/fp16 autocast safe, and it is what the original does.
+    is what makes bf16/fp16 autocast safe. By default (``upcast=True``) that is done as the
+    original does it: copy x to float32, normalise, copy back. With ``upcast=False`` a CPU input
+    goes to the kernel as it is: PyTorch's CPU GroupNorm accumulates bf16/fp16 input in float32
+    itself (with float32 or same-dtype affine parameters), so the result is the same without the
+    two full-size copies (2-4x faster on a bf16 feature map). Other devices always upcast: their
+    kernels' mixed-dtype support is not something this code has been measured on.
     """
 
-    def __init__(self, num_channels: int, num_groups: int = 32, eps: float = 1e-5):
+    def __init__(
+        self, num_channels: int, num_groups: int = 32, eps: float = 1e-5, upcast: bool = True
+    ):
         super().__init__(num_groups, num_channels, eps=eps)
+        self.upcast = upcast
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.upcast and x.device.type == "cpu":
+            return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
         weight = None if self.weight is None else self.weight.float()
         bias = None if self.bias is None else self.bias.float()
         return F.group_norm(x.float(), self.num_groups, weight, bias, self.eps).to(x.dtype)
+
+
+def param_dtype(module: nn.Module) -> torch.dtype:
+    """dtype of a module's first parameter: the dtype its input is cast to before it runs."""
+    return next(module.parameters()).dtype
 
 
 def zero_module(module: nn.Module) -> nn.Module:

@@ -1,8 +1,9 @@
 """The ADM diffusion UNet and its super-resolution variant, key-for-key the released checkpoints.
 
 Module tree (and therefore ``state_dict`` order): ``time_embed``, ``label_emb`` (class-conditional
-only), ``input_blocks``, ``middle_block``, ``output_blocks``, ``out``. There is no fp16 conversion:
-run under ``torch.autocast`` (GroupNorm and the attention softmax stay float32).
+only), ``input_blocks``, ``middle_block``, ``output_blocks``, ``out``. Reduced precision: run under
+``torch.autocast`` (GroupNorm and the attention softmax stay float32), or convert the trunk with
+``adm.models.optimize_for_inference(model, dtype=...)``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from torch import nn
 
 from .attention import AttentionOrder
 from .encoder import BlockFactory, build_encoder, embed_timesteps, time_embed_mlp
-from .layers import GroupNorm32, TimestepSequential, Upsample, zero_module
+from .layers import GroupNorm32, TimestepSequential, Upsample, param_dtype, zero_module
 
 
 class UNet(nn.Module):
@@ -122,14 +123,18 @@ class UNet(nn.Module):
     ) -> torch.Tensor:
         """x [N, C, H, W], timesteps [N] (integer or fractional), y [N] labels -> [N, out, H, W]."""
         emb = self.embed(timesteps, y, x.shape[0])
-        h, skips = x, []
+        # The trunk runs in its conv weights' dtype and the head in its own, as the original's
+        # use_fp16 model does: a bf16/fp16 trunk (optimize_for_inference(dtype=...)) needs no
+        # autocast, and under autocast both casts are no-ops on the way in.
+        h, skips = x.to(param_dtype(self.input_blocks)), []
         for block in self.input_blocks:
             h = block(h, emb)
             skips.append(h)
         h = self.middle_block(h, emb)
         for block in self.output_blocks:
             h = block(torch.cat([h, skips.pop()], dim=1), emb)  # current first, skip second
-        return self.out(h)
+        # Contiguous, so a channels_last network hands back the usual NCHW tensor.
+        return self.out(h.to(param_dtype(self.out))).contiguous()
 
 
 class SuperResUNet(UNet):

@@ -56,6 +56,7 @@ class Denoiser:
     applied): eps or x_0 prediction, with the learned-variance channels, if any, after them.
     ``clip_denoised`` clamps x_0 to [-1, 1]; ``threshold`` (a quantile, e.g. 0.995) replaces
     that with dynamic thresholding. Both act after guidance, so the guided x_0 stays in range.
+    ``denoised_fn`` transforms x_0 just before that (inpainting puts the known pixels there).
     """
 
     network: ModelFn
@@ -65,6 +66,7 @@ class Denoiser:
     guidance: ClassifierGuidance | None = None
     clip_denoised: bool = True
     threshold: float | None = None
+    denoised_fn: Callable[[Tensor], Tensor] | None = None
 
     def __call__(self, x: Tensor, sigma: Tensor | float) -> Tensor:
         """The x_0 estimate at ``x = x_0 + σ·ε``; ``sigma`` is a scalar or one level per sample."""
@@ -86,6 +88,8 @@ class Denoiser:
         return self.correct(x0)
 
     def correct(self, x0: Tensor) -> Tensor:
+        if self.denoised_fn is not None:
+            x0 = self.denoised_fn(x0)
         if self.threshold is not None:
             return dynamic_threshold(x0, self.threshold)
         return x0.clamp(-1, 1) if self.clip_denoised else x0
@@ -107,11 +111,19 @@ class Denoiser:
                 "ddpm and ddim walk the model's own integer timesteps", "use --spacing respaced (their default)"
             )
         process = self.schedule.chain(sorted(int(k) for k in kept))
-        denoised_fn = None
-        if self.threshold is not None:
-            quantile = self.threshold
-            denoised_fn = lambda x0: dynamic_threshold(x0, quantile)  # noqa: E731
         denoiser = ChainDenoiser(
-            self.network, process, self.param, dict(self.model_kwargs), self.clip_denoised, denoised_fn
+            self.network, process, self.param, dict(self.model_kwargs), self.clip_denoised, self._chain_denoised_fn()
         )
         return denoiser, (self.guidance.gradient if self.guidance is not None else None)
+
+    def _chain_denoised_fn(self) -> Callable[[Tensor], Tensor] | None:
+        """``denoised_fn``, then thresholding: the chain's clamp comes after, as in the original."""
+        if self.denoised_fn is None and self.threshold is None:
+            return None
+
+        def correct(x0: Tensor) -> Tensor:
+            if self.denoised_fn is not None:
+                x0 = self.denoised_fn(x0)
+            return dynamic_threshold(x0, self.threshold) if self.threshold is not None else x0
+
+        return correct

@@ -93,15 +93,18 @@ class ShardStore:
             covered[start : min(stop, num_samples)] = True
         return np.flatnonzero(~covered).tolist()
 
-    def write(self, start: int, images: np.ndarray, labels: np.ndarray | None) -> Path:
+    def write(self, start: int, images: np.ndarray, labels: np.ndarray | None,
+              extra: dict[str, np.ndarray] | None = None) -> Path:
+        """One finished batch; ``extra`` arrays (one row per image) travel with it."""
         path = self.folder / f"shard-{start:09d}-{start + len(images):09d}.npz"
+        extra = {f"extra_{k}": v for k, v in (extra or {}).items()}
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez(f, images=images, labels=labels if labels is not None else np.zeros(0, np.int64))
+            np.savez(f, images=images, labels=labels if labels is not None else np.zeros(0, np.int64), **extra)
         return path
 
-    def assemble(self, num_samples: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """Images and labels ``0..num_samples`` in index order, from the shards."""
-        images, labels, expected = [], [], 0
+    def assemble(self, num_samples: int) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray]]:
+        """Images, labels and extra arrays ``0..num_samples`` in index order, from the shards."""
+        images, labels, extra, expected = [], [], {}, 0
         for start, stop in self.done():
             if stop <= expected:
                 continue  # wholly covered by an earlier shard (e.g. from a run with other batch sizes)
@@ -111,6 +114,9 @@ class ShardStore:
                 skip = expected - start
                 images.append(data["images"][skip:])
                 labels.append(data["labels"][skip:])
+                for name in data.files:
+                    if name.startswith("extra_"):
+                        extra.setdefault(name.removeprefix("extra_"), []).append(data[name][skip:])
             expected = stop
             if expected >= num_samples:
                 break
@@ -118,7 +124,7 @@ class ShardStore:
             raise UsageError(f"{self.folder} has {expected} of {num_samples} samples", "re-run the command to finish them")
         all_images = np.concatenate(images)[:num_samples]
         all_labels = np.concatenate(labels)[:num_samples] if labels and labels[0].size else None
-        return all_images, all_labels
+        return all_images, all_labels, {k: np.concatenate(v)[:num_samples] for k, v in extra.items()}
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)

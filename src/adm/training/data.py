@@ -23,7 +23,6 @@ Broken files
 
 from __future__ import annotations
 
-import math
 import signal
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -34,16 +33,13 @@ from typing import TypeVar
 import numpy as np
 import torch
 
+from adm.data.crops import center_crop, random_crop
 from adm.data.images import check_nhwc_uint8, list_images, load_npz_array, npz_keys, read_image
 from adm.errors import UsageError
 from adm.flags import ClassifierFlags, ModelFlags, SuperResFlags
 from adm.flags import image_size as network_size
 from adm.training.config import LabelSource
 from adm.training.seeding import derive_seed
-
-MIN_CROP_FRAC = 0.8
-MAX_CROP_FRAC = 1.0
-
 
 # --------------------------------------------------------------------------------------------
 # Sources
@@ -219,43 +215,6 @@ def _header_size(path: Path) -> tuple[int, int]:
     except (UnidentifiedImageError, OSError, ValueError) as err:
         raise UsageError(f"cannot read image {path}: {err}") from None
     return height, width
-
-
-# --------------------------------------------------------------------------------------------
-# Crops (the original's image_datasets.center_crop_arr / random_crop_arr, re-derived)
-
-
-def _resize_smaller_side(image, target: int):
-    """Halve with BOX filtering while the smaller side is at least 2x the target, then BICUBIC."""
-    from PIL import Image
-
-    while min(image.size) >= 2 * target:
-        image = image.resize((image.size[0] // 2, image.size[1] // 2), resample=Image.BOX)
-    scale = target / min(image.size)
-    return image.resize(tuple(round(side * scale) for side in image.size), resample=Image.BICUBIC)
-
-
-def center_crop(array: np.ndarray, size: int) -> np.ndarray:
-    """Resize so the smaller side is ``size``, then take the central ``size x size`` square."""
-    if array.shape[0] == size and array.shape[1] == size:
-        return array
-    from PIL import Image
-
-    out = np.asarray(_resize_smaller_side(Image.fromarray(array), size))
-    top, left = (out.shape[0] - size) // 2, (out.shape[1] - size) // 2
-    return out[top : top + size, left : left + size]
-
-
-def random_crop(array: np.ndarray, size: int, generator: torch.Generator) -> np.ndarray:
-    """Resize the smaller side to a random value in [size/1.0, size/0.8], then crop at random."""
-    from PIL import Image
-
-    low, high = math.ceil(size / MAX_CROP_FRAC), math.ceil(size / MIN_CROP_FRAC)
-    side = int(torch.randint(low, high + 1, (), generator=generator))
-    out = np.asarray(_resize_smaller_side(Image.fromarray(array), side))
-    top = int(torch.randint(0, out.shape[0] - size + 1, (), generator=generator))
-    left = int(torch.randint(0, out.shape[1] - size + 1, (), generator=generator))
-    return out[top : top + size, left : left + size]
 
 
 # --------------------------------------------------------------------------------------------

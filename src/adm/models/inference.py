@@ -1,0 +1,72 @@
+"""Opt-in inference settings for the ADM networks, applied in place to a loaded model.
+
+The networks are correct and reasonably fast as built (attention already uses the fused SDPA
+kernels). What is left is a choice of layout and precision that only pays off for inference, so
+it is a separate call rather than a constructor flag; ``benchmarks/forward_latency.py`` measures
+what each part buys.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .layers import GroupNorm32
+
+REDUCED_DTYPES = (torch.bfloat16, torch.float16)
+TRUNK_PARTS = ("input_blocks", "middle_block", "output_blocks")
+
+
+def trunk(module: nn.Module) -> list[nn.Module]:
+    """The encoder/decoder blocks of a UNet or classifier: what the original's use_fp16 converts.
+
+    The timestep/class embeddings and the output head stay outside it.
+    """
+    parts = [getattr(module, name) for name in TRUNK_PARTS if hasattr(module, name)]
+    if not parts:
+        raise TypeError(f"{type(module).__name__} is not an ADM network (no input_blocks)")
+    return parts
+
+
+def optimize_for_inference(
+    module: nn.Module,
+    *,
+    channels_last: bool | None = None,
+    dtype: torch.dtype | None = None,
+) -> nn.Module:
+    """Make a UNet / SuperResUNet / NoisyClassifier faster to evaluate; returns ``module`` itself.
+
+    The call signatures, ``state_dict`` keys and shapes and the output layout (NCHW) are unchanged.
+
+    * GroupNorm normalises reduced-precision activations directly on the CPU (its kernel keeps
+      float32 statistics) instead of copying them to float32 and back (``GroupNorm32.upcast``).
+    * ``channels_last``: store the conv weights NHWC, so convolutions, GroupNorm, the elementwise
+      ops and attention's token-major views run without layout conversions. ``None`` means on for
+      a model on the CPU (measured faster there) and off elsewhere (not measured).
+    * ``dtype`` (``torch.bfloat16`` / ``torch.float16``): cast the trunk's convolutions, which
+      hold nearly all the weights, as the original's ``convert_to_fp16`` does; the embeddings,
+      GroupNorm parameters and the output head stay float32. The forward then runs in that dtype
+      without autocast and without re-casting every weight on every call. The cast rounds the
+      weights in place; reload them to go back.
+
+    Channels_last parameters are not contiguous: save a ``state_dict`` only after making its
+    tensors contiguous (safetensors refuses otherwise). For sampling, also run the diffusion model
+    under ``torch.inference_mode()``; the classifier of guidance needs autograd for its input
+    gradient, so it runs with ``torch.enable_grad()`` as before (its weights need no gradient).
+    """
+    parts = trunk(module)
+    if dtype is not None and dtype not in REDUCED_DTYPES + (torch.float32,):
+        raise ValueError(f"dtype must be one of torch.float32, {REDUCED_DTYPES}, got {dtype}")
+    if channels_last is None:
+        channels_last = next(module.parameters()).device.type == "cpu"
+    for norm in module.modules():
+        if isinstance(norm, GroupNorm32):
+            norm.upcast = False
+    if dtype is not None:
+        for part in parts:
+            for conv in part.modules():
+                if isinstance(conv, (nn.Conv1d, nn.Conv2d)):
+                    conv.to(dtype)
+    if channels_last:
+        module.to(memory_format=torch.channels_last)  # moves only the 4-D (conv) weights
+    return module

@@ -1,0 +1,167 @@
+"""What fills a sampling job's batches: new samples, upsampled images (and edits, ``adm.sampling.edit``).
+
+A *producer* turns the indices of one batch into uint8 images (and labels, and any extra arrays
+to keep, such as inversion latents); the job (``adm.sampling.job``) shards, resumes and splits
+the work without knowing which kind it is. Producers get what they run as a typed ``Networks``
+record, not a loaded model to read flags off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from adm.data.images import ImageCollection
+from adm.data.pixels import from_uint8, to_uint8
+from adm.diffusion.continuous import NoiseSchedule
+from adm.diffusion.process import Parameterization
+from adm.errors import UsageError
+from adm.sampling.noise import PerSampleNoise
+from adm.sampling.precision import network_call
+from adm.sampling.run import run_sampler
+from adm.sampling.seeds import generators_for, labels_for
+from adm.sampling.settings import SamplingPlan
+
+
+@dataclass(frozen=True)
+class Networks:
+    """The networks of a run and the facts about them a producer needs."""
+
+    model: torch.nn.Module
+    schedule: NoiseSchedule
+    param: Parameterization
+    device: torch.device
+    image_shape: tuple[int, int, int]  # what the model generates, (C, H, W)
+    num_classes: int
+    class_cond: bool
+    classifier: torch.nn.Module | None = None
+    low_res_size: int | None = None  # upsamplers: the side of the images they condition on
+
+
+@dataclass(frozen=True)
+class Produced:
+    images: np.ndarray  # uint8 [B, H, W, 3]
+    labels: np.ndarray | None  # int64 [B]
+    extra: dict[str, np.ndarray] = field(default_factory=dict)  # kept beside the npz (e.g. latents)
+
+
+class Producer(Protocol):
+    task: str  # what the progress bar calls the work
+
+    def __call__(self, indices: Sequence[int]) -> Produced: ...
+
+    def grid(self, images: np.ndarray, start: int) -> tuple[np.ndarray, int | None]:
+        """The images the PNG grid shows for samples ``start..`` (and its columns)."""
+        ...
+
+
+def sample_batch(
+    nets: Networks,
+    plan: SamplingPlan,
+    indices: Sequence[int],
+    seed: int,
+    *,
+    classes: str | list[int] = "random",
+    labels: torch.Tensor | None = None,
+    start: Callable[[PerSampleNoise, torch.Tensor | None], torch.Tensor] | None = None,
+    extra_kwargs: dict | None = None,
+    callback: Callable[[dict], None] | None = None,
+    denoised_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    sampler: Callable | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """x_0 (float, [-1, 1]) and labels of samples ``indices``.
+
+    Labels are given (upsampling from labelled base samples, edits of labelled images) or planned
+    by ``classes``; they are needed when the model is class-conditional or a classifier guides
+    it. ``start(noise, labels)`` gives the sampler's first x (default: standard normal noise from
+    each sample's generator, drawn after its label). ``denoised_fn`` and ``sampler`` are the edit
+    modes' hooks (see ``adm.sampling.run.run_sampler``).
+    """
+    generators = generators_for(seed, indices)
+    settings = plan.settings
+    guided = nets.classifier is not None and settings.scale > 0
+    if labels is None and (nets.class_cond or guided):
+        labels = labels_for(classes, indices, nets.num_classes, generators)
+    noise = PerSampleNoise(generators)
+    x = start(noise, labels) if start is not None else noise.randn((len(indices), *nets.image_shape), device=nets.device)
+    model_kwargs = dict(extra_kwargs or {})
+    if nets.class_cond:
+        model_kwargs["y"] = labels.to(nets.device)
+    x0 = run_sampler(
+        network_call(nets.model, nets.device, settings.precision), nets.schedule, nets.param, plan, x, noise,
+        model_kwargs=model_kwargs,
+        classifier=network_call(nets.classifier, nets.device, settings.precision, inference=False) if guided else None,
+        labels=labels.to(nets.device) if labels is not None else None,
+        callback=callback, denoised_fn=denoised_fn, sampler=sampler,
+    )
+    return x0, labels
+
+
+def _labels(labels: torch.Tensor | None) -> np.ndarray | None:
+    return labels.cpu().numpy().astype(np.int64) if labels is not None else None
+
+
+@dataclass
+class SampleProducer:
+    """New samples from noise (``adm sample``)."""
+
+    nets: Networks
+    plan: SamplingPlan
+    seed: int
+    classes: str | list[int] = "random"
+    columns: int | None = None
+    callback: Callable[[dict], None] | None = None
+    task: str = "sampling"
+
+    def __call__(self, indices: Sequence[int]) -> Produced:
+        x0, labels = sample_batch(self.nets, self.plan, indices, self.seed, classes=self.classes, callback=self.callback)
+        return Produced(to_uint8(x0), _labels(labels))
+
+    def grid(self, images: np.ndarray, start: int) -> tuple[np.ndarray, int | None]:
+        return images, self.columns
+
+
+@dataclass
+class UpsampleProducer:
+    """Upsampled base images, conditioned on them and their labels (``adm upsample``)."""
+
+    nets: Networks
+    plan: SamplingPlan
+    seed: int
+    base: ImageCollection
+    base_labels: np.ndarray | None
+    num_samples: int
+    task: str = "upsampling"
+
+    def __post_init__(self):
+        size = self.nets.low_res_size
+        if (self.base.height, self.base.width) != (size, size):
+            raise UsageError(f"base samples are {self.base.width}x{self.base.height}, the upsampler expects {size}x{size}")
+        if self.num_samples > self.base.count:
+            raise UsageError(f"asked for {self.num_samples} upsampled images but the base has only {self.base.count}")
+        labels = self.base_labels
+        if self.nets.class_cond and labels is None:
+            raise UsageError("this upsampler is class-conditional but the base samples carry no labels (arr_1)")
+        if labels is not None:
+            if len(labels) < self.base.count:
+                raise UsageError(f"base samples have {self.base.count} images but {len(labels)} labels")
+            bad = labels[(labels < 0) | (labels >= self.nets.num_classes)]
+            if self.nets.class_cond and bad.size:
+                raise UsageError(f"base label {int(bad[0])} is out of range for {self.nets.num_classes} classes")
+
+    def __call__(self, indices: Sequence[int]) -> Produced:
+        (chunk,) = self.base.batches(len(indices), indices[0], indices[-1] + 1)
+        low_res = from_uint8(chunk, self.nets.device)
+        labels = None
+        if self.base_labels is not None:
+            labels = torch.from_numpy(self.base_labels[indices[0] : indices[-1] + 1])
+        x0, labels = sample_batch(self.nets, self.plan, indices, self.seed, labels=labels,
+                                  extra_kwargs={"low_res": low_res})
+        return Produced(to_uint8(x0), _labels(labels))
+
+    def grid(self, images: np.ndarray, start: int) -> tuple[np.ndarray, int | None]:
+        return images, None

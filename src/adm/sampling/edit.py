@@ -1,0 +1,259 @@
+"""Editing real images with a diffusion model: image-to-image, class transfer, inpainting, inversion.
+
+* **Image-to-image (SDEdit, Meng et al. 2022).** Noise each input to network time S·(T − 1) and
+  sample back from there: the grid is the sampler's, cut at that level
+  (``SamplerSettings.plan(..., max_timestep=...)``). Small S keeps the image, large S keeps its
+  layout only. The target class (``--classes``) conditions the model and the classifier: class
+  transfer.
+* **Inversion.** Instead of fresh noise, run DDIM backwards (deterministic, unguided, conditioned
+  on the input's own class) from the image up to S·(T − 1), then regenerate with DDIM: with the
+  same class and no guidance this reconstructs the input; with another class it edits it.
+* **Inpainting** (``mask``: 1 = keep). ``x0`` (default): inside the denoiser, every x_0 estimate
+  takes the known pixels, so any sampler inpaints and the network sees a consistent image.
+  ``repaint`` (Lugmayr et al. 2022, ``ddpm`` only): at every step the known region of x_t is
+  replaced by the input noised to that level, and every ``jump_length`` steps the chain goes back
+  up ``jump_length`` steps (forward diffusion) and down again, ``jumps`` times, to harmonise;
+  ``jumps = 1`` is plain replacement. Either way the known pixels of the result are the input's,
+  bit for bit.
+
+Sample *i* is a function of the seed, *i*, input *i* and mask *i*: its noise comes from its own
+generator (``adm.sampling.seeds``), as for ``adm sample``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from adm.data.images import ImageCollection
+from adm.data.pixels import from_uint8, to_uint8
+from adm.diffusion.continuous import vp_scale
+from adm.diffusion.gaussian import q_sample
+from adm.errors import UsageError
+from adm.sampling.batches import Networks, Produced, sample_batch
+from adm.sampling.chain import ChainDenoiser, ddim_reverse_step, ddpm_step
+from adm.sampling.denoiser import Denoiser
+from adm.sampling.noise import NoiseSource
+from adm.sampling.precision import network_call
+from adm.sampling.settings import SamplingPlan
+
+Tensor = torch.Tensor
+
+
+class EditSettings(BaseModel):
+    """How to edit; validated at the edge, part of the run's key."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    strength: float = Field(0.6, gt=0.0, le=1.0, description="start at network time strength·(T − 1)")
+    invert: bool = Field(False, description="start from the DDIM inversion of the input, not fresh noise")
+    inpaint: Literal["x0", "repaint"] = Field("x0", description="how masked edits keep the known pixels")
+    jumps: int = Field(1, ge=1, description="repaint: passes over each stretch of jump_length steps")
+    jump_length: int = Field(10, ge=1, description="repaint: steps per stretch")
+
+    def max_timestep(self, num_steps: int) -> float:
+        return self.strength * (num_steps - 1)
+
+    def check(self, plan: SamplingPlan, masked: bool) -> None:
+        spec = plan.spec
+        if self.invert and spec.name != "ddim":
+            raise UsageError(f"--invert inverts with DDIM; regenerate with --sampler ddim, not {spec.name}",
+                             "inversion needs the deterministic DDIM path back")
+        if self.invert and plan.options.model_dump().get("eta", 0.0) != 0.0:
+            raise UsageError("--invert needs eta 0 (a deterministic path)", "drop --eta / --sampler-opt eta")
+        if self.inpaint == "repaint" and spec.name != "ddpm":
+            raise UsageError(f"--inpaint repaint resamples the ancestral chain: use --sampler ddpm, not {spec.name}",
+                             "or --inpaint x0, which works with every sampler")
+        if (self.jumps > 1 or self.inpaint == "repaint") and not masked:
+            raise UsageError("--inpaint repaint / --jumps need a --mask")
+
+
+def ddim_invert(nets: Networks, x0: Tensor, sigmas: Tensor, labels: Tensor | None, precision: str) -> Tensor:
+    """The DDIM inversion of clean images ``x0`` up to the grid's first level (ADM's x_t there).
+
+    The chain is the respaced chain through the grid's levels; its first index stands for the
+    clean image (ᾱ ≈ 1 there). Unguided, unclipped, conditioned on ``labels`` (the input's class).
+    """
+    model = network_call(nets.model, nets.device, precision)
+    kwargs = {"y": labels.to(nets.device)} if nets.class_cond else {}
+    denoiser = Denoiser(model, nets.schedule, nets.param, kwargs, clip_denoised=False)
+    chain, _ = denoiser.chain(sigmas)
+    x = x0
+    with torch.no_grad():
+        for index in range(chain.process.num_steps - 1):
+            t = torch.full((x.shape[0],), index, dtype=torch.long, device=x.device)
+            x = ddim_reverse_step(chain, x, t).sample
+    return x
+
+
+def _noised(x0: Tensor, sigma: float, eps: Tensor) -> Tensor:
+    """ADM's x_t of clean ``x0`` at level σ: √ᾱ·x_0 + √(1 − ᾱ)·ε."""
+    alpha = float(vp_scale(sigma))
+    return alpha * x0 + (1 - alpha * alpha) ** 0.5 * eps
+
+
+def known_region(known: Tensor, mask: Tensor):
+    """``denoised_fn`` that puts the known pixels into every x_0 estimate."""
+
+    def project(x0: Tensor) -> Tensor:
+        return torch.where(mask, known.to(x0.dtype), x0)
+
+    return project
+
+
+def repaint(known: Tensor, mask: Tensor, jumps: int, jump_length: int):
+    """A sampler (``run_sampler(sampler=...)``) doing RePaint's resampled replacement on the chain."""
+
+    def sample(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource) -> Tensor:
+        chain, cond_fn = denoiser.chain(sigmas)
+        with torch.no_grad():
+            for move, index in repaint_moves(chain.process.num_steps, jumps, jump_length):
+                if move == "down":  # x_k → x_{k−1}, then the known region from the input at k − 1
+                    x = _down(chain, x, index, noise, cond_fn, known, mask)
+                else:  # x_k → x_{k+1}: forward diffusion q(x_{k+1} | x_k)
+                    beta = float(chain.process.betas[index + 1])
+                    x = (1 - beta) ** 0.5 * x + beta**0.5 * noise(x)
+        return x
+
+    return sample
+
+
+def _down(chain: ChainDenoiser, x: Tensor, index: int, noise, cond_fn, known: Tensor, mask: Tensor) -> Tensor:
+    t = torch.full((x.shape[0],), index, dtype=torch.long, device=x.device)
+    stepped = ddpm_step(chain, x, t, noise=noise, cond_fn=cond_fn, cond_kwargs={}).sample
+    if index == 0:  # the clean image
+        return torch.where(mask, known.to(stepped.dtype), stepped)
+    return torch.where(mask, q_sample(chain.process, known, t - 1, noise(x)), stepped)
+
+
+def repaint_moves(num_steps: int, jumps: int, jump_length: int) -> list[tuple[str, int]]:
+    """RePaint's walk over chain indices: ``("down", k)`` takes x_k to x_{k−1} (k = 0: to the image),
+    ``("up", k)`` takes x_k to x_{k+1}. Each stretch of ``jump_length`` steps is walked down
+    ``jumps`` times, going back up in between (the last stretch, which ends at the image, once)."""
+    moves: list[tuple[str, int]] = []
+    top = num_steps - 1
+    while top >= 0:
+        bottom = max(top - jump_length, -1)
+        for attempt in range(jumps if bottom >= 0 else 1):
+            moves += [("down", k) for k in range(top, bottom, -1)]
+            if attempt < jumps - 1 and bottom >= 0:
+                moves += [("up", k) for k in range(bottom, top)]
+        top = bottom
+    return moves
+
+
+@dataclass
+class EditProducer:
+    """Edited inputs (``adm edit``): one batch of the job per call."""
+
+    nets: Networks
+    plan: SamplingPlan
+    seed: int
+    settings: EditSettings
+    inputs: ImageCollection  # already cropped to the model's size
+    input_labels: np.ndarray | None  # the inputs' own classes (arr_1), when known
+    target_labels: np.ndarray | None  # what to turn them into (None: keep input_labels / plan)
+    classes: str | list[int] = "random"
+    masks: np.ndarray | None = None  # bool [N or 1, H, W]: True = keep
+    keep_latents: bool = False
+    task: str = "editing"
+
+    def __post_init__(self):
+        self.settings.check(self.plan, self.masks is not None)
+        _, h, w = self.nets.image_shape
+        if (self.inputs.height, self.inputs.width) != (h, w):
+            raise UsageError(f"inputs are {self.inputs.width}x{self.inputs.height}, the model takes {w}x{h}")
+        if self.masks is not None:
+            if self.masks.shape[1:] != (h, w):
+                raise UsageError(f"masks are {self.masks.shape[2]}x{self.masks.shape[1]}, the model takes {w}x{h}",
+                                 "give masks of the model's size")
+            if len(self.masks) not in (1, self.inputs.count):
+                raise UsageError(f"{len(self.masks)} masks for {self.inputs.count} inputs",
+                                 "give one mask for all inputs or one per input")
+
+    def _mask(self, indices: Sequence[int]) -> np.ndarray | None:
+        if self.masks is None:
+            return None
+        return self.masks[[0] * len(indices)] if len(self.masks) == 1 else self.masks[list(indices)]
+
+    def _labels(self, values: np.ndarray | None, indices: Sequence[int]) -> Tensor | None:
+        return None if values is None else torch.from_numpy(values[list(indices)].astype(np.int64))
+
+    def __call__(self, indices: Sequence[int]) -> Produced:
+        (chunk,) = self.inputs.batches(len(indices), indices[0], indices[-1] + 1)
+        x0 = from_uint8(chunk, self.nets.device)
+        source = self._labels(self.input_labels, indices)
+        target = self._labels(self.target_labels, indices)
+        if target is None:
+            target = source
+        mask_np = self._mask(indices)
+        mask = None if mask_np is None else torch.from_numpy(mask_np)[:, None].to(self.nets.device)
+        sigma0 = float(self.plan.sigmas[0])
+        latents = []
+
+        def start(noise, labels):
+            if self.settings.invert:
+                x = ddim_invert(self.nets, x0, self.plan.sigmas, source if source is not None else labels,
+                                self.plan.settings.precision)
+            else:
+                x = _noised(x0, sigma0, noise.randn(x0.shape, device=self.nets.device))
+            latents.append(x)
+            return x
+
+        denoised_fn = sampler = None
+        if mask is not None and self.settings.inpaint == "x0":
+            denoised_fn = known_region(x0, mask)
+        elif mask is not None:
+            sampler = repaint(x0, mask, self.settings.jumps, self.settings.jump_length)
+        out, labels = sample_batch(self.nets, self.plan, indices, self.seed, classes=self.classes, labels=target,
+                                   start=start, denoised_fn=denoised_fn, sampler=sampler)
+        images = to_uint8(out)
+        if mask_np is not None:  # the known pixels exactly as given
+            images = np.where(mask_np[..., None], chunk, images)
+        extra = {"latents": latents[0].float().cpu().numpy()} if self.keep_latents else {}
+        return Produced(images, labels.cpu().numpy().astype(np.int64) if labels is not None else None, extra)
+
+    def grid(self, images: np.ndarray, start: int) -> tuple[np.ndarray, int | None]:
+        """Input | (mask) | output, one sample per row."""
+        (inputs,) = self.inputs.batches(len(images), start, start + len(images))
+        columns = [inputs]
+        mask = self._mask(range(start, start + len(images)))
+        if mask is not None:
+            columns.append(np.repeat((mask[..., None] * 255).astype(np.uint8), 3, axis=-1))
+        columns.append(images)
+        return np.stack(columns, axis=1).reshape(-1, *images.shape[1:]), len(columns)
+
+
+def read_masks(path, count: int) -> np.ndarray:
+    """Masks as bool ``[N, H, W]`` (True = keep): one image, a folder of images, or an npz
+    (``arr_0`` ``[N, H, W]`` or ``[N, H, W, C]``). White (> 127) keeps."""
+    from pathlib import Path
+
+    from adm.data.images import list_images, load_npz_array, read_image
+
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"mask {path} does not exist")
+    if path.is_dir():
+        arrays = [read_image(p) for p in list_images(path)]
+        if not arrays:
+            raise UsageError(f"{path} contains no mask images")
+        if len({a.shape for a in arrays}) != 1:
+            raise UsageError(f"the masks in {path} are not all the same size")
+        values = np.stack(arrays)
+    elif path.suffix == ".npz":
+        values = load_npz_array(path, "arr_0")
+    else:
+        values = read_image(path)[None]
+    if values.ndim == 4:
+        values = values.mean(axis=-1)
+    if values.ndim != 3:
+        raise UsageError(f"{path}: masks must be [N, H, W] or [N, H, W, C], got {list(values.shape)}")
+    if len(values) not in (1, count):
+        raise UsageError(f"{len(values)} masks for {count} inputs", "give one mask for all inputs or one per input")
+    return values > 127

@@ -1,0 +1,105 @@
+"""How to sample, as a typed settings object, and the plan it resolves to on a model's schedule."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from adm.diffusion.continuous import NoiseSchedule
+from adm.diffusion.grids import make_grid
+from adm.errors import UsageError
+from adm.sampling.registry import SamplerOptions, SamplerSpec, get_sampler
+
+STRONG_GUIDANCE = 4.0  # classifier scales from which single-step high-order solvers are warned about
+
+
+class SamplerSettings(BaseModel):
+    """How to sample: sampler and its options, grid, guidance, x_0 correction, precision.
+
+    ``steps`` is a respacing spec for ``--spacing respaced`` (``"250"``, ``"ddim25"``) and a number
+    of network evaluations otherwise; None means the caller's default. ``spacing`` None means the
+    sampler's own default. ``guidance_interval`` (lo, hi) limits the classifier to lo ≤ t/T ≤ hi.
+    ``threshold`` is the quantile of dynamic thresholding (None: plain clipping, if
+    ``clip_denoised``).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sampler: str = "ddpm"
+    steps: str | None = None
+    spacing: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    scale: float = Field(0.0, ge=0)
+    guidance_interval: tuple[float, float] = (0.0, 1.0)
+    clip_denoised: bool = True
+    threshold: float | None = Field(None, gt=0.5, le=1.0)
+    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+
+    @field_validator("guidance_interval")
+    @classmethod
+    def _interval(cls, value: tuple[float, float]) -> tuple[float, float]:
+        lo, hi = value
+        if not 0.0 <= lo <= hi <= 1.0:
+            raise ValueError(f"the guidance interval must satisfy 0 <= lo <= hi <= 1, got {lo:g},{hi:g}")
+        return value
+
+    @classmethod
+    def make(cls, **values: Any) -> SamplerSettings:
+        """Validate at the edge: a bad value is a one-line error naming the option."""
+        try:
+            return cls(**values)
+        except ValidationError as err:
+            first = err.errors()[0]
+            name = ".".join(str(p) for p in first["loc"])
+            option = "--" + name.split(".")[0].replace("_", "-")
+            raise UsageError(f"bad value for {option}: {first['msg'].removeprefix('Value error, ')}") from None
+
+    def plan(self, schedule: NoiseSchedule, *, max_timestep: float | None = None) -> SamplingPlan:
+        """The sampler, its validated options and the grid on ``schedule`` (done once per run)."""
+        spec = get_sampler(self.sampler)
+        options = spec.parse_options(self.options)
+        spacing = self.spacing or spec.spacing
+        if spec.chain_only and spacing != "respaced":
+            raise UsageError(f"{spec.name} walks the model's respaced chain", "drop --spacing or use a solver such as dpm++2m")
+        steps = self.steps or (str(schedule.num_steps) if spacing == "respaced" else "20")
+        if spacing != "respaced" and steps.isdigit():  # a count of evaluations → of grid levels
+            steps = str(spec.levels_for(int(steps)))
+        sigmas = make_grid(schedule, spacing, steps, max_timestep=max_timestep)
+        warnings = []
+        if spec.single_step_order > 1 and self.scale >= STRONG_GUIDANCE and self.threshold is None:
+            warnings.append(
+                f"{spec.name} is a single-step high-order solver; at classifier scale {self.scale:g} such solvers "
+                "are known to degrade: consider --threshold 0.995 or a multistep sampler (dpm++2m, unipc)"
+            )
+        return SamplingPlan(self, spec, options, spacing, sigmas, warnings)
+
+    def key(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+@dataclass(frozen=True)
+class SamplingPlan:
+    """Settings resolved against a schedule: what every batch of a run reuses."""
+
+    settings: SamplerSettings
+    spec: SamplerSpec
+    options: SamplerOptions
+    spacing: str
+    sigmas: torch.Tensor  # the grid: float64, decreasing
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def evaluations(self) -> int:
+        """Network evaluations per sample (what --steps counts)."""
+        levels = int((self.sigmas > 0).sum())
+        return self.spec.evaluations(levels)
+
+    def key(self) -> dict[str, Any]:
+        """Everything about the sampler that changes the images."""
+        return {
+            **self.settings.key(), "options": self.options.model_dump(mode="json"), "spacing": self.spacing,
+            "grid": [float(s) for s in self.sigmas], "evaluations": self.evaluations,
+        }

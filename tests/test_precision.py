@@ -1,0 +1,104 @@
+"""Reduced precision and the fast layout stay close to float32, and the defaults are per device."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+import adm
+from adm.factory import build_classifier, build_model
+from adm.flags import ClassifierFlags, parse_flags, parse_model_flags
+from adm.models import optimize_for_inference
+from adm.sampling.precision import default_precision, network_call, prepare
+from tiny import CLASSIFIER_FLAGS, MODEL_FLAGS, UPSAMPLER_FLAGS, randomize
+
+
+def relerr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).norm() / b.float().norm())
+
+
+def inputs(size=16, batch=3, low_res=None):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 3, size, size, generator=g)
+    t = torch.tensor([3.0, 500.5, 999.0][:batch])
+    kwargs = {"y": torch.tensor([1, 2, 3][:batch])}
+    if low_res:
+        kwargs["low_res"] = torch.randn(batch, 3, low_res, low_res, generator=g)
+    return x, t, kwargs
+
+
+@pytest.mark.parametrize("flags, size, low_res", [(MODEL_FLAGS, 16, None), (UPSAMPLER_FLAGS, 32, 16)])
+def test_optimized_networks_match_float32(flags, size, low_res):
+    net = randomize(build_model(parse_model_flags(flags)), 7).eval()
+    keys = {k: v.shape for k, v in net.state_dict().items()}
+    x, t, kwargs = inputs(size, low_res=low_res)
+    with torch.no_grad():
+        ref = net(x, t, **kwargs)
+        fast = optimize_for_inference(copy.deepcopy(net), channels_last=True)
+        half = optimize_for_inference(copy.deepcopy(net), channels_last=True, dtype=torch.bfloat16)
+        assert relerr(fast(x, t, **kwargs), ref) <= 1e-5
+        out = half(x, t, **kwargs)
+    assert out.is_contiguous() and out.dtype == torch.float32  # NCHW float32 out, whatever inside
+    assert relerr(out, ref) <= 2e-2
+    assert {k: v.shape for k, v in half.state_dict().items()} == keys  # still the checkpoint's layout
+
+
+def test_the_guidance_gradient_survives_a_bf16_classifier():
+    classifier = randomize(build_classifier(parse_flags(ClassifierFlags, CLASSIFIER_FLAGS)), 3).eval()
+    x, t, _ = inputs()
+    y = torch.tensor([4, 5, 6])
+
+    def grad(net):
+        x_in = x.clone().requires_grad_(True)
+        logp = torch.log_softmax(net(x_in, t).float(), -1)[torch.arange(3), y].sum()
+        return torch.autograd.grad(logp, x_in)[0]
+
+    ref = grad(classifier)
+    half = grad(prepare(copy.deepcopy(classifier), "bf16"))
+    cosine = torch.nn.functional.cosine_similarity(ref.flatten(), half.flatten(), dim=0)
+    assert cosine > 0.99 and relerr(half, ref) < 0.1
+
+
+def test_the_diffusion_model_runs_in_inference_mode_and_hands_back_a_plain_tensor():
+    seen = []
+
+    def model(x, t, **kwargs):
+        seen.append(torch.is_inference_mode_enabled())
+        return x * 2
+
+    out = network_call(model, torch.device("cpu"), "fp32")(torch.ones(1, 3, 2, 2), torch.zeros(1))
+    assert seen == [True] and not out.is_inference()
+    out.add_(1)  # the samplers may do arithmetic in place on it
+    classifier_call = network_call(model, torch.device("cpu"), "fp32", inference=False)
+    classifier_call(torch.ones(1, 3, 2, 2), torch.zeros(1))
+    assert seen[-1] is False
+
+
+def test_default_precision_per_device():
+    """fp16 on CUDA for use_fp16 releases (as the original samples them); CPU stays fp32, where the
+    same seed gives the same images whatever the batch size (bf16 is opt-in)."""
+    assert default_precision(torch.device("cuda"), use_fp16=True) == "fp16"
+    assert default_precision(torch.device("cuda"), use_fp16=False) == "fp32"
+    assert default_precision(torch.device("cpu"), use_fp16=True) == "fp32"
+    assert default_precision(torch.device("cpu"), use_fp16=False) == "fp32"
+
+
+def test_bf16_sampling_stays_close_to_fp32():
+    """The shipped digits model, a deterministic solver: bf16 images differ from fp32 by a few levels."""
+    common = dict(sampler="dpm++2m", steps=8, num_samples=6, seed=5, classes="balanced")
+    fp32 = adm.sample("digits", precision="fp32", **common)
+    bf16 = adm.sample("digits", precision="bf16", **common)
+    diff = np.abs(fp32.images.astype(int) - bf16.images.astype(int))
+    assert diff.mean() < 3.0  # of 255
+    assert np.array_equal(fp32.labels, bf16.labels)
+
+
+@pytest.mark.slow
+def test_compile_gives_the_same_images_within_rounding(tmp_path):
+    common = dict(sampler="ddim", steps="3", num_samples=2, seed=1, precision="fp32")
+    plain = adm.sample("digits", **common)
+    compiled = adm.sample("digits", compile=True, **common)
+    assert np.abs(plain.images.astype(int) - compiled.images.astype(int)).max() <= 2
