@@ -103,7 +103,10 @@ def inpainting(path: Path, images: np.ndarray, labels: np.ndarray, judge, folder
                 from adm.data.grid import save_grid
 
                 (DOCS / "edit").mkdir(exist_ok=True)
-                save_grid(np.concatenate([images[:10], out.images[:10]]), DOCS / "edit" / f"inpaint-{half}.png", columns=10)
+                masked = images[:10].copy()
+                masked[:, ~keep] = 128  # what the model is given: the unknown half grey
+                save_grid(np.concatenate([images[:10], masked, out.images[:10]]), DOCS / "edit" / f"inpaint-{half}.png",
+                          columns=10)
     return "\n".join(rows)
 
 

@@ -50,11 +50,15 @@ def config_key(config: dict) -> str:
     return json.dumps(config, sort_keys=True)
 
 
-def load_cache(path: Path) -> dict[str, dict]:
-    if not path.is_file():
-        return {}
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return {config_key(r["config"]): r for r in records}
+def load_cache(path: Path) -> dict[int, dict[str, dict]]:
+    """Records by sample count, then configuration (the same configuration is measured at 100 and 300)."""
+    cache: dict[int, dict[str, dict]] = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                record = json.loads(line)
+                cache.setdefault(record["num_samples"], {})[config_key(record["config"])] = record
+    return cache
 
 
 class Counting:
@@ -247,12 +251,12 @@ def main() -> None:
     results: dict[str, dict[str, dict]] = {}
     for name in tables:
         configs, n = tables[name]
-        records = {k: r for k, r in cache.items() if r["num_samples"] == n}
+        records = cache.setdefault(n, {})
         for config in configs if name in chosen else ():
             if config_key(config) in records:
                 continue
             record = measure(config, n, judge)
-            records[config_key(config)] = cache[config_key(config)] = record
+            records[config_key(config)] = record
             with open(args.cache, "a") as f:
                 f.write(json.dumps(record) + "\n")
             print(json.dumps(record), flush=True)

@@ -134,7 +134,7 @@ ROWS = [
     Row("sample --preset digits --out {out}/s.png", 2, "--out must name an .npz file"),
     Row("sample --preset digitz --out {out}/s.npz", 2, "did you mean digits"),
     Row("sample --preset digits --sampler dpm++2n --out {out}/s.npz", 2, "did you mean dpm++2m"),
-    Row("sample --preset digits --eta 0.5 --out {out}/s.npz", 2, "sampler ddpm has no option 'eta'"),
+    Row("sample --preset digits --sampler ddpm --eta 0.5 --out {out}/s.npz", 2, "sampler ddpm has no option 'eta'"),
     Row("sample --preset digits --sampler unipc --sampler-opt order=9 --out {out}/s.npz", 2, "bad value for sampler option order"),
     Row("sample --preset digits --sampler ddim --spacing karras --out {out}/s.npz", 2, "walks the model's respaced chain"),
     Row("sample --preset digits --spacing sideways --sampler heun --out {out}/s.npz", 2, "unknown spacing 'sideways'"),

@@ -38,7 +38,7 @@ THRESHOLD = typer.Option(None, "--threshold", help="Dynamic thresholding of x0 a
 BATCH = typer.Option(None, "--batch-size", "-b", help="Images per forward pass (default: the preset's).")
 SEED = typer.Option(0, "--seed", help="Sample i depends only on (seed, i): same seed, same images.")
 DEVICE = typer.Option(None, "--device", help="cpu, cuda, cuda:N or mps (default: the best available).")
-PRECISION = typer.Option(None, "--precision", help="fp32, bf16 or fp16 (default: fp16 on CUDA for models released with use_fp16, bf16 on CPUs with native bf16, else fp32; docs/performance.md).")
+PRECISION = typer.Option(None, "--precision", help="fp32, bf16 or fp16 (default: fp16 on CUDA for models released with use_fp16, else fp32; bf16 is about 2x faster on CPUs with native bf16; docs/performance.md).")
 COMPILE = typer.Option(False, "--compile", help="torch.compile the diffusion model (a one-time cost; pays off for long GPU runs).")
 DOWNLOAD = typer.Option(False, "--download", help="Fetch missing checkpoints into the cache first.")
 CLIP = typer.Option(None, "--clip-denoised/--no-clip-denoised", help="Clamp the x0 estimate to [-1, 1] (default: the preset's, else on, as the original).", show_default=False)

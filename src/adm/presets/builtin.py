@@ -18,7 +18,6 @@ if TYPE_CHECKING:  # the registry imports this module's register(): no import ba
 
 BASE_URL = "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/"
 DIGITS_SCALE = 1.0
-DIGITS_STEPS = "25"
 COMMON = "--diffusion_steps 1000 --learn_sigma True --resblock_updown True --use_scale_shift_norm True"
 INCEPTION_URL = (
     "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
@@ -209,7 +208,9 @@ def _digits() -> Preset:
         checkpoint="digits-model",
         classifier_checkpoint="digits-classifier",
         classifier_scale=DIGITS_SCALE,
-        sampling=SamplingDefaults(sampler="ddpm", steps=DIGITS_STEPS, batch_size=50, num_samples=50, classes="balanced"),
+        # 20 evaluations of the stochastic DPM-Solver++(2M): DDPM-250's quality at 1/12 of the cost
+        # (docs/sampling.md, "Quality against evaluations").
+        sampling=SamplingDefaults(sampler="dpm++2m-sde", steps="20", batch_size=50, num_samples=50, classes="balanced"),
     )
 
 

@@ -12,8 +12,9 @@ original under plain bf16 autocast and 2x fp32, with relative error ~2e-3; fp32 
   classifier with autograd for its input gradient (``inference=False``).
 * ``default_precision`` is per device: fp16 on CUDA for models released with ``use_fp16`` (as
   the original samples them), else fp32. On the CPU bf16 is the fast choice where the CPU has
-  native bf16 (``cpu_has_native_bf16``: about 2x fp32 there) but it is opt-in: in fp32 the same
-  seed gives the same images whatever the batch size and the machine, in bf16 it does not.
+  native bf16 (``cpu_has_native_bf16``: about 2x fp32 there) but it is opt-in: in fp32 another
+  batch size moves at most a handful of pixels by one level (docs/sampling.md, Reproducibility),
+  in bf16 the rounding of every layer depends on the batch shape and the CPU's kernels.
 """
 
 from __future__ import annotations
