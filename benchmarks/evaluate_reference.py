@@ -56,8 +56,8 @@ def _progress(event) -> None:
 
 def _pr_fp32(samples: Path, ref: Path, weights: Path, device: str | None, batch_size: int):
     """Precision/recall with float32 distances (one more pass over both image sets)."""
+    from adm.core.distributed import Dist, pick_device
     from adm.data.images import open_images
-    from adm.distributed import Dist, pick_device
     from adm.evaluation.features import extract_all
     from adm.evaluation.inception import exact_fp32, load_inception
     from adm.evaluation.stats import precision_recall

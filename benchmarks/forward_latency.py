@@ -63,7 +63,7 @@ def original_network(flags, path: Path):
     sys.path.insert(0, str(path))
     from guided_diffusion import script_util
 
-    from adm.flags import SuperResFlags
+    from adm.spec.flags import SuperResFlags
 
     given = {**flags.flag_dict(), "use_fp16": False}  # reduced precision is autocast, for both
     if isinstance(flags, SuperResFlags):
@@ -75,7 +75,7 @@ def original_network(flags, path: Path):
 
 
 def inputs(flags, batch: int, device):
-    from adm.flags import SuperResFlags
+    from adm.spec.flags import SuperResFlags
 
     g = torch.Generator().manual_seed(1)
     size = flags.large_size if isinstance(flags, SuperResFlags) else flags.image_size
@@ -119,7 +119,7 @@ def forward(net, autocast, x, t, kwargs, device):
 
 
 def build(preset: str, device, original_path: Path | None):
-    from adm.factory import build_model
+    from adm.spec.factory import build_model
 
     flags = flags_of(preset)
     torch.manual_seed(0)
@@ -172,8 +172,8 @@ def _memory_probe(spec: str, args) -> None:
     """One variant alone in this process: build it without transient copies, run it once, print the
     process's peak memory in MiB (on the CPU the peak RSS: runtime, weights, activations, workspace;
     comparable across variants because every probe pays the same runtime)."""
-    from adm.factory import build_model
     from adm.models import optimize_for_inference
+    from adm.spec.factory import build_model
 
     preset, batch, variant = json.loads(spec)
     device = torch.device(args.device)

@@ -41,9 +41,9 @@ START, END = "<!-- sample-throughput:start -->", "<!-- sample-throughput:end -->
 
 
 def checkpoints(folder: Path) -> tuple[Path, Path]:
-    from adm.factory import build_classifier, build_model
-    from adm.flags import ClassifierFlags, parse_flags, parse_model_flags
     from adm.hub.checkpoints import save_state_dict
+    from adm.spec.factory import build_classifier, build_model
+    from adm.spec.flags import ClassifierFlags, parse_flags, parse_model_flags
 
     torch.manual_seed(0)
     model, classifier = folder / "model.pt", folder / "classifier.pt"

@@ -77,10 +77,10 @@ class Counting:
 
 def measure(config: dict, num_samples: int, judge) -> dict:
     import adm
-    import adm.pipeline as pipeline
+    import adm.api.setup as setup
 
     counter: list[Counting] = []
-    real_load = pipeline._load
+    real_load = setup.load_networks
 
     def counting_load(*args, **kwargs):  # wrap the classifier to count its evaluations
         loaded = real_load(*args, **kwargs)
@@ -89,7 +89,7 @@ def measure(config: dict, num_samples: int, judge) -> dict:
             counter.append(loaded.classifier)
         return loaded
 
-    pipeline._load = counting_load
+    setup.load_networks = counting_load
     try:
         options = {k: v for k, v in config.items() if k in ("sampler", "steps", "scale", "spacing", "guidance_interval")}
         start = time.perf_counter()
@@ -97,7 +97,7 @@ def measure(config: dict, num_samples: int, judge) -> dict:
                              device="cpu", **options)
         seconds = time.perf_counter() - start
     finally:
-        pipeline._load = real_load
+        setup.load_networks = real_load
     scores = judge.score(samples.images, samples.labels)
     return {
         "config": config, "num_samples": num_samples, "digits_fd": scores.digits_fd, "accuracy": scores.accuracy,

@@ -49,8 +49,8 @@ def worker(args: argparse.Namespace) -> dict:
     import numpy as np
     import torch
 
-    from adm.distributed import Dist, pick_device
-    from adm.flags import parse_model_flags
+    from adm.core.distributed import Dist, pick_device
+    from adm.spec.flags import parse_model_flags
     from adm.training import TrainConfig
     from adm.training.loop import DiffusionTask
     from adm.training.trainer import DeviceBatch, Trainer, train_step

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 import golden
 from adm.cli.main import app
-from adm.errors import CheckpointError
+from adm.core.errors import CheckpointError
 from adm.hub.checkpoints import convert, load_into, load_state_dict, save_state_dict, signature
 
 
@@ -71,8 +71,8 @@ def fake_state(manifest_name: str) -> collections.OrderedDict:
 
 
 def test_mismatch_names_the_differing_tensors_and_the_fitting_candidate():
-    from adm.factory import build_model
     from adm.presets import get_preset
+    from adm.spec.factory import build_model
 
     model = build_model(get_preset("imagenet256").model_flags, device="meta")
     state = fake_state("64x64_diffusion")

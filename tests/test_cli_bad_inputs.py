@@ -31,13 +31,13 @@ from PIL import Image
 from safetensors import SafetensorError
 from typer.testing import CliRunner
 
-import adm.fileio as fileio
+import adm.core.fileio as fileio
 import adm.hub.checkpoints as checkpoints
 from adm.cli.main import app
-from adm.factory import build_classifier
-from adm.flags import ClassifierFlags, parse_flags
 from adm.hub.checkpoints import save_state_dict
 from adm.presets.training import TINY_CLASSIFIER
+from adm.spec.factory import build_classifier
+from adm.spec.flags import ClassifierFlags, parse_flags
 from http_server import FileServer
 
 

@@ -18,7 +18,7 @@ from adm.compat.diffusion import (
     create_gaussian_diffusion,
     get_named_beta_schedule,
 )
-from adm.errors import UsageError
+from adm.core.errors import UsageError
 
 CASES = ["diffusion_math_cosine_T1000", "diffusion_math_linear_T1000_respace250"]
 VARIANTS = ["learned_range", "fixed_large", "fixed_small"]

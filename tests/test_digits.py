@@ -7,8 +7,8 @@ import pytest
 from typer.testing import CliRunner
 
 from adm.cli.main import app
+from adm.core.errors import ChecksumError
 from adm.data.digits import load_digits
-from adm.errors import ChecksumError
 from adm.evaluation.digits_judge import Judge, evaluate_digits, judge, train_judge
 from adm.hub.download import ensure_artifact
 from adm.presets import Artifact, Registry

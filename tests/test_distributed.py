@@ -1,4 +1,4 @@
-"""`adm.distributed` under a real two-process gloo group (CPU, localhost)."""
+"""`adm.core.distributed` under a real two-process gloo group (CPU, localhost)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from tests_support import run_two_gloo_ranks
 RANK_SCRIPT = textwrap.dedent(
     """
     import os
-    from adm.distributed import init_distributed, shutdown
+    from adm.core.distributed import init_distributed, shutdown
 
     d = init_distributed("cpu")
     assert d.world_size == 2, d

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 import adm.cli.download_cmd as download_cmd
 import adm.hub.transfer as transfer
 from adm.cli.main import app
-from adm.errors import ChecksumError, DownloadError, MissingFileError, UsageError
+from adm.core.errors import ChecksumError, DownloadError, MissingFileError, UsageError
 from adm.hub.cache import lock_path, part_path, read_record, record_path
 from adm.hub.download import (
     cache_entries,

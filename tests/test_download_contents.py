@@ -18,9 +18,7 @@ from typer.testing import CliRunner
 
 import adm.cli.download_cmd as download_cmd
 from adm.cli.main import app
-from adm.errors import ChecksumError
-from adm.factory import build_classifier, build_model
-from adm.flags import ClassifierFlags, parse_flags, parse_model_flags
+from adm.core.errors import ChecksumError
 from adm.hub.cache import Record, part_path, record_path, write_record
 from adm.hub.checkpoints import save_state_dict
 from adm.hub.download import (
@@ -34,6 +32,8 @@ from adm.hub.download import (
 from adm.hub.transfer import TransferPolicy
 from adm.presets import Artifact, Preset, Registry
 from adm.presets.training import TINY_CLASSIFIER, TINY_MODEL
+from adm.spec.factory import build_classifier, build_model
+from adm.spec.flags import ClassifierFlags, parse_flags, parse_model_flags
 from http_server import FileServer
 
 FAST = TransferPolicy(connect_timeout=2, read_timeout=5, retries=1, backoff=0.001, chunk_size=16 * 1024)

@@ -19,8 +19,8 @@ from numpy.lib import format as npy_format
 from typer.testing import CliRunner
 
 from adm.cli.main import app
+from adm.core.errors import UsageError
 from adm.data.images import open_images
-from adm.errors import UsageError
 from adm.evaluation import (
     METRIC_KEYS,
     compute_statistics,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from adm.errors import AdmError
+from adm.core.errors import AdmError
 from adm.evaluation.inception import SPATIAL_DIM, spatial_features
 from adm.evaluation.stats import (
     Moments,

@@ -16,8 +16,8 @@ from safetensors import SafetensorError
 from typer.testing import CliRunner
 
 import adm.hub.checkpoints as checkpoints
-from adm import errors
 from adm.cli.main import app
+from adm.core import errors
 from adm.hub.checkpoints import save_state_dict
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "cli.md"

@@ -1,6 +1,6 @@
 """Files adm writes end with the permissions an ordinary open() gives (issue 11: they were 0600).
 
-Each writer goes through ``adm.fileio.atomic_path`` (temp file + rename); the reference is a file
+Each writer goes through ``adm.core.fileio.atomic_path`` (temp file + rename); the reference is a file
 the test creates with plain ``open()`` in the same folder under the same umask.
 """
 
@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from adm.fileio import atomic_path, write_text_atomic
+from adm.core.fileio import atomic_path, write_text_atomic
 from adm.hub.cache import record_path
 from adm.hub.checkpoints import convert, save_state_dict
 from adm.hub.download import cache_path, import_file

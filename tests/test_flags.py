@@ -2,8 +2,8 @@
 
 import pytest
 
-from adm.errors import UsageError
-from adm.flags import (
+from adm.core.errors import UsageError
+from adm.spec.flags import (
     ClassifierFlags,
     ModelFlags,
     SuperResFlags,

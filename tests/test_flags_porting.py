@@ -7,8 +7,8 @@ import pytest
 from typer.testing import CliRunner
 
 from adm.cli.main import app
-from adm.errors import UsageError
-from adm.flags import ClassifierFlags, parse_flags, parse_model_flags
+from adm.core.errors import UsageError
+from adm.spec.flags import ClassifierFlags, parse_flags, parse_model_flags
 
 TINY = "--image_size 16 --num_channels 32 --channel_mult 1,2 --attention_resolutions 8"
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 import adm
-from adm.factory import build_classifier, build_model
-from adm.flags import ClassifierFlags, parse_flags, parse_model_flags
 from adm.models import optimize_for_inference
 from adm.sampling.precision import default_precision, network_call, prepare
+from adm.spec.factory import build_classifier, build_model
+from adm.spec.flags import ClassifierFlags, parse_flags, parse_model_flags
 from tiny import CLASSIFIER_FLAGS, MODEL_FLAGS, UPSAMPLER_FLAGS, randomize
 
 

@@ -7,10 +7,10 @@ from typer.testing import CliRunner
 
 import golden
 from adm.cli.main import app
-from adm.errors import UsageError
-from adm.factory import build_classifier, build_model
+from adm.core.errors import UsageError
 from adm.presets import Artifact, Preset, Registry, default_registry, get_preset
 from adm.presets.builtin import CHECKPOINTS
+from adm.spec.factory import build_classifier, build_model
 from tests_support import assert_manifest
 
 # preset -> (diffusion manifest, classifier manifest or None)

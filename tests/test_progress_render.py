@@ -8,7 +8,7 @@ import io
 from rich.console import Console
 
 from adm.cli.progress import RichProgress
-from adm.progress import Progress
+from adm.core.progress import Progress
 
 
 def render(progress) -> str:

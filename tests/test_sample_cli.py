@@ -13,8 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 import adm
+from adm.api.sources import ModelSource
 from adm.cli.main import app
-from adm.pipeline import ModelSource
 from tiny import CLASSIFIER_FLAGS, MODEL_FLAGS, UPSAMPLER_FLAGS, write_tiny_checkpoints
 
 runner = CliRunner()
@@ -96,9 +96,9 @@ def test_guidance_changes_the_samples(ckpt, tmp_path):
 
 
 def test_unconditional_model_guided_by_a_classifier_writes_target_labels(ckpt, tmp_path):
-    from adm.factory import build_model
-    from adm.flags import parse_model_flags
     from adm.hub.checkpoints import save_state_dict
+    from adm.spec.factory import build_model
+    from adm.spec.flags import parse_model_flags
     from tiny import randomize
 
     flags = MODEL_FLAGS.replace("--class_cond True", "--class_cond False")
@@ -265,7 +265,7 @@ def tiny_presets(ckpt, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     monkeypatch.setenv("ADM_HOME", str(cache))
     registry = tiny_registry(cache, ckpt)
-    monkeypatch.setattr("adm.pipeline.default_registry", lambda: registry)
+    monkeypatch.setattr("adm.api.generation.default_registry", lambda: registry)
     return registry
 
 
@@ -295,7 +295,7 @@ def test_download_flag_fetches_missing_checkpoints_from_a_mirror(ckpt, tmp_path,
     cache = tmp_path / "cache"
     monkeypatch.setenv("ADM_HOME", str(cache))
     registry = tiny_registry(cache, ckpt, import_files=False)
-    monkeypatch.setattr("adm.pipeline.default_registry", lambda: registry)
+    monkeypatch.setattr("adm.api.generation.default_registry", lambda: registry)
     args = ["sample", "--preset", "tiny", "-n", 2, "--out", tmp_path / "m.npz", "-q"]
     missing = runner.invoke(app, [str(a) for a in args])
     assert missing.exit_code == 2 and "adm download tiny-cond" in missing.output

@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 
 import adm
 import adm.sampling.batches as batches_module
+from adm.api.sources import ModelSource
 from adm.cli.main import app
-from adm.errors import MissingFileError, UsageError
-from adm.pipeline import ModelSource
+from adm.core.errors import MissingFileError, UsageError
 from tiny import CLASSIFIER_FLAGS, MODEL_FLAGS, UPSAMPLER_FLAGS, randomize, write_tiny_checkpoints
 
 runner = CliRunner()
@@ -53,9 +53,9 @@ def interrupt_after(monkeypatch, batches: int):
 
 
 def rewrite_weights(path: Path, seed: int) -> None:
-    from adm.factory import build_model
-    from adm.flags import parse_model_flags
     from adm.hub.checkpoints import save_state_dict
+    from adm.spec.factory import build_model
+    from adm.spec.flags import parse_model_flags
 
     save_state_dict(randomize(build_model(parse_model_flags(MODEL_FLAGS)), seed).state_dict(), path)
 

@@ -12,10 +12,10 @@ import torch
 
 import golden
 from adm.compat.diffusion import create_gaussian_diffusion
+from adm.core.errors import UsageError
 from adm.diffusion import ModelMeanType, ModelVarType, Parameterization
 from adm.diffusion.continuous import NoiseSchedule
 from adm.diffusion.grids import make_grid, respaced_grid
-from adm.errors import UsageError
 from adm.models import NoisyClassifier, UNet
 from adm.sampling import (
     BUILTIN,

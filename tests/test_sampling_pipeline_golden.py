@@ -7,11 +7,11 @@ import torch
 import adm.compat as compat
 import golden
 from adm.diffusion.continuous import NoiseSchedule
-from adm.factory import parameterization
-from adm.flags import DiffusionFlags
 from adm.sampling.noise import ReplayNoise
 from adm.sampling.run import run_sampler
 from adm.sampling.settings import SamplerSettings
+from adm.spec.factory import parameterization
+from adm.spec.flags import DiffusionFlags
 
 CASE = "sampling_16px_ddim10_guided"
 

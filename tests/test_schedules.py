@@ -8,8 +8,8 @@ import torch
 import golden
 from adm.compat.diffusion import get_named_beta_schedule
 from adm.compat.diffusion import space_timesteps as compat_space_timesteps
+from adm.core.errors import UsageError
 from adm.diffusion import GaussianProcess, beta_schedule, respace, space_timesteps
-from adm.errors import UsageError
 
 CASE = "schedules_T1000"
 DERIVED = [

@@ -11,9 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from adm.cli.main import app
-from adm.errors import UsageError
-from adm.flags import ClassifierFlags, parse_flags, parse_model_flags
+from adm.core.errors import UsageError
 from adm.hub.checkpoints import read_signature
+from adm.spec.flags import ClassifierFlags, parse_flags, parse_model_flags
 from adm.training import ClassifierTrainConfig, TrainConfig, train_classifier, train_diffusion
 from adm.training.data import open_training_data
 from adm.training.metrics import read_metrics

@@ -232,7 +232,7 @@ def test_two_processes_match_one_and_resume_on_another_world_size(squares, tmp_p
 
 def _degenerate(data, flags, init) -> set[str]:
     """Parameters with a mathematically zero gradient (see test_training_loop.degenerate_parameters)."""
-    from adm.distributed import Dist
+    from adm.core.distributed import Dist
     from adm.training.data import collate, to_model_input
     from adm.training.trainer import DeviceBatch, Trainer, train_step
 

@@ -5,10 +5,10 @@ import pytest
 import torch
 from PIL import Image
 
-from adm.distributed import Dist
-from adm.flags import parse_flags
+from adm.core.distributed import Dist
 from adm.hub.checkpoints import load_state_dict
 from adm.presets import default_registry, get_training_preset
+from adm.spec.flags import parse_flags
 from adm.training import (
     ClassifierTrainConfig,
     TrainConfig,
@@ -213,8 +213,8 @@ def test_fine_tuning_starts_from_init_weights(squares, tmp_path):
 
 
 def test_classifier_flags_reject_more_classes_than_outputs(squares, tmp_path):
-    from adm.errors import UsageError
-    from adm.flags import ClassifierFlags
+    from adm.core.errors import UsageError
+    from adm.spec.flags import ClassifierFlags
 
     preset = get_training_preset("tiny", "classifier")
     flags = parse_flags(ClassifierFlags, {**default_registry().network_flags(preset).flag_dict(), "classifier_num_classes": 2})

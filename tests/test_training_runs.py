@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import adm
-from adm.errors import UsageError
+from adm.core.errors import UsageError
 from adm.training.runs import RunRequest, resolve_run
 
 

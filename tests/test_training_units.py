@@ -7,10 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
+from adm.core.errors import UsageError
 from adm.data.crops import center_crop, random_crop
-from adm.errors import UsageError
-from adm.flags import ClassifierFlags, ModelFlags
 from adm.presets import default_registry, get_training_preset
+from adm.spec.flags import ClassifierFlags, ModelFlags
 from adm.training import (
     ClassifierTrainConfig,
     TrainConfig,

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import torch
 
-from adm.factory import build_classifier, build_model
-from adm.flags import ClassifierFlags, parse_flags, parse_model_flags
 from adm.hub.checkpoints import save_state_dict
+from adm.spec.factory import build_classifier, build_model
+from adm.spec.flags import ClassifierFlags, parse_flags, parse_model_flags
 
 MODEL_FLAGS = (
     "--image_size 16 --num_channels 32 --num_res_blocks 1 --channel_mult 1,2 --attention_resolutions 8 "

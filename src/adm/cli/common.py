@@ -1,7 +1,7 @@
 """What every command shares: consoles, turning library errors into one line and an exit code,
 and the command classes that render help correctly.
 
-Exit codes are ``adm.errors.EXIT_CODES`` (docs/cli.md): an ``AdmError`` exits with its own
+Exit codes are ``adm.core.errors.EXIT_CODES`` (docs/cli.md): an ``AdmError`` exits with its own
 code, an ``OSError`` (the operating system refused a read or write) with 1, Ctrl-C with 130.
 """
 
@@ -22,7 +22,7 @@ try:  # recent typer vendors click; older releases depend on it
 except ImportError:  # pragma: no cover - depends on the installed typer
     from click.exceptions import ClickException
 
-from adm.errors import EXIT_ENVIRONMENT, EXIT_INTERRUPTED, AdmError
+from adm.core.errors import EXIT_ENVIRONMENT, EXIT_INTERRUPTED, AdmError
 
 console = Console()
 err_console = Console(stderr=True)

@@ -1,11 +1,14 @@
 """Typer options generated from a typed config model, so an option list is written once.
 
 ``adm train`` and ``adm train-classifier`` take one option per field of ``TrainConfig`` /
-``ClassifierTrainConfig``. Declaring them by hand repeated 22 options twice and let help texts
-drift from the config; here each option is derived from its field: the name (``--batch-size``),
-the type, a ``--x/--no-x`` switch for booleans, and the help from the field's description, ending
-with its default. An option's own default is None: a value not given comes from the layers
-(preset, the run being continued, the config's default), so only given values are passed on.
+``ClassifierTrainConfig``; ``adm sample``, ``upsample`` and ``edit`` one per field of the API's
+``SamplingOptions`` and ``RunOptions`` (and ``EditSettings``). Declaring them by hand repeated
+the lists per command and let help texts drift from the library; here each option is derived
+from its field: the name (``--batch-size``), the type, a ``--x/--no-x`` switch for booleans, and
+the help from the field's description, ending with its default. An option's own default is None:
+a value not given comes from the layers (preset, the run being continued, the config's
+default), so only given values are passed on. Decorators stack: each model fills its own
+parameter (``options``, ``sampling``, ...).
 """
 
 from __future__ import annotations
@@ -27,7 +30,10 @@ class Rename:
 
     option: str  # e.g. "--iterations"
     help: str | None = None
-    parse: Callable[[str], Any] | None = None  # for fields typed as tuples etc.: text → value
+    parse: Callable[[Any], Any] | None = None  # for fields typed as tuples etc.: text → value
+    short: str | None = None  # e.g. "-n"
+    repeat: bool = False  # the option may be given several times (parse gets the list)
+    flag: bool = False  # a boolean that can only be switched on (--compile, no --no-compile)
 
 
 def _shown(value: Any) -> str:
@@ -58,17 +64,20 @@ def _choices(annotation: Any) -> list[str]:
     return []
 
 
-def config_options(model: type[BaseModel], *, skip: tuple[str, ...] = (), rename: Mapping[str, Rename] | None = None):
+def config_options(model: type[BaseModel], *, skip: tuple[str, ...] = (), rename: Mapping[str, Rename] | None = None,
+                   param: str = "options"):
     """Decorate ``command(options: dict, **its own parameters)`` with one option per model field.
 
-    The command receives ``options``: the fields given on the command line, by field name.
+    The command receives ``param`` (default ``options``): the fields given on the command line,
+    by field name.
     """
     rename = dict(rename or {})
+    target = param
 
     def decorate(command: Callable) -> Callable:
         hints = typing.get_type_hints(command)  # resolved in the command's module
         own = [p.replace(annotation=hints.get(p.name, p.annotation))
-               for p in inspect.signature(command).parameters.values() if p.name != "options"]
+               for p in inspect.signature(command).parameters.values() if p.name != target]
         taken = {p.name for p in own}
         generated: dict[str, tuple[str, Rename | None]] = {}
         params = list(own)
@@ -81,14 +90,16 @@ def config_options(model: type[BaseModel], *, skip: tuple[str, ...] = (), rename
             param = param + "_" if param in taken else param
             kind = _cli_type(info.annotation) if not (spec and spec.parse) else str
             text = (spec.help if spec and spec.help else None) or (info.description[:1].upper() + info.description[1:] + ".")
-            decls = (f"{option}/--no-{option[2:]}",) if kind is bool else (option,)
+            decls = (f"{option}/--no-{option[2:]}",) if kind is bool and not (spec and spec.flag) else (option,)
+            decls += (spec.short,) if spec and spec.short else ()
             choices = _choices(info.annotation)
             if choices and "One of" not in text:
                 text += f" One of: {', '.join(choices)}."
-            if not info.is_required():
+            if not info.is_required() and "Default:" not in text and "unset" not in text:  # "unset: ..." says it
                 text += f" Default: {_shown(info.default)}."
+            annotation = (list[kind] if spec and spec.repeat else kind) | None
             default = typer.Option(None, *decls, help=text, show_default=False)
-            params.append(inspect.Parameter(param, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind | None))
+            params.append(inspect.Parameter(param, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation))
             generated[param] = (name, spec)
 
         @functools.wraps(command)
@@ -98,7 +109,7 @@ def config_options(model: type[BaseModel], *, skip: tuple[str, ...] = (), rename
                 value = kwargs.pop(param)
                 if value is not None:
                     options[name] = spec.parse(value) if spec and spec.parse else value
-            return command(options=options, **kwargs)
+            return command(**{target: options}, **kwargs)
 
         wrapper.__signature__ = inspect.Signature(params)
         wrapper.__annotations__ = {p.name: p.annotation for p in params}  # real types: typer evaluates these

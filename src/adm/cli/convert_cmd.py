@@ -6,9 +6,9 @@ from pathlib import Path
 
 import typer
 
+from adm.api.downloads import convert_checkpoint
 from adm.cli.common import console, guarded
-from adm.errors import UsageError
-from adm.hub.checkpoints import convert as convert_checkpoint
+from adm.core.errors import UsageError
 
 FORMATS = (".pt", ".pth", ".safetensors")
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
+from adm.api.downloads import write_digits
 from adm.cli.common import AdmCommand, AdmGroup, console, guarded
-from adm.data.digits import write_digits
 
 app = typer.Typer(help="Write built-in datasets (offline, no downloads).", no_args_is_help=True, cls=AdmGroup)
 

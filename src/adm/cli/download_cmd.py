@@ -8,20 +8,20 @@ import typer
 from rich.filesize import decimal
 from rich.table import Table
 
-from adm.cli.common import console, err_console, guarded
-from adm.cli.progress import RichProgress
-from adm.errors import ChecksumError, MissingFileError, UsageError
-from adm.hub.cache import cache_root
-from adm.hub.download import (
+from adm.api.catalog import default_registry
+from adm.api.downloads import (
     CacheEntry,
+    TransferPolicy,
     cache_entries,
+    cache_root,
     download_artifact,
     import_file,
     resolve_artifacts,
     verify_artifact,
 )
-from adm.hub.transfer import TransferPolicy
-from adm.presets import default_registry
+from adm.cli.common import console, err_console, guarded
+from adm.cli.progress import RichProgress
+from adm.core.errors import ChecksumError, MissingFileError, UsageError
 
 STATE_TEXT = {
     "ok": "[green]yes[/]",

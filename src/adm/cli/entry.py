@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def run() -> None:
-    from adm.threads import prepare_environment
+    from adm.core.threads import prepare_environment
 
     prepare_environment()
     from adm.cli.main import run as main

@@ -8,13 +8,12 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from adm.api.scoring import DEFAULT_BATCH_SIZE, REF_MAX_IMAGES, make_reference, open_samples
 from adm.cli.common import console, guarded
 from adm.cli.progress import RichProgress
-from adm.distributed import joined
-from adm.errors import UsageError
-from adm.evaluation.evaluate import DEFAULT_BATCH_SIZE, make_reference, open_samples
-from adm.evaluation.reference import REF_MAX_IMAGES
-from adm.fileio import write_text_atomic
+from adm.core.distributed import joined
+from adm.core.errors import UsageError
+from adm.core.fileio import write_text_atomic
 
 
 @guarded
@@ -106,7 +105,7 @@ def evaluate(
         if output is not None:
             raise UsageError("-o only applies to --make-ref", "use --json to save the metrics")
 
-    from adm.evaluation.metrics import EvaluationRequest, choose_metric, evaluate_samples
+    from adm.api.scoring import EvaluationRequest, choose_metric, evaluate_samples
 
     collection = open_samples(samples) if make_ref is None else None  # one walk of a folder
     spec = choose_metric(metric, collection) if collection is not None else None

@@ -34,8 +34,8 @@ def _version(value: bool) -> None:
 
 
 def _threads(value: int | None) -> int | None:
-    from adm.errors import UsageError
-    from adm.threads import set_threads
+    from adm.core.errors import UsageError
+    from adm.core.threads import set_threads
 
     try:
         set_threads(value)

@@ -14,11 +14,16 @@ from typing import Any
 import typer
 from rich.table import Table
 
+from adm.api.catalog import (
+    Preset,
+    Registry,
+    SuperResFlags,
+    TrainPreset,
+    default_registry,
+    image_size,
+)
+from adm.api.training import option_name
 from adm.cli.common import console, err_console, guarded
-from adm.flags import SuperResFlags, image_size
-from adm.presets import Preset, Registry, default_registry
-from adm.presets.types import TrainPreset
-from adm.training.config import option_name
 
 COMMAND = {"diffusion": "adm train", "classifier": "adm train-classifier"}
 

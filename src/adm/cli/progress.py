@@ -1,6 +1,6 @@
 """Rendering the library's ``Progress`` records as rich bars: counts, or bytes (unit ``"B"``).
 
-The library reports everything through one protocol (``adm.progress``): images sampled, training
+The library reports everything through one protocol (``adm.core.progress``): images sampled, training
 steps, bytes downloaded or hashed. A task whose unit is ``"B"`` is drawn as a transfer (size and
 speed); any other as ``done/total unit``. Two rules every bar keeps, whatever the caller reports: a total nobody knows is not shown (a
 download without a ``Content-Length`` shows the bytes so far and the speed, never ``0/?``), and
@@ -26,7 +26,7 @@ from rich.progress import (
 from rich.text import Text
 
 from adm.cli.common import err_console
-from adm.progress import Progress as Event
+from adm.core.progress import Progress as Event
 
 BYTES = "B"
 

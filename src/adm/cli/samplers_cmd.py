@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from adm.api.catalog import available_samplers, get_sampler
 from adm.cli.common import console, guarded
-from adm.sampling.registry import available_samplers, get_sampler
 
 
 @guarded

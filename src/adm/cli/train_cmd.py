@@ -15,12 +15,12 @@ from pathlib import Path
 
 import typer
 
+from adm.api.catalog import SuperResFlags
+from adm.api.training import ClassifierTrainConfig, TrainConfig, float_list
 from adm.cli.common import console, err_console, guarded
 from adm.cli.config_options import Rename, config_options
 from adm.cli.progress import RichProgress
-from adm.errors import UsageError
-from adm.flags import SuperResFlags, float_list
-from adm.training.config import ClassifierTrainConfig, TrainConfig
+from adm.core.errors import UsageError
 
 RUN_DIR = typer.Option(..., "--run-dir", help="Where config.json, checkpoints and metrics.jsonl go; re-running continues a run there.")
 PRESET = typer.Option(None, "--preset", help="Training preset (network + published hyper-parameters); `adm presets` lists them (tiny* are CPU demos).", show_default=False)
@@ -64,8 +64,8 @@ def _iterations(options: dict, steps: int | None, command: str) -> None:
 
 def _run(kind: str, run_dir: Path, preset: str | None, flags: str | None, options: dict, *, resume: bool,
          device: str | None, dry_run: bool, what: str) -> None:
-    from adm.distributed import joined
-    from adm.training.runs import RunRequest, resolve_run, start_run
+    from adm.api.training import RunRequest, resolve_run, start_run
+    from adm.core.distributed import joined
 
     run = resolve_run(RunRequest(kind, run_dir, preset, flags, options))
     if dry_run:

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import torch
 
+from adm.core.errors import UsageError
 from adm.diffusion import gaussian, losses, schedules
 from adm.diffusion.process import (
     ARRAY_NAMES,
@@ -24,7 +25,6 @@ from adm.diffusion.process import (
     ModelVarType,
     Parameterization,
 )
-from adm.errors import UsageError
 from adm.sampling import chain, guidance
 from adm.sampling.chain import ChainDenoiser
 from adm.sampling.noise import ReplayNoise
@@ -248,8 +248,8 @@ def create_gaussian_diffusion(
     timestep_respacing="",
 ) -> SpacedDiffusion:
     """``script_util.create_gaussian_diffusion``: flags → a (always respaced) diffusion."""
-    from adm.factory import parameterization
-    from adm.flags import DiffusionFlags
+    from adm.spec.factory import parameterization
+    from adm.spec.flags import DiffusionFlags
 
     flags = DiffusionFlags(
         learn_sigma=learn_sigma, diffusion_steps=steps, noise_schedule=noise_schedule, use_kl=use_kl,

@@ -1,6 +1,6 @@
 """``guided_diffusion.script_util`` with the same names, defaults and keyword arguments.
 
-Every factory goes through ``adm.flags`` and ``adm.factory``, so a model built here is the model a
+Every factory goes through ``adm.spec.flags`` and ``adm.spec.factory``, so a model built here is the model a
 preset builds. Note the original's quirk, kept on purpose: ``create_model``'s own defaults
 (``num_heads=1``, ``attention_resolutions="16"``, ``use_scale_shift_norm=False``) differ from
 ``model_and_diffusion_defaults()``.
@@ -12,8 +12,8 @@ import argparse
 
 from adm.compat.diffusion import create_gaussian_diffusion
 from adm.compat.models import EncoderUNetModel, SuperResModel, UNetModel
-from adm.factory import classifier_kwargs, unet_kwargs
-from adm.flags import ClassifierFlags, ModelFlags, SuperResFlags, parse_flags, str2bool
+from adm.spec.factory import classifier_kwargs, unet_kwargs
+from adm.spec.flags import ClassifierFlags, ModelFlags, SuperResFlags, parse_flags, str2bool
 
 NUM_CLASSES = 1000
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from adm.errors import UsageError
-from adm.fileio import atomic_path
+from adm.core.errors import UsageError
+from adm.core.fileio import atomic_path
 
 SIZE = 16
 NUM_CLASSES = 10

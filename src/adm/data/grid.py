@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from adm.fileio import atomic_path
+from adm.core.fileio import atomic_path
 
 
 def make_grid(images: np.ndarray, columns: int | None = None, padding: int = 2) -> np.ndarray:

@@ -23,9 +23,9 @@ from functools import cached_property
 
 import torch
 
+from adm.core.errors import UsageError
 from adm.diffusion.process import GaussianProcess
 from adm.diffusion.schedules import beta_schedule, respace
-from adm.errors import UsageError
 
 Tensor = torch.Tensor
 

@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import torch
 
+from adm.core.errors import UsageError
 from adm.diffusion.process import (
     GaussianProcess,
     ModelMeanType,
@@ -20,7 +21,6 @@ from adm.diffusion.process import (
     Parameterization,
     extract,
 )
-from adm.errors import UsageError
 
 Tensor = torch.Tensor
 

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import torch
 
+from adm.core.errors import UsageError
 from adm.diffusion.continuous import NoiseSchedule
 from adm.diffusion.schedules import space_timesteps
-from adm.errors import UsageError
 
 Tensor = torch.Tensor
 KARRAS_RHO = 7.0

@@ -16,8 +16,8 @@ from functools import cached_property
 
 import torch
 
+from adm.core.errors import UsageError
 from adm.diffusion.schedules import beta_schedule, respace, space_timesteps
-from adm.errors import UsageError
 
 
 class ModelMeanType(enum.Enum):

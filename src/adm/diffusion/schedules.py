@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 
-from adm.errors import UsageError
+from adm.core.errors import UsageError
 
 SCHEDULES = ("linear", "cosine")
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from adm.core.fileio import atomic_path
 from adm.data.images import ImageCollection
-from adm.fileio import atomic_path
 from adm.hub.cache import cache_root
 
 PROTOCOL = "adm-evaluate-1"  # bump when the features or their layout change

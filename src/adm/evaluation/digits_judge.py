@@ -17,10 +17,10 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
+from adm.core.errors import UsageError
+from adm.core.fileio import atomic_path
 from adm.data.digits import Digits
-from adm.errors import UsageError
 from adm.evaluation.stats import frechet_distance, mean_and_cov
-from adm.fileio import atomic_path
 from adm.hub.checkpoints import load_state_dict
 
 FEATURES = 128

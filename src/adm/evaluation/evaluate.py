@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from adm.core.distributed import Dist, pick_device
+from adm.core.errors import UsageError
+from adm.core.progress import ProgressFn, report
 from adm.data.images import ImageCollection, open_images
-from adm.distributed import Dist, pick_device
-from adm.errors import UsageError
 from adm.evaluation import cache as feature_cache
 from adm.evaluation.features import Features, extract_all
 from adm.evaluation.inception import (
@@ -44,7 +45,6 @@ from adm.evaluation.stats import (
     inception_score,
     precision_recall,
 )
-from adm.progress import ProgressFn, report
 
 KEY_INCEPTION_SCORE = "inception_score"
 KEY_FID = "fid"

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from adm.core.distributed import Dist
+from adm.core.progress import ProgressFn, report
 from adm.data.images import ImageCollection
-from adm.distributed import Dist
 from adm.evaluation.inception import NUM_LOGITS, POOL_DIM, SPATIAL_DIM, InceptionFeatures
 from adm.evaluation.stats import Moments
-from adm.progress import ProgressFn, report
 
 
 @dataclass

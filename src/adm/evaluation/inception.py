@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from adm.errors import CheckpointError, MissingFileError
+from adm.core.errors import CheckpointError, MissingFileError
 
 FEATURE_EXTRACTOR = "inception-v3-compat"
 POOL_DIM = 2048

@@ -20,9 +20,11 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
+from adm.core.distributed import Dist
+from adm.core.errors import UsageError
+from adm.core.progress import ProgressFn, report
+from adm.core.suggest import did_you_mean
 from adm.data.images import ImageCollection
-from adm.distributed import Dist
-from adm.errors import UsageError
 from adm.evaluation.evaluate import (
     KEY_FID,
     KEY_INCEPTION_SCORE,
@@ -32,8 +34,6 @@ from adm.evaluation.evaluate import (
     KEY_RECALL,
     KEY_SFID,
 )
-from adm.progress import ProgressFn, report
-from adm.suggest import did_you_mean
 
 ENTRY_POINTS = "adm.metrics"
 Row = tuple[str, str, str]  # (label, key of the result, format, e.g. "{:.4f}")

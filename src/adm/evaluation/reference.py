@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 from numpy.lib import format as npy_format
 
+from adm.core.errors import UsageError
+from adm.core.fileio import atomic_path
 from adm.data.images import ImageCollection, load_npz_array, npz_keys, open_images
-from adm.errors import UsageError
 from adm.evaluation.inception import POOL_DIM, SPATIAL_DIM
-from adm.fileio import atomic_path
 
 STAT_KEYS = ("mu", "sigma", "mu_s", "sigma_s")
 REF_MAX_IMAGES = 10_000

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from adm.errors import AdmError, UsageError
+from adm.core.errors import AdmError, UsageError
 
 IS_SPLIT_SIZE = 5000
 """Samples per Inception Score split (the original: 10 splits for 50,000 samples)."""

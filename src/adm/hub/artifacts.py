@@ -12,7 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from adm.errors import ChecksumError, MissingFileError, UsageError
+from adm.core.errors import ChecksumError, MissingFileError, UsageError
+from adm.core.suggest import did_you_mean
 from adm.hub.cache import (
     CacheState,
     entry_path,
@@ -23,7 +24,6 @@ from adm.hub.cache import (
 )
 from adm.presets.registry import Registry, default_registry
 from adm.presets.types import Artifact
-from adm.suggest import did_you_mean
 
 ENV_BASE_URL = "ADM_BASE_URL"
 

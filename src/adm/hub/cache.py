@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-from adm.fileio import write_text_atomic as atomic_write_text
+from adm.core.fileio import write_text_atomic as atomic_write_text
 from adm.presets.types import Artifact
 
 ENV_HOME = "ADM_HOME"

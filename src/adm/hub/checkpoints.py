@@ -19,8 +19,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from adm.errors import CheckpointError, StorageError, one_line
-from adm.fileio import atomic_path
+from adm.core.errors import CheckpointError, StorageError, one_line
+from adm.core.fileio import atomic_path
 
 StateDict = dict[str, torch.Tensor]
 Signature = dict[str, tuple[int, ...]]
@@ -86,8 +86,8 @@ def read_signature(path: str | Path, *, fmt: str | None = None, shown: str | Non
 
 def network_signature(flags) -> Signature:
     """The key/shape signature of the network a flag set builds (on the meta device: no memory)."""
-    from adm.factory import build_classifier, build_model
-    from adm.flags import ClassifierFlags
+    from adm.spec.factory import build_classifier, build_model
+    from adm.spec.flags import ClassifierFlags
 
     builder = build_classifier if isinstance(flags, ClassifierFlags) else build_model
     return signature(builder(flags, device="meta"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from adm.errors import CheckpointError
+from adm.core.errors import CheckpointError
 from adm.hub.artifacts import _artifact, _registry
 from adm.presets.registry import Registry
 from adm.presets.types import Artifact

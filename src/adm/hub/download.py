@@ -22,12 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from adm.errors import (
+from adm.core.errors import (
     ChecksumError,
     DownloadStorageError,
     MissingFileError,
 )
-from adm.fileio import atomic_path
+from adm.core.fileio import atomic_path
+from adm.core.progress import ProgressFn, report
 from adm.hub.artifacts import (
     ENV_BASE_URL,
     KIND_WORDS,
@@ -60,7 +61,6 @@ from adm.hub.entry import check_locked, install, locked, settled
 from adm.hub.transfer import TransferPolicy, fetch_to_part
 from adm.presets.registry import Registry
 from adm.presets.types import Artifact
-from adm.progress import ProgressFn, report
 
 __all__ = [
     "ENV_BASE_URL",
@@ -117,7 +117,7 @@ class Verified:
 @dataclass
 class _Reporter:
     """One artifact's byte counts and notes as records of the library's one progress protocol
-    (``adm.progress``): the transfer internals report ``(done, total)`` and short messages."""
+    (``adm.core.progress``): the transfer internals report ``(done, total)`` and short messages."""
 
     name: str
     on_progress: ProgressFn | None
@@ -215,7 +215,7 @@ def import_file(
     """Copy a hand-fetched file into the cache after checking its size and sha256 where known,
     and, for a checkpoint a preset loads, that it fits the preset's network.
 
-    The copy goes to a temporary file next to the cache entry (``adm.fileio.atomic_path``) and is
+    The copy goes to a temporary file next to the cache entry (``adm.core.fileio.atomic_path``) and is
     renamed into place only when it checks out; a file that does not is never in the cache. With
     no published hash, the copy's hash is recorded (trust on first use) like a download's.
     """

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
-from adm.errors import DownloadStorageError, UsageError
+from adm.core.errors import DownloadStorageError, UsageError
 from adm.hub.cache import (
     ProgressCallback,
     Record,

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from adm.errors import ChecksumError, DownloadError, DownloadStorageError, UsageError, one_line
+from adm.core.errors import ChecksumError, DownloadError, DownloadStorageError, UsageError, one_line
 from adm.hub.cache import ProgressCallback, atomic_write_text, hash_into, hash_matches
 
 StatusCallback = Callable[[str], None]

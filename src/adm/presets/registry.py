@@ -23,10 +23,16 @@ from collections.abc import Callable, Iterable
 from functools import cache
 from importlib.metadata import entry_points
 
-from adm.errors import UsageError
-from adm.flags import ClassifierFlags, ModelFlags, SuperResFlags, parse_flags, parse_model_flags
+from adm.core.errors import UsageError
+from adm.core.suggest import did_you_mean
 from adm.presets.types import Artifact, Preset, TrainKind, TrainPreset
-from adm.suggest import did_you_mean
+from adm.spec.flags import (
+    ClassifierFlags,
+    ModelFlags,
+    SuperResFlags,
+    parse_flags,
+    parse_model_flags,
+)
 
 ENTRY_POINT_GROUP = "adm.presets"
 

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from adm.flags import (
+from adm.spec.flags import (
     ClassifierFlags,
     DiffusionFlags,
     ModelFlags,

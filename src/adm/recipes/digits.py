@@ -17,12 +17,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from adm.core.fileio import atomic_path, write_text_atomic
+from adm.core.progress import ProgressFn, report
 from adm.data.digits import load_digits, write_digits
 from adm.evaluation.digits_judge import Judge, judge, train_judge
-from adm.fileio import atomic_path, write_text_atomic
 from adm.hub.checkpoints import load_state_dict
 from adm.presets.registry import Registry, default_registry
-from adm.progress import ProgressFn, report
 
 ASSETS = ("digits_model.safetensors", "digits_classifier.safetensors", "digits_judge.safetensors")  # as shipped
 SCALES = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
@@ -49,7 +49,8 @@ def save_half(state: dict[str, torch.Tensor], path: Path) -> Path:
 def guidance_table(model_path: Path, classifier_path: Path, referee: Judge, *, scales, num_samples: int,
                    steps: str, seed: int = 0) -> list[dict]:
     """Judge accuracy and digits-FD of class-balanced samples at each guidance scale (same seeds)."""
-    from adm.pipeline import ModelSource, sample
+    from adm.api.generation import sample
+    from adm.api.sources import ModelSource
     from adm.presets.training import DIGITS_CLASSIFIER, DIGITS_MODEL
 
     source = ModelSource(model_flags=DIGITS_MODEL, model_path=model_path, classifier_flags=DIGITS_CLASSIFIER,

@@ -15,11 +15,11 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from adm.core.errors import UsageError
 from adm.data.images import ImageCollection
 from adm.data.pixels import from_uint8, to_uint8
 from adm.diffusion.continuous import NoiseSchedule
 from adm.diffusion.process import Parameterization
-from adm.errors import UsageError
 from adm.sampling.noise import PerSampleNoise
 from adm.sampling.precision import network_call
 from adm.sampling.run import run_sampler

@@ -19,10 +19,10 @@ from typing import Any
 
 import torch
 
+from adm.core.errors import UsageError
 from adm.diffusion.continuous import NoiseSchedule, per_sample, vp_scale
 from adm.diffusion.gaussian import split_model_output
 from adm.diffusion.process import ModelMeanType, Parameterization
-from adm.errors import UsageError
 from adm.sampling.chain import ChainDenoiser
 from adm.sampling.guidance import ClassifierGuidance, CondFn
 

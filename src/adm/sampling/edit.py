@@ -30,11 +30,11 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from adm.core.errors import UsageError
 from adm.data.images import ImageCollection
 from adm.data.pixels import from_uint8, to_uint8
 from adm.diffusion.continuous import vp_scale
 from adm.diffusion.gaussian import q_sample
-from adm.errors import UsageError
 from adm.sampling.batches import Networks, Produced, sample_batch
 from adm.sampling.chain import ChainDenoiser, ddim_reverse_step, ddpm_step
 from adm.sampling.denoiser import Denoiser

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from adm.core.errors import UsageError
 from adm.diffusion.continuous import per_sample, vp_scale
 from adm.diffusion.gaussian import (
     Prediction,
@@ -27,7 +28,6 @@ from adm.diffusion.gaussian import (
     q_posterior_mean_variance,
 )
 from adm.diffusion.process import GaussianProcess, extract
-from adm.errors import UsageError
 
 Tensor = torch.Tensor
 CondFn = Callable[..., Tensor]

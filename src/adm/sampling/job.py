@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from adm.core.distributed import Dist
+from adm.core.errors import UsageError
+from adm.core.fileio import atomic_path, write_text_atomic
+from adm.core.progress import ProgressFn, report
 from adm.data.grid import save_grid
-from adm.distributed import Dist
-from adm.errors import UsageError
-from adm.fileio import atomic_path, write_text_atomic
-from adm.progress import ProgressFn, report
 from adm.sampling.batches import Producer
 from adm.sampling.settings import SamplingPlan
 from adm.sampling.shards import ShardStore, describe_difference, same_command
@@ -31,7 +31,7 @@ from adm.sampling.shards import ShardStore, describe_difference, same_command
 class SampleJob:
     """What to write: ``num_samples`` images to ``out`` in batches of ``batch_size``."""
 
-    out: Path
+    out: Path | None  # None: in memory (``sample_in_memory``), no files at all
     num_samples: int
     batch_size: int
     plan: SamplingPlan
@@ -52,7 +52,7 @@ class SampleJob:
             raise UsageError(f"--num-samples must be at least 1, got {self.num_samples}")
         if self.batch_size < 1:
             raise UsageError(f"--batch-size must be at least 1, got {self.batch_size}")
-        if self.out.suffix != ".npz":
+        if self.out is not None and self.out.suffix != ".npz":
             raise UsageError(f"--out must name an .npz file, got {self.out}")
         if not 0 <= self.seed < 2**63:
             raise UsageError(f"--seed must be a non-negative integer below 2^63, got {self.seed}")
@@ -60,7 +60,7 @@ class SampleJob:
 
 @dataclass(frozen=True)
 class JobResult:
-    path: Path
+    path: Path | None  # None for a run in memory
     num_samples: int
     already_done: int  # samples found finished (shards or a complete output) and not recomputed
     computed: int  # samples this process computed
@@ -171,6 +171,28 @@ def _sample_missing(job: SampleJob, producer: Producer, store: ShardStore, dist:
         _finish(job, store, producer)
     dist.barrier()
     return JobResult(job.out, job.num_samples, already, computed)
+
+
+def sample_in_memory(job: SampleJob, producer: Producer, *, on_progress: ProgressFn | None = None
+                     ) -> tuple[JobResult, np.ndarray, np.ndarray | None]:
+    """All of ``job``'s samples as arrays, in one process: no shards, no npz (nothing to resume).
+
+    Its ``extra_outputs`` are still written (atomically), since the caller asked for those files.
+    """
+    job.validate()
+    images, labels, extra = [], [], {}
+    for indices in _batches(list(range(job.num_samples)), job.batch_size):
+        batch = producer(indices)
+        images.append(batch.images)
+        labels.append(batch.labels)
+        for name, values in batch.extra.items():
+            extra.setdefault(name, []).append(values)
+        report(on_progress, producer.task, indices[-1] + 1, job.num_samples, unit="img")
+    for name, path in job.extra_outputs.items():
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, arr_0=np.concatenate(extra[name]))
+    all_labels = np.concatenate(labels) if labels[0] is not None else None
+    return JobResult(None, job.num_samples, 0, job.num_samples), np.concatenate(images), all_labels
 
 
 def _finish(job: SampleJob, store: ShardStore, producer: Producer) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from adm.errors import UsageError
+from adm.core.errors import UsageError
 
 NoiseSource = Callable[[torch.Tensor], torch.Tensor]
 

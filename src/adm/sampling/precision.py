@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from adm.errors import UsageError
+from adm.core.errors import UsageError
 
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 

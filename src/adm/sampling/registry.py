@@ -20,11 +20,11 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from adm.core.errors import UsageError
+from adm.core.suggest import did_you_mean
 from adm.diffusion.grids import SPACINGS
-from adm.errors import UsageError
 from adm.sampling import samplers
 from adm.sampling.unipc import sample_unipc
-from adm.suggest import did_you_mean
 
 Tensor = torch.Tensor
 SamplerFn = Callable[..., Tensor]

@@ -6,9 +6,9 @@ from collections.abc import Callable
 
 import torch
 
+from adm.core.errors import UsageError
 from adm.diffusion.continuous import NoiseSchedule
 from adm.diffusion.process import Parameterization
-from adm.errors import UsageError
 from adm.sampling.denoiser import Denoiser
 from adm.sampling.guidance import ClassifierGuidance
 from adm.sampling.settings import SamplingPlan

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from adm.errors import UsageError
+from adm.core.errors import UsageError
 
 
 def sample_seed(seed: int, index: int) -> int:

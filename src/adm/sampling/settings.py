@@ -6,11 +6,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from adm.core.errors import UsageError
+from adm.core.validation import validated
 from adm.diffusion.continuous import NoiseSchedule
 from adm.diffusion.grids import make_grid
-from adm.errors import UsageError
 from adm.sampling.registry import SamplerOptions, SamplerSpec, get_sampler
 
 STRONG_GUIDANCE = 4.0  # classifier scales from which single-step high-order solvers are warned about
@@ -49,13 +50,7 @@ class SamplerSettings(BaseModel):
     @classmethod
     def make(cls, **values: Any) -> SamplerSettings:
         """Validate at the edge: a bad value is a one-line error naming the option."""
-        try:
-            return cls(**values)
-        except ValidationError as err:
-            first = err.errors()[0]
-            name = ".".join(str(p) for p in first["loc"])
-            option = "--" + name.split(".")[0].replace("_", "-")
-            raise UsageError(f"bad value for {option}: {first['msg'].removeprefix('Value error, ')}") from None
+        return validated(cls, values)
 
     def plan(self, schedule: NoiseSchedule, *, max_timestep: float | None = None) -> SamplingPlan:
         """The sampler, its validated options and the grid on ``schedule`` (done once per run)."""

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from adm.errors import UsageError
-from adm.fileio import atomic_path, make_folder, write_text_atomic
+from adm.core.errors import UsageError
+from adm.core.fileio import atomic_path, make_folder, write_text_atomic
 
 SHARD = re.compile(r"^shard-(\d{9})-(\d{9})\.npz$")
 

@@ -28,8 +28,8 @@ from typing import Any
 
 import torch
 
-from adm.errors import CheckpointError
-from adm.fileio import atomic_path, write_text_atomic
+from adm.core.errors import CheckpointError
+from adm.core.fileio import atomic_path, write_text_atomic
 from adm.hub.checkpoints import load_state_dict, save_state_dict, save_torch
 
 POINTER = "checkpoint.json"

@@ -16,13 +16,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from adm.core.distributed import Dist
+from adm.core.progress import ProgressFn
 from adm.diffusion.gaussian import q_sample
-from adm.distributed import Dist
-from adm.factory import build_classifier, build_process, classifier_kwargs
-from adm.flags import ClassifierFlags, DiffusionFlags
 from adm.hub.checkpoints import load_into, load_state_dict
 from adm.models import NoisyClassifier
-from adm.progress import ProgressFn
+from adm.spec.factory import build_classifier, build_process, classifier_kwargs
+from adm.spec.flags import ClassifierFlags, DiffusionFlags
 from adm.training.config import ClassifierTrainConfig
 from adm.training.data import (
     Augment,

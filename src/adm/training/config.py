@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from adm.errors import UsageError
+from adm.core.errors import UsageError
+from adm.core.validation import validated
 
 Precision = Literal["fp32", "bf16", "fp16"]
 LabelSource = Literal["auto", "prefix", "folder"]
@@ -115,15 +116,7 @@ def make_config(cls: type[C], values: dict[str, Any]) -> C:
     unknown = [k for k in values if k not in cls.model_fields]
     if unknown:
         raise UsageError(f"unknown training option {unknown[0]!r}")
-    try:
-        return cls(**values)
-    except ValidationError as err:
-        first = err.errors()[0]
-        name = ".".join(str(p) for p in first["loc"])
-        message = first["msg"].removeprefix("Value error, ")
-        if not name:  # a check across options: its message names them
-            raise UsageError(message) from None
-        raise UsageError(f"bad value for {option_name(name)}: {message}") from None
+    return validated(cls, values, option=option_name)
 
 
 def option_name(field: str) -> str:

@@ -33,11 +33,11 @@ from typing import TypeVar
 import numpy as np
 import torch
 
+from adm.core.errors import UsageError
 from adm.data.crops import center_crop, random_crop
 from adm.data.images import check_nhwc_uint8, list_images, load_npz_array, npz_keys, read_image
-from adm.errors import UsageError
-from adm.flags import ClassifierFlags, ModelFlags, SuperResFlags
-from adm.flags import image_size as network_size
+from adm.spec.flags import ClassifierFlags, ModelFlags, SuperResFlags
+from adm.spec.flags import image_size as network_size
 from adm.training.config import LabelSource
 from adm.training.seeding import derive_seed
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from adm.distributed import Dist
-from adm.progress import ProgressFn, report
+from adm.core.distributed import Dist
+from adm.core.progress import ProgressFn, report
 from adm.training.checkpoint import load_latest, read_records
 from adm.training.config import CommonTrainConfig
 from adm.training.data import StreamPlan, stream_batches, to_model_input

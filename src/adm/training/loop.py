@@ -15,12 +15,12 @@ from typing import Any
 
 import torch.nn.functional as F
 
+from adm.core.distributed import Dist
+from adm.core.progress import ProgressFn
 from adm.diffusion.losses import training_losses
-from adm.distributed import Dist
-from adm.factory import build_model, build_process
-from adm.flags import ModelFlags, SuperResFlags, image_size
 from adm.hub.checkpoints import load_into, load_state_dict
-from adm.progress import ProgressFn
+from adm.spec.factory import build_model, build_process
+from adm.spec.flags import ModelFlags, SuperResFlags, image_size
 from adm.training.config import TrainConfig
 from adm.training.data import Augment, ImageSource, SampleOrder, StreamDataset, open_training_data
 from adm.training.engine import TrainResult, run_task

@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from adm.distributed import Dist
-from adm.fileio import atomic_path, write_text_atomic
+from adm.core.distributed import Dist
+from adm.core.fileio import atomic_path, write_text_atomic
 
 METRICS = "metrics.jsonl"
 PLOT = "loss.png"

@@ -15,9 +15,9 @@ from typing import Any
 import torch
 
 from adm._version import __version__
-from adm.distributed import Dist
-from adm.errors import UsageError
-from adm.progress import report
+from adm.core.distributed import Dist
+from adm.core.errors import UsageError
+from adm.core.progress import report
 from adm.training.checkpoint import LoadedCheckpoint, write_checkpoint
 from adm.training.config import CommonTrainConfig
 from adm.training.data import StreamPlan

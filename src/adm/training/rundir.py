@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from adm._version import __version__
-from adm.errors import UsageError
-from adm.fileio import write_text_atomic
-from adm.flags import (
+from adm.core.errors import UsageError
+from adm.core.fileio import write_text_atomic
+from adm.spec.flags import (
     ClassifierFlags,
     DiffusionFlags,
     ModelFlags,

@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from adm.distributed import Dist
-from adm.errors import UsageError
-from adm.flags import (
+from adm.core.distributed import Dist
+from adm.core.errors import UsageError
+from adm.core.progress import ProgressFn
+from adm.presets import Registry, default_registry
+from adm.spec.flags import (
     ClassifierFlags,
     DiffusionFlags,
     ModelFlags,
@@ -28,8 +30,6 @@ from adm.flags import (
     parse_model_flags,
     split_flag_string,
 )
-from adm.presets import Registry, default_registry
-from adm.progress import ProgressFn
 from adm.training.checkpoint import read_records
 from adm.training.config import ClassifierTrainConfig, TrainConfig, make_config
 from adm.training.engine import TrainResult

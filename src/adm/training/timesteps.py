@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from adm.errors import UsageError
+from adm.core.errors import UsageError
 
 
 class UniformSampler:

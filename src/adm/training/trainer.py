@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from adm.distributed import Dist
+from adm.core.distributed import Dist
 from adm.training.config import CommonTrainConfig
 from adm.training.data import StreamDataset
 from adm.training.ema import EMA

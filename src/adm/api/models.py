@@ -16,31 +16,51 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from adm.core.distributed import pick_device
+from adm.core.errors import UsageError
+from adm.core.progress import ProgressFn
 from adm.diffusion.continuous import NoiseSchedule
 from adm.diffusion.process import GaussianProcess, LossType, Parameterization
-from adm.distributed import pick_device
-from adm.errors import UsageError
-from adm.factory import build_classifier, build_model, build_process
-from adm.flags import ClassifierFlags, ModelFlags, SuperResFlags, parse_flags, parse_model_flags
 from adm.hub.checkpoints import Signature, load_into, load_state_dict, signature
 from adm.presets import Preset, Registry, default_registry
-from adm.progress import ProgressFn
+from adm.spec.factory import build_classifier, build_model, build_process, parameterization
+from adm.spec.flags import (
+    ClassifierFlags,
+    ModelFlags,
+    SuperResFlags,
+    parse_flags,
+    parse_model_flags,
+)
 
 
 @dataclass
 class LoadedModel:
-    """A diffusion network with its process, and the guiding classifier when there is one."""
+    """A diffusion network with its process, and the guiding classifier when there is one.
+
+    The process (``process``: the original's respaced chain) is built on first use: the samplers
+    walk ``schedule`` and build the chain their grid needs, so sampling never builds it.
+    """
 
     model: nn.Module
-    process: GaussianProcess
-    parameterization: Parameterization
-    loss_type: LossType
     flags: ModelFlags | SuperResFlags
     classifier: nn.Module | None = None
     classifier_flags: ClassifierFlags | None = None
     preset: Preset | None = None
     checkpoint: Path | None = None  # the files the weights came from
     classifier_checkpoint: Path | None = None
+    respacing: str | None = None  # the steps of ``process`` (None: the flags' timestep_respacing)
+
+    @cached_property
+    def process(self) -> GaussianProcess:
+        return build_process(self.flags, respacing=self.respacing)[0]
+
+    @property
+    def parameterization(self) -> Parameterization:
+        return parameterization(self.flags)[0]
+
+    @property
+    def loss_type(self) -> LossType:
+        return parameterization(self.flags)[1]
 
     @property
     def device(self) -> torch.device:
@@ -128,12 +148,9 @@ def load_model(
         classifier_path = _resolve(classifier_checkpoint, artifact, download, "classifier", registry, on_progress)
         classifier = load_weights(build_classifier(cflags, device="meta"), classifier_path, what="classifier", registry=registry, classifier=True)
         classifier = classifier.to(device).eval()
-    process, param, loss = build_process(flags, respacing=steps)
     return LoadedModel(
         model=model.to(device).eval(),
-        process=process,
-        parameterization=param,
-        loss_type=loss,
+        respacing=steps,
         flags=flags,
         classifier=classifier,
         classifier_flags=cflags if classifier is not None else None,

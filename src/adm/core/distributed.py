@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from adm.errors import UsageError
+from adm.core.errors import UsageError
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,9 @@ from typing import Any
 
 import torch
 
-from adm.errors import UsageError
-from adm.flags import (
+from adm.core.errors import UsageError
+from adm.models import NoisyClassifier, SuperResUNet, UNet
+from adm.spec.flags import (
     ClassifierFlags,
     DiffusionFlags,
     ModelFlags,
@@ -19,7 +20,6 @@ from adm.flags import (
     attention_downsample_rates,
     channel_mult,
 )
-from adm.models import NoisyClassifier, SuperResUNet, UNet
 
 
 def _heads_fit(width: int, num_heads: int, num_head_channels: int, what: str) -> None:

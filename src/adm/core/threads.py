@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 
-from adm.errors import UsageError
+from adm.core.errors import UsageError
 
 THREADS_ENV = "ADM_THREADS"
 

@@ -14,13 +14,14 @@ reproduce the original.
 
 from __future__ import annotations
 
-import difflib
 import shlex
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from adm.errors import UsageError
+from adm.core.errors import UsageError
+from adm.core.suggest import did_you_mean
+from adm.core.validation import validated
 
 DEFAULT_CHANNEL_MULT = {
     512: (0.5, 1, 1, 2, 2, 4, 4),
@@ -202,8 +203,7 @@ def _coerce(cls: type[_Flags], values: dict[str, Any]) -> dict[str, Any]:
         if key not in fields:
             if key in SCRIPT_FLAGS:
                 raise _script_flag_error(key, value, _KIND[cls])
-            close = difflib.get_close_matches(key, fields, n=1)
-            hint = f"did you mean --{close[0]}?" if close else f"{cls.__name__} knows: {', '.join(fields)}"
+            hint = did_you_mean(key, fields, f"{cls.__name__} knows:", prefix="--")
             raise UsageError(f"unknown flag --{key} for {_KIND[cls]}", hint)
         if isinstance(value, str) and fields[key].annotation is bool:
             value = str2bool(value)
@@ -223,12 +223,7 @@ def parse_flags(cls: type[F], values: dict[str, Any] | str) -> F:
     """Validate flags (a dict or a ``--flag value`` string) into ``cls``, with one-line errors."""
     if isinstance(values, str):
         values = split_flag_string(values)
-    try:
-        flags = cls(**_coerce(cls, values))
-    except ValidationError as err:
-        first = err.errors()[0]
-        name = ".".join(str(p) for p in first["loc"])
-        raise UsageError(f"bad value for --{name}: {first['msg']}") from None
+    flags = validated(cls, _coerce(cls, values), option=lambda name: f"--{name}")
     check_flags(flags)
     return flags
 

@@ -1,0 +1,96 @@
+"""``adm.edit``: real images through a diffusion model (image-to-image, class transfer,
+inpainting, DDIM inversion); the maths is in ``adm.sampling.edit``.
+
+>>> import adm
+>>> out = adm.edit("digits", inputs="heldout.npz", strength=0.7, classes="7", num_samples=20)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from adm.api.generation import Samples, run_job
+from adm.api.options import RunOptions, SamplingOptions, gather, refuse_leftovers
+from adm.api.setup import given_or, resolve
+from adm.api.sources import ModelSource, content_fingerprint, identity
+from adm.core.distributed import Dist
+from adm.core.errors import UsageError
+from adm.core.progress import ProgressFn
+from adm.data.images import npz_labels, open_images
+from adm.presets import Registry, default_registry
+from adm.sampling.edit import EditProducer, EditSettings, read_masks
+from adm.sampling.job import SampleJob
+from adm.sampling.seeds import parse_classes
+
+__all__ = ["EditSettings", "edit"]
+
+
+def edit(
+    preset: str | None = None,
+    *,
+    inputs: str | Path,
+    source: ModelSource | None = None,
+    mask: str | Path | None = None,
+    classes: str | list[int] | None = None,
+    save_latents: str | Path | None = None,
+    editing: EditSettings | None = None,
+    sampling: SamplingOptions | None = None,
+    run: RunOptions | None = None,
+    dist: Dist | None = None,
+    on_progress: ProgressFn | None = None,
+    registry: Registry | None = None,
+    **options: Any,
+) -> Samples:
+    """Edit real images (a folder, or an npz with labels in ``arr_1``).
+
+    ``options`` are fields of ``EditSettings`` (strength, invert, inpaint, jumps, jump_length),
+    ``SamplingOptions`` and ``RunOptions``. ``strength`` in (0, 1] is how far the inputs are
+    noised (SDEdit); ``classes`` the target classes (default: the inputs' own labels, else the
+    preset's plan); ``mask`` (white = keep) makes it inpainting; ``invert`` starts from their DDIM
+    inversion (``sampler="ddim"``). Outputs as ``adm.sample``'s (npz, a grid of input | mask |
+    output, a sidecar).
+    """
+    editing = gather(editing, EditSettings, options)
+    sampling = gather(sampling, SamplingOptions, options)
+    run = gather(run, RunOptions, options)
+    refuse_leftovers(options, "edit", EditSettings, SamplingOptions, RunOptions)
+    if editing.invert and sampling.sampler is None:
+        sampling = sampling.model_copy(update={"sampler": "ddim"})
+    registry = registry or default_registry()
+    source = source or ModelSource(preset=preset)
+    collection = open_images(inputs, name="inputs")
+    input_labels = npz_labels(inputs)
+    masks = read_masks(mask, collection.count) if mask is not None else None
+    setup = resolve(source, sampling, registry, upsampler=False, device=run.device, download=run.download, dist=dist,
+                    on_progress=on_progress, strength=editing.strength)
+    flags = setup.loaded.flags
+    total = given_or(run.num_samples, collection.count)
+    if total > collection.count:
+        raise UsageError(f"asked for {total} edits of {collection.count} inputs")
+    target = None
+    plan_classes = given_or(setup.preset.sampling.classes if setup.preset else None, "random")
+    if classes is not None:
+        parsed = parse_classes(classes, flags.num_classes) if isinstance(classes, str) else list(classes)
+        if isinstance(parsed, list):
+            target = np.array([parsed[i % len(parsed)] for i in range(collection.count)], dtype=np.int64)
+        else:
+            plan_classes = parsed
+    if input_labels is not None and len(input_labels) < collection.count:
+        raise UsageError(f"{inputs} has {collection.count} images but {len(input_labels)} labels")
+    setup.warn(on_progress, total)
+
+    job = SampleJob(
+        out=run.out, num_samples=total, batch_size=setup.batch_size(run.batch_size), seed=run.seed, plan=setup.plan,
+        classes=target.tolist() if target is not None else plan_classes, grid_size=run.grid, notes=setup.notes(),
+        overwrite=run.overwrite, extra_outputs={"latents": Path(save_latents)} if save_latents is not None else {},
+        identity={**identity(setup.loaded), "edit": editing.model_dump(), "inputs": content_fingerprint(inputs),
+                  "mask": content_fingerprint(mask) if mask is not None else None},
+    )
+    producer = EditProducer(
+        setup.networks(), setup.plan, run.seed, editing, collection.cropped(flags.image_size), input_labels,
+        target, plan_classes, masks, keep_latents=save_latents is not None,
+    )
+    return run_job(job, producer, dist, on_progress)

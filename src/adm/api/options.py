@@ -1,0 +1,94 @@
+"""The options that ``sample``, ``upsample`` and ``edit`` share, declared once.
+
+Each is a typed settings object: the functions take one (``sampling=SamplingOptions(...)``) or
+its fields as keywords (``adm.sample("digits", sampler="unipc", seed=3)``), and the CLI builds
+the same objects from its options (``adm.cli.config_options`` generates those options from these
+fields, help texts included). An unset field (None) means "the preset's default".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from adm.core.errors import UsageError
+from adm.core.suggest import did_you_mean
+from adm.core.validation import validated
+
+STEPS_HELP = (
+    "solvers (dpm++2m, dpm++2m-sde, heun, unipc): network evaluations, e.g. 20; ddpm/ddim: a respacing, "
+    '"250", "ddim25", "10,15,20"; when unset: the flags\' --timestep_respacing (ddpm/ddim), else the preset\'s '
+    "(same kind of sampler), else every step of the model's chain (ddpm/ddim, as the original) or 20"
+)
+
+
+class SamplingOptions(BaseModel):
+    """How images are drawn: sampler, steps, guidance, x̂₀ correction, precision."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sampler: str | None = Field(None, description="ddpm, ddim, dpm++2m, dpm++2m-sde, heun, unipc or a plugin's "
+                                "(`adm samplers`); unset: the preset's")
+    steps: str | None = Field(None, description=STEPS_HELP)
+    spacing: str | None = Field(None, description="where the steps lie: respaced (the original's chain), time, "
+                                "logsnr or karras; unset: the sampler's")
+    sampler_options: dict[str, Any] = Field(default_factory=dict, description="the sampler's own options, e.g. "
+                                            "{'order': 1} (`adm samplers` lists them)")
+    eta: float | None = Field(None, description="shorthand for the sampler option eta (ddim, dpm++2m-sde)")
+    scale: float | None = Field(None, description="classifier scale; unset: the preset's (0: no classifier)")
+    guidance_interval: tuple[float, float] = Field((0.0, 1.0), description="apply the classifier only where "
+                                                   "LO <= t/T <= HI; it is not run elsewhere")
+    threshold: float | None = Field(None, description="dynamic thresholding of x0 at this quantile (e.g. 0.995) "
+                                    "instead of clipping; helps strong guidance")
+    clip_denoised: bool | None = Field(None, description="clamp the x0 estimate to [-1, 1]; unset: the preset's, "
+                                       "else on, as the original")
+    precision: str | None = Field(None, description="fp32, bf16 or fp16; unset: fp16 on CUDA for models released "
+                                  "with use_fp16, else fp32 (bf16 is about 2x faster on CPUs with native bf16; "
+                                  "docs/performance.md)")
+    compile: bool = Field(False, description="torch.compile the diffusion model (a one-time cost; pays off for "
+                          "long GPU runs; results may differ in the last bits)")
+
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _steps_as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) else value
+
+
+class RunOptions(BaseModel):
+    """Where a run writes and how it is cut into batches: the output, seeds, device."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    num_samples: int | None = Field(None, description="how many images; unset: the preset's (all inputs for "
+                                    "upsample and edit)")
+    batch_size: int | None = Field(None, description="images per forward pass; unset: the preset's")
+    seed: int = Field(0, description="sample i depends only on (seed, i): same seed, same images")
+    out: Path | None = Field(None, description="output .npz (resumable); unset: the images come back in memory")
+    overwrite: bool = Field(False, description="replace an output (and shards) that a different command made, "
+                            "instead of refusing")
+    grid: int = Field(64, description="how many samples the PNG grid beside the npz shows (0: none)")
+    device: Any = Field(None, description="cpu, cuda, cuda:N or mps; unset: the best available")
+    download: bool = Field(False, description="fetch missing checkpoints into the cache first")
+
+
+S = TypeVar("S", bound=BaseModel)
+
+
+def gather(given: S | None, cls: type[S], loose: dict[str, Any]) -> S:
+    """``given`` (or a default ``cls()``) updated by those of ``loose``'s keys that are ``cls``'s
+    fields, which are taken out of ``loose``; validated into one-line errors."""
+    mine = {k: loose.pop(k) for k in list(loose) if k in cls.model_fields}
+    if given is None:
+        return validated(cls, mine)
+    return validated(cls, {**given.model_dump(exclude_unset=True), **mine}) if mine else given
+
+
+def refuse_leftovers(loose: Mapping[str, Any], function: str, *models: type[BaseModel]) -> None:
+    """A keyword no settings object has is a typo: name it and the close ones."""
+    if loose:
+        name = next(iter(loose))
+        known = [f for m in models for f in m.model_fields]
+        raise UsageError(f"{function}() got an unknown option {name!r}", did_you_mean(name, known, f"{function} takes:"))

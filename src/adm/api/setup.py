@@ -1,0 +1,158 @@
+"""From a source and sampling options to loaded networks and a plan: what sample, upsample and
+edit share, done once per call.
+
+The preset is looked up once, every file is checked before a network is built, the networks are
+loaded and converted for the precision once, and the sampler's grid is planned once; every batch
+of the run then reuses ``Setup``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from adm.api.models import LoadedModel
+from adm.api.options import SamplingOptions
+from adm.api.sources import ModelSource, Weights, load_networks, preflight, resolve_weights
+from adm.core.distributed import Dist, pick_device
+from adm.core.errors import UsageError
+from adm.core.progress import ProgressFn, report
+from adm.presets import Preset, Registry
+from adm.sampling.batches import Networks
+from adm.sampling.precision import default_precision, prepare
+from adm.sampling.registry import SamplerSpec, get_sampler
+from adm.sampling.settings import SamplerSettings, SamplingPlan
+from adm.spec.flags import ModelFlags, SuperResFlags, parse_model_flags
+
+DEFAULT_SOLVER_STEPS = "20"  # network evaluations for a solver when nothing else says
+
+
+@dataclass
+class Setup:
+    """A loaded model with the preset's defaults resolved."""
+
+    preset: Preset | None
+    loaded: LoadedModel
+    plan: SamplingPlan
+    steps_rule: str
+    warnings: tuple[str, ...] = ()
+
+    def batch_size(self, requested: int | None) -> int:
+        return given_or(requested, self.preset.sampling.batch_size if self.preset else 16)
+
+    def networks(self) -> Networks:
+        flags = self.loaded.flags
+        superres = isinstance(flags, SuperResFlags)
+        size = flags.large_size if superres else flags.image_size
+        return Networks(self.loaded.model, self.loaded.schedule, self.loaded.parameterization, self.loaded.device,
+                        (3, size, size), flags.num_classes, flags.class_cond, self.loaded.classifier,
+                        flags.small_size if superres else None)
+
+    def notes(self) -> dict:
+        """Sidecar facts that are not part of the key: which rule chose the steps, where the weights were."""
+        files = {"model": str(self.loaded.checkpoint)}
+        if self.loaded.classifier_checkpoint is not None:
+            files["classifier"] = str(self.loaded.classifier_checkpoint)
+        return {"steps_rule": self.steps_rule, "weights_files": files, "evaluations": self.plan.evaluations}
+
+    def warn(self, on_progress: ProgressFn | None, total: int) -> None:
+        for warning in (*self.warnings, *self.plan.warnings):
+            report(on_progress, "sampling", 0, total, unit="img", message=f"warning: {warning}")
+
+
+def given_or(value, fallback):
+    return fallback if value is None else value
+
+
+def choose_steps(loaded: LoadedModel, preset: Preset | None, sampler: SamplerSpec, steps: str | None) -> tuple[str, str]:
+    """(steps, the rule that chose them): ``steps``, else the flags' --timestep_respacing (the
+    original's samplers), else the preset's (when its sampler is of the same kind), else every
+    step of the model's chain (as the original) or 20 evaluations for a solver."""
+    if steps:
+        return steps, "--steps"
+    if sampler.chain_only and loaded.flags.timestep_respacing:
+        return loaded.flags.timestep_respacing, "the model flags' --timestep_respacing"
+    if preset is not None and get_sampler(preset.sampling.sampler).chain_only == sampler.chain_only:
+        return preset.sampling.steps, f"the preset {preset.name}'s default"
+    if sampler.chain_only:
+        return str(loaded.flags.diffusion_steps), "every step of the model's chain (the original's default)"
+    return DEFAULT_SOLVER_STEPS, f"the default for solvers ({DEFAULT_SOLVER_STEPS} evaluations)"
+
+
+def _sampler_options(choice: SamplingOptions, preset: Preset | None, sampler: str) -> dict:
+    options = dict(preset.sampling.options) if preset is not None and preset.sampling.sampler == sampler else {}
+    options.update(choice.sampler_options)
+    if choice.eta is not None:
+        if "eta" in choice.sampler_options:
+            raise UsageError("eta is given twice (--eta and --sampler-opt eta=...)", "give it once")
+        options["eta"] = choice.eta
+    return options
+
+
+def cascade_upsampler(name: str, registry: Registry, base_flags: ModelFlags) -> Preset:
+    """The upsampler preset of a cascade, checked against the base model before any sampling."""
+    upsampler = registry.preset(name)
+    if not upsampler.is_upsampler:
+        names = ", ".join(n for n, p in registry.presets.items() if p.is_upsampler)
+        raise UsageError(f"--upsample {name} is not an upsampler preset", f"upsampler presets: {names}")
+    if upsampler.model_flags.small_size != base_flags.image_size:
+        raise UsageError(
+            f"{name} upsamples {upsampler.model_flags.small_size}x{upsampler.model_flags.small_size} images, "
+            f"the base model makes {base_flags.image_size}x{base_flags.image_size}",
+            f"pick the upsampler for {base_flags.image_size}px samples",
+        )
+    return upsampler
+
+
+def _check_kind(preset: Preset | None, flags, upsampler: bool, registry: Registry) -> None:
+    if preset is not None and preset.is_upsampler != upsampler:
+        if upsampler:
+            names = ", ".join(n for n, p in registry.presets.items() if p.is_upsampler)
+            raise UsageError(f"{preset.name} is not an upsampler", f"upsampler presets: {names}")
+        raise UsageError(f"{preset.name} is an upsampler", f"use `adm upsample --preset {preset.name} --base-samples ...`")
+    if upsampler and not isinstance(flags, SuperResFlags):
+        raise UsageError("the model flags do not describe an upsampler (they need --large_size and --small_size)")
+    if not upsampler and isinstance(flags, SuperResFlags):
+        raise UsageError("these model flags describe an upsampler (--large_size/--small_size)",
+                         "upsample low-resolution images with `adm upsample --model-flags ... --base-samples ...`")
+
+
+def resolve(
+    source: ModelSource, choice: SamplingOptions, registry: Registry, *, upsampler: bool, device, download: bool,
+    dist: Dist | None, on_progress: ProgressFn | None = None, cascade: str | None = None, strength: float | None = None,
+) -> Setup:
+    """Check everything that can be checked, then load the networks and plan the sampler.
+
+    ``cascade`` names the upsampler that will follow (checked now, not after the base samples);
+    ``strength`` cuts the grid at that fraction of the chain (``adm edit``).
+    """
+    source.check()
+    preset = registry.preset(source.preset) if source.preset else None
+    scale = choice.scale
+    if scale is None:
+        scale = preset.classifier_scale if preset else (1.0 if source.classifier_flags else 0.0)
+    guided = scale > 0
+    if guided and source.classifier_flags is None and (preset is None or preset.classifier_flags is None):
+        raise UsageError("a guidance scale > 0 needs a classifier", "pass classifier flags and checkpoint, or use scale 0")
+    sampler = get_sampler(choice.sampler or (preset.sampling.sampler if preset else "ddpm"))
+    weights = resolve_weights(source)
+    flags = weights.model_flags or (parse_model_flags(source.model_flags) if source.model_flags is not None else preset.model_flags)
+    _check_kind(preset, flags, upsampler, registry)
+    extra = tuple(cascade_upsampler(cascade, registry, flags).artifacts) if cascade is not None else ()
+    preflight(replace(source, model_path=weights.model_path), preset, guided, download, registry, extra)
+    device = device if device is not None else (dist.device if dist else pick_device())
+    loaded = load_networks(source, Weights(flags, weights.model_path), preset, with_classifier=guided, device=device,
+                           download=download, registry=registry, on_progress=on_progress)
+    steps, rule = choose_steps(loaded, preset, sampler, choice.steps)
+    defaults = preset.sampling if preset else None
+    settings = SamplerSettings.make(
+        sampler=sampler.name, steps=steps, spacing=choice.spacing, options=_sampler_options(choice, preset, sampler.name),
+        scale=scale, guidance_interval=choice.guidance_interval, threshold=choice.threshold,
+        clip_denoised=given_or(choice.clip_denoised, defaults.clip_denoised if defaults else True),
+        precision=choice.precision or default_precision(loaded.device, loaded.flags.use_fp16),
+    )
+    top = None if strength is None else strength * (loaded.schedule.num_steps - 1)
+    plan = settings.plan(loaded.schedule, max_timestep=top)  # validates before the networks are converted
+    loaded.model = prepare(loaded.model, settings.precision, compile=choice.compile)
+    if loaded.classifier is not None:
+        loaded.classifier = prepare(loaded.classifier, settings.precision)
+    return Setup(preset, loaded, plan, rule, weights.warnings)
