@@ -11,6 +11,7 @@ import io
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -93,7 +94,12 @@ def npz_labels(path: str | Path) -> np.ndarray | None:
 
 @dataclass(frozen=True)
 class ImageCollection:
-    """N uint8 RGB images of one size, from an npz (``arr_0``, NHWC) or a folder, read in batches."""
+    """N uint8 RGB images, from an npz (``arr_0``, NHWC) or a folder: the one image-source type.
+
+    Read in batches (``batches``: streamed, what sampling, editing and evaluation do) or one at a
+    time (``read``: random access, what training's shuffled stream does; an npz's array is then
+    loaded once). A folder's size is its first image's.
+    """
 
     path: Path
     count: int
@@ -105,6 +111,18 @@ class ImageCollection:
     @property
     def is_npz(self) -> bool:
         return not self.files
+
+    @cached_property
+    def array(self) -> np.ndarray:
+        """An npz's ``arr_0`` in memory (loaded on first random access)."""
+        return load_npz_array(self.path, "arr_0")
+
+    def read(self, index: int) -> np.ndarray:
+        """Image ``index`` as uint8 ``[H, W, 3]``, as stored (a UsageError when it cannot be decoded)."""
+        return self.array[index] if self.is_npz else read_image(self.files[index])
+
+    def name(self, index: int) -> str:
+        return str(self.files[index]) if self.files else f"{self.path}[{index}]"
 
     def cropped(self, size: int) -> ImageCollection:
         """The same images, each resized and centre-cropped to ``size`` x ``size`` as read."""

@@ -26,7 +26,7 @@ from adm.spec.flags import ClassifierFlags, DiffusionFlags
 from adm.training.config import ClassifierTrainConfig
 from adm.training.data import (
     Augment,
-    ImageSource,
+    LabelledImages,
     SampleOrder,
     StreamDataset,
     fixed_batches,
@@ -60,7 +60,7 @@ class ClassifierTask:
         config: ClassifierTrainConfig,
         *,
         init: str | None = None,
-        source: ImageSource | None = None,
+        source: LabelledImages | None = None,
     ):
         if source is None:
             flags, source = open_training_data(flags, config.data, config.labels, init=init)

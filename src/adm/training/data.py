@@ -35,7 +35,7 @@ import torch
 
 from adm.core.errors import UsageError
 from adm.data.crops import center_crop, random_crop
-from adm.data.images import check_nhwc_uint8, list_images, load_npz_array, npz_keys, read_image
+from adm.data.images import ImageCollection, list_images, load_npz_array, npz_keys, open_images
 from adm.spec.flags import ClassifierFlags, ModelFlags, SuperResFlags
 from adm.spec.flags import image_size as network_size
 from adm.training.config import LabelSource
@@ -46,28 +46,24 @@ from adm.training.seeding import derive_seed
 
 
 @dataclass(frozen=True, eq=False)
-class ImageSource:
-    """N images (a folder's files or an npz's array) and, optionally, their class indices."""
+class LabelledImages:
+    """The training images (an ``ImageCollection``) and, when the network needs them, their classes."""
 
-    path: Path
-    count: int
-    files: tuple[Path, ...] = ()
-    array: np.ndarray | None = None
+    images: ImageCollection
     labels: np.ndarray | None = None  # int64 [N], or None when unlabelled
     class_names: tuple[str, ...] = ()
 
     @property
+    def count(self) -> int:
+        return self.images.count
+
+    @property
+    def path(self) -> Path:
+        return self.images.path
+
+    @property
     def num_classes(self) -> int:
         return len(self.class_names)
-
-    def name(self, index: int) -> str:
-        return str(self.files[index]) if self.files else f"{self.path}[{index}]"
-
-    def read(self, index: int) -> np.ndarray:
-        """Image ``index`` as uint8 ``[H, W, 3]`` (a UsageError when it cannot be decoded)."""
-        if self.array is not None:
-            return self.array[index]
-        return read_image(self.files[index])
 
     def label(self, index: int) -> int:
         return -1 if self.labels is None else int(self.labels[index])
@@ -81,7 +77,7 @@ def open_source(
     label_source: LabelSource = "auto",
     class_names: Sequence[str] | None = None,
     what: str = "--data",
-) -> ImageSource:
+) -> LabelledImages:
     """Open and check a training source; every problem is a one-line UsageError.
 
     ``class_names`` fixes the name → index map (a validation set must use the training set's).
@@ -100,7 +96,7 @@ def open_source(
 Network = TypeVar("Network", ModelFlags, SuperResFlags, ClassifierFlags)
 
 
-def open_training_data(flags: Network, data: str | Path, label_source: LabelSource, *, init: str | None) -> tuple[Network, ImageSource]:
+def open_training_data(flags: Network, data: str | Path, label_source: LabelSource, *, init: str | None) -> tuple[Network, LabelledImages]:
     """Open ``--data`` for a network, and settle the network's class count with it.
 
     A class-conditional model (``class_cond``) or a classifier needs one output per class. When
@@ -128,12 +124,14 @@ def open_training_data(flags: Network, data: str | Path, label_source: LabelSour
     return flags, source
 
 
-def _open_folder(path: Path, need_labels: bool, label_source: LabelSource, known: Sequence[str] | None, what: str) -> ImageSource:
+def _open_folder(path: Path, need_labels: bool, label_source: LabelSource, known: Sequence[str] | None, what: str) -> LabelledImages:
     files = tuple(list_images(path))
     if not files:
         raise UsageError(f"{what} {path} contains no images (.png, .jpg, .jpeg, .webp, ...)")
+    height, width = _header_size(files[0])
+    images = ImageCollection(path, len(files), height, width, files)
     if not need_labels:
-        return ImageSource(path, len(files), files=files)
+        return LabelledImages(images)
     relative = [f.relative_to(path) for f in files]
     if label_source == "auto":
         label_source = "folder" if all(len(r.parts) > 1 for r in relative) else "prefix"
@@ -154,7 +152,7 @@ def _open_folder(path: Path, need_labels: bool, label_source: LabelSource, known
             )
         names = [f.name.split("_", 1)[0] for f in files]
     class_names, labels = _index_labels(names, known, what)
-    return ImageSource(path, len(files), files=files, labels=labels, class_names=class_names)
+    return LabelledImages(images, labels, class_names)
 
 
 def _index_labels(names: Sequence[str], known: Sequence[str] | None, what: str) -> tuple[tuple[str, ...], np.ndarray]:
@@ -166,21 +164,21 @@ def _index_labels(names: Sequence[str], known: Sequence[str] | None, what: str) 
     return class_names, np.asarray([index[n] for n in names], dtype=np.int64)
 
 
-def _open_npz(path: Path, need_labels: bool, known: Sequence[str] | None, what: str) -> ImageSource:
+def _open_npz(path: Path, need_labels: bool, known: Sequence[str] | None, what: str) -> LabelledImages:
     keys = npz_keys(path)
     if "arr_0" not in keys:
         raise UsageError(f"{what} {path} has no arr_0 (it has: {', '.join(keys) or 'nothing'})")
-    images = load_npz_array(path, "arr_0")
-    check_nhwc_uint8(images.shape, images.dtype, path)
-    if len(images) == 0:
+    images = open_images(path, name=what)
+    if images.count == 0:
         raise UsageError(f"{what} {path} holds no images")
+    images.array  # noqa: B018 - loaded once here, before data-loader workers fork
     if not need_labels:
-        return ImageSource(path, len(images), array=images)
+        return LabelledImages(images)
     if "arr_1" not in keys:
         raise UsageError(f"{what} {path} has no labels (arr_1)", "save it with np.savez(path, images, labels)")
     raw = load_npz_array(path, "arr_1")
-    if raw.ndim != 1 or len(raw) != len(images) or raw.dtype.kind not in "iu":
-        raise UsageError(f"{what} {path}: arr_1 must be {len(images)} integer labels, got {raw.dtype} {list(raw.shape)}")
+    if raw.ndim != 1 or len(raw) != images.count or raw.dtype.kind not in "iu":
+        raise UsageError(f"{what} {path}: arr_1 must be {images.count} integer labels, got {raw.dtype} {list(raw.shape)}")
     if raw.min() < 0:
         raise UsageError(f"{what} {path}: arr_1 has negative labels")
     names = [str(int(v)) for v in raw]
@@ -188,17 +186,13 @@ def _open_npz(path: Path, need_labels: bool, known: Sequence[str] | None, what: 
         # Integer labels keep their values as indices: class k is "k" for every k up to the largest.
         known = [str(k) for k in range(int(raw.max()) + 1)]
     class_names, labels = _index_labels(names, known, what)
-    return ImageSource(path, len(images), array=images, labels=labels, class_names=class_names)
+    return LabelledImages(images, labels, class_names)
 
 
-def _check_size(source: ImageSource, image_size: int, what: str) -> None:
+def _check_size(source: LabelledImages, image_size: int, what: str) -> None:
     """The first image must cover the model's size (others too small are skipped, not upsampled)."""
-    if source.array is not None:
-        height, width = source.array.shape[1:3]
-        where = str(source.path)
-    else:
-        height, width = _header_size(source.files[0])
-        where = str(source.files[0])
+    height, width = source.images.height, source.images.width
+    where = str(source.images.name(0) if not source.images.is_npz else source.path)
     if min(height, width) < image_size:
         raise UsageError(
             f"{what}: images are smaller than the model ({where} is {width}x{height}, the model needs {image_size}x{image_size})",
@@ -255,7 +249,7 @@ class Augment:
 class StreamDataset(torch.utils.data.Dataset):
     """Map-style dataset whose keys are stream positions; item = (image, label, position, broken)."""
 
-    def __init__(self, source: ImageSource, order: SampleOrder, augment: Augment, seed: int):
+    def __init__(self, source: LabelledImages, order: SampleOrder, augment: Augment, seed: int):
         self.source, self.order, self.augment, self.seed = source, order, augment, seed
 
     def __len__(self) -> int:  # positions are unbounded; this is one epoch
@@ -269,13 +263,13 @@ class StreamDataset(torch.utils.data.Dataset):
             try:
                 array = self._load(candidate, position)
             except Exception as err:  # any decoding failure (PIL raises a zoo of types): skip the file
-                broken.append(f"{self.source.name(candidate)}: {getattr(err, 'message', None) or err}")
+                broken.append(f"{self.source.images.name(candidate)}: {getattr(err, 'message', None) or err}")
                 continue
             return torch.from_numpy(np.array(array, copy=True)), self.source.label(candidate), position, broken
         raise UsageError(f"no readable image in {self.source.path} ({broken[0]})")
 
     def _load(self, index: int, position: int) -> np.ndarray:
-        array = self.source.read(index)
+        array = self.source.images.read(index)
         size = self.augment.size
         if min(array.shape[:2]) < size:
             raise UsageError(f"{array.shape[1]}x{array.shape[0]} is smaller than {size}x{size}")

@@ -22,7 +22,13 @@ from adm.hub.checkpoints import load_into, load_state_dict
 from adm.spec.factory import build_model, build_process
 from adm.spec.flags import ModelFlags, SuperResFlags, image_size
 from adm.training.config import TrainConfig
-from adm.training.data import Augment, ImageSource, SampleOrder, StreamDataset, open_training_data
+from adm.training.data import (
+    Augment,
+    LabelledImages,
+    SampleOrder,
+    StreamDataset,
+    open_training_data,
+)
 from adm.training.engine import TrainResult, run_task
 from adm.training.metrics import quarter_sums
 from adm.training.rundir import run_config
@@ -42,7 +48,7 @@ class DiffusionTask:
         config: TrainConfig,
         *,
         init: str | None = None,
-        source: ImageSource | None = None,
+        source: LabelledImages | None = None,
     ):
         if source is None:
             flags, source = open_training_data(flags, config.data, config.labels, init=init)
