@@ -141,6 +141,7 @@ ROWS = [
     Row("sample --preset digits --threshold 2 --out {out}/s.npz", 2, "bad value for --threshold"),
     Row("sample --preset digits --guidance-interval 0.9,0.1 --out {out}/s.npz", 2, "guidance interval must satisfy"),
     Row("sample --preset digits --classes 12 --out {out}/s.npz", 2, "class id 12 is out of range"),
+    Row("sample --preset digits --classes no-such-ids.txt --out {out}/s.npz", 2, "cannot read 'no-such-ids.txt'"),
     Row("sample --preset digits --scale -1 --out {out}/s.npz", 2, "bad value for --scale"),
     Row("sample --preset digits --upsample upsample-64-256 --out {out}/s.npz", 2, "upsamples 64x64 images, the base model makes 16x16"),
     Row("sample --preset imagenet64 --out {out}/s.npz", 2, "adm download 64-cond 64-classifier"),

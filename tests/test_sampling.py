@@ -255,3 +255,13 @@ def test_guidance_shifts_the_ancestral_mean_by_variance_times_gradient():
     guided = ddpm_step(denoiser, x, t, noise=zeros, cond_fn=lambda x, t, **kw: grad).sample
     variance = denoiser(x, t)[0].variance
     torch.testing.assert_close(guided - plain, variance * grad)
+
+
+def test_a_long_class_list_is_a_list_not_a_file_name(tmp_path):
+    """Hundreds of ids (one per edited image) once reached the file system as a path: ENAMETOOLONG."""
+    from adm.sampling.seeds import parse_classes
+
+    ids = [i % 10 for i in range(400)]
+    assert parse_classes(",".join(map(str, ids)), 10) == ids
+    (tmp_path / "ids.txt").write_text("3 7\n9\n")
+    assert parse_classes(str(tmp_path / "ids.txt"), 10) == [3, 7, 9]

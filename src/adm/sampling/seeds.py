@@ -8,6 +8,8 @@ images as one uninterrupted loop.
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,7 +33,13 @@ def parse_classes(spec: str, num_classes: int) -> str | list[int]:
     """``random``, ``balanced``, a comma list of ids, or a file of ids → a class plan."""
     if spec in ("random", "balanced"):
         return spec
-    text = Path(spec).read_text() if Path(spec).is_file() else spec
+    text = spec
+    if not re.fullmatch(r"[\d,\s]+", spec):  # not a literal list: a file of ids
+        try:
+            text = Path(spec).read_text()
+        except (OSError, UnicodeDecodeError) as err:
+            raise UsageError(f"--classes must be random, balanced, a comma list of class ids or a file of ids; "
+                             f"cannot read {spec!r} ({err.__class__.__name__})") from None
     try:
         ids = [int(tok) for tok in text.replace(",", " ").split()]
     except ValueError:
