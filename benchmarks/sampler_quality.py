@@ -145,9 +145,9 @@ def seed_table(records: dict[str, dict]) -> str:
                 cells += ["–", "–"]
                 continue
             mean = statistics.mean(fds)
-            means[(sampler, scale)] = mean
+            means[(sampler, n, scale)] = mean
             sd = statistics.stdev(fds) if len(fds) > 1 else 0.0
-            ref = means.get(("ddpm", scale))
+            ref = means.get(("ddpm", "250", scale))  # the first recipe
             cells += [f"{mean:.1f} ± {sd:.1f} (n={len(fds)})", f"{mean / ref:.3f}x" if ref else "–"]
         rows.append(f"| `{sampler}` | {n} | {seeds} | " + " | ".join(cells) + " |")
     return "\n".join(rows)

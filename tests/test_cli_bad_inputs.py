@@ -84,7 +84,7 @@ ROWS = [
     # evaluate
     Row("evaluate", 2, "name the SAMPLES to evaluate"),
     Row("evaluate {missing}", 2, "missing.pt does not exist"),
-    Row("evaluate {png}", 2, "image.png is not a readable npz file"),
+    Row("evaluate {png}", 2, "image.png holds 1 image(s); at least 2 are needed"),
     Row("evaluate --make-ref {samples16}", 2, "--make-ref needs -o"),
     Row("evaluate {samples16} -o {out}/r.npz", 2, "-o only applies to --make-ref"),
     Row("evaluate {samples16} --metric fid", 2, "unknown metric 'fid'"),
@@ -154,7 +154,7 @@ ROWS = [
     # upsample
     Row("upsample --preset digits --base-samples {samples16} --out {out}/u.npz", 2, "digits is not an upsampler"),
     Row("upsample --preset upsample-64-256 --base-samples {missing} --out {out}/u.npz", 2, "does not exist"),
-    Row("upsample --preset upsample-64-256 --base-samples {png} --out {out}/u.npz", 2, "not a readable npz"),
+    Row("upsample --preset upsample-64-256 --base-samples {file} --out {out}/u.npz", 2, "not a readable npz"),
 ]
 
 

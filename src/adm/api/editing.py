@@ -21,7 +21,7 @@ from adm.core.errors import UsageError
 from adm.core.progress import ProgressFn
 from adm.data.images import npz_labels, open_images
 from adm.presets import Registry, default_registry
-from adm.sampling.edit import EditProducer, EditSettings, read_masks
+from adm.sampling.edit import EditProducer, EditSettings, fit_masks, read_masks
 from adm.sampling.job import SampleJob
 from adm.sampling.seeds import parse_classes
 
@@ -59,38 +59,44 @@ def edit(
     refuse_leftovers(options, "edit", EditSettings, SamplingOptions, RunOptions)
     if editing.invert and sampling.sampler is None:
         sampling = sampling.model_copy(update={"sampler": "ddim"})
+    if mask is not None and "strength" not in editing.model_fields_set:
+        editing = editing.model_copy(update={"strength": 1.0})  # inpaint from noise, not from the hidden pixels
     registry = registry or default_registry()
     source = source or ModelSource(preset=preset)
     collection = open_images(inputs, name="inputs")
     input_labels = npz_labels(inputs)
-    masks = read_masks(mask, collection.count) if mask is not None else None
-    setup = resolve(source, sampling, registry, upsampler=False, device=run.device, download=run.download, dist=dist,
-                    on_progress=on_progress, strength=editing.strength)
-    flags = setup.loaded.flags
     total = given_or(run.num_samples, collection.count)
     if total > collection.count:
         raise UsageError(f"asked for {total} edits of {collection.count} inputs")
-    target = None
-    plan_classes = given_or(setup.preset.sampling.classes if setup.preset else None, "random")
-    if classes is not None:
-        parsed = parse_classes(classes, flags.num_classes) if isinstance(classes, str) else list(classes)
-        if isinstance(parsed, list):
-            target = np.array([parsed[i % len(parsed)] for i in range(collection.count)], dtype=np.int64)
-        else:
-            plan_classes = parsed
     if input_labels is not None and len(input_labels) < collection.count:
         raise UsageError(f"{inputs} has {collection.count} images but {len(input_labels)} labels")
+    masks = read_masks(mask, (1, total, collection.count)) if mask is not None else None
+    setup = resolve(source, sampling, registry, upsampler=False, device=run.device, download=run.download, dist=dist,
+                    on_progress=on_progress, strength=editing.strength)
+    flags = setup.loaded.flags
+    conditioned = flags.class_cond or setup.plan.settings.scale > 0
+    if conditioned and input_labels is None and classes is None:
+        raise UsageError(f"{inputs} has no labels (arr_1), and this model is class-conditional or guided",
+                         "pass --classes: the inputs' classes, or the classes to turn them into")
+    target = None
+    if classes is not None and conditioned:
+        ids = parse_classes(classes, flags.num_classes)
+        if not isinstance(ids, list):
+            raise UsageError("--classes for adm edit lists class ids (random/balanced would invent the inputs' classes)")
+        target = np.array([ids[i % len(ids)] for i in range(collection.count)], dtype=np.int64)
+    if masks is not None:
+        masks = fit_masks(masks, flags.image_size, (collection.height, collection.width))
     setup.warn(on_progress, total)
 
     job = SampleJob(
         out=run.out, num_samples=total, batch_size=setup.batch_size(run.batch_size), seed=run.seed, plan=setup.plan,
-        classes=target.tolist() if target is not None else plan_classes, grid_size=run.grid, notes=setup.notes(),
+        classes=target.tolist() if target is not None else "inputs", grid_size=run.grid, notes=setup.notes(),
         overwrite=run.overwrite, extra_outputs={"latents": Path(save_latents)} if save_latents is not None else {},
         identity={**identity(setup.loaded), "edit": editing.model_dump(), "inputs": content_fingerprint(inputs),
                   "mask": content_fingerprint(mask) if mask is not None else None},
     )
     producer = EditProducer(
         setup.networks(), setup.plan, run.seed, editing, collection.cropped(flags.image_size), input_labels,
-        target, plan_classes, masks, keep_latents=save_latents is not None,
+        target, "random", masks, keep_latents=save_latents is not None,
     )
     return run_job(job, producer, dist, on_progress)

@@ -82,7 +82,7 @@ def sample(
     preset: str | None = None,
     *,
     source: ModelSource | None = None,
-    classes: str | list[int] | None = None,
+    classes: str | int | list[int] | None = None,
     then_upsample: str | None = None,
     sampling: SamplingOptions | None = None,
     run: RunOptions | None = None,
@@ -111,7 +111,7 @@ def sample(
     defaults = setup.preset.sampling if setup.preset else None
     num_samples = given_or(run.num_samples, defaults.num_samples if defaults else 16)
     classes = given_or(classes, defaults.classes if defaults else "random")
-    if (flags.class_cond or setup.plan.settings.scale > 0) and isinstance(classes, str):
+    if flags.class_cond or setup.plan.settings.scale > 0:
         classes = parse_classes(classes, flags.num_classes)
     setup.warn(on_progress, num_samples)
 

@@ -69,7 +69,7 @@ class RunOptions(BaseModel):
     out: Path | None = Field(None, description="output .npz (resumable); unset: the images come back in memory")
     overwrite: bool = Field(False, description="replace an output (and shards) that a different command made, "
                             "instead of refusing")
-    grid: int = Field(64, description="how many samples the PNG grid beside the npz shows (0: none)")
+    grid: int = Field(64, ge=0, description="how many samples the PNG grid beside the npz shows (0: none)")
     device: Any = Field(None, description="cpu, cuda, cuda:N or mps; unset: the best available")
     download: bool = Field(False, description="fetch missing checkpoints into the cache first")
 

@@ -72,7 +72,9 @@ def choose_steps(loaded: LoadedModel, preset: Preset | None, sampler: SamplerSpe
     if sampler.chain_only and loaded.flags.timestep_respacing:
         return loaded.flags.timestep_respacing, "the model flags' --timestep_respacing"
     if preset is not None and get_sampler(preset.sampling.sampler).chain_only == sampler.chain_only:
-        return preset.sampling.steps, f"the preset {preset.name}'s default"
+        return preset.sampling.steps, f"the default of the preset {preset.name}"
+    if preset is not None and sampler.chain_only and preset.sampling.steps.isdigit():
+        return preset.sampling.steps, f"the number of evaluations of the preset {preset.name}'s default"
     if sampler.chain_only:
         return str(loaded.flags.diffusion_steps), "every step of the model's chain (the original's default)"
     return DEFAULT_SOLVER_STEPS, f"the default for solvers ({DEFAULT_SOLVER_STEPS} evaluations)"

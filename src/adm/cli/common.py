@@ -121,6 +121,8 @@ class AdmGroup(_FlagsWithoutPlaceholder, TyperGroup):
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except ClickException as err:
+            if type(err).__name__ == "NoArgsIsHelpError" or not err.format_message().strip():
+                sys.exit(0)  # `adm` alone: the help was the answer
             where = f" (see `{err.ctx.command_path} --help`)" if getattr(err, "ctx", None) else ""
             fail(_plain(err.format_message()) + where, err.exit_code)
             sys.exit(err.exit_code)

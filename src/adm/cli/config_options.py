@@ -18,10 +18,12 @@ import inspect
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import typer
 from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class Rename:
     short: str | None = None  # e.g. "-n"
     repeat: bool = False  # the option may be given several times (parse gets the list)
     flag: bool = False  # a boolean that can only be switched on (--compile, no --no-compile)
+    metavar: str | None = None  # what the help shows for the value, e.g. KEY=VALUE
 
 
 def _shown(value: Any) -> str:
@@ -47,11 +50,20 @@ def _shown(value: Any) -> str:
 
 
 def _cli_type(annotation: Any) -> type:
-    """int / float / bool (optional or not) stay themselves; the rest is text the model validates."""
-    if annotation in (int, float, bool):
+    """int / float / bool / Path (optional or not) stay themselves; the rest is text the model validates."""
+    if annotation in (int, float, bool, Path):
         return annotation
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    return args[0] if len(args) == 1 and args[0] in (int, float, bool) else str
+    return args[0] if len(args) == 1 and args[0] in (int, float, bool, Path) else str
+
+
+def _sentence(description: str) -> str:
+    """A field's description as help: capitalised unless it starts with a name (``ddpm, ...``,
+    ``fp32``, ``torch.compile``), with a full stop."""
+    first = description.split()[0] if description else ""
+    if first.isalpha() and first.islower():
+        description = description[:1].upper() + description[1:]
+    return description + "."
 
 
 def _choices(annotation: Any) -> list[str]:
@@ -89,16 +101,17 @@ def config_options(model: type[BaseModel], *, skip: tuple[str, ...] = (), rename
             param = option.lstrip("-").replace("-", "_")
             param = param + "_" if param in taken else param
             kind = _cli_type(info.annotation) if not (spec and spec.parse) else str
-            text = (spec.help if spec and spec.help else None) or (info.description[:1].upper() + info.description[1:] + ".")
+            text = (spec.help if spec and spec.help else None) or _sentence(info.description)
             decls = (f"{option}/--no-{option[2:]}",) if kind is bool and not (spec and spec.flag) else (option,)
             decls += (spec.short,) if spec and spec.short else ()
             choices = _choices(info.annotation)
             if choices and "One of" not in text:
                 text += f" One of: {', '.join(choices)}."
-            if not info.is_required() and "Default:" not in text and "unset" not in text:  # "unset: ..." says it
+            said = ("Default:", "default:", "unset", "Unset")  # the text states its default already
+            if not info.is_required() and info.default is not PydanticUndefined and not any(w in text for w in said):
                 text += f" Default: {_shown(info.default)}."
             annotation = (list[kind] if spec and spec.repeat else kind) | None
-            default = typer.Option(None, *decls, help=text, show_default=False)
+            default = typer.Option(None, *decls, help=text, show_default=False, metavar=spec.metavar if spec else None)
             params.append(inspect.Parameter(param, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation))
             generated[param] = (name, spec)
 

@@ -32,7 +32,7 @@ from adm.cli.sample_cmd import (
 @guarded
 @config_options(EditSettings, param="editing", rename={
     "strength": Rename("--strength", "How far to noise the inputs, in (0, 1]: 0.2 keeps details, 0.8 keeps the layout. "
-                       "Default: 0.6."),
+                       "Default: 0.6; 1 with --mask (the hidden pixels are not a starting point)."),
     "invert": Rename("--invert", "Start from the DDIM inversion of the inputs instead of fresh noise (--sampler ddim).",
                      flag=True),
     "inpaint": Rename("--inpaint", "x0: put the known pixels into every x0 estimate (any sampler); repaint: RePaint's "
@@ -43,6 +43,7 @@ from adm.cli.sample_cmd import (
 })
 @sampling_options(scale_help="Classifier scale (default: the preset's; 0 with --invert reconstructs).")
 @run_options(num_samples_help="How many inputs to edit (default: all).",
+             seed_help="Edit i depends only on (seed, i, input i, mask i): same seed, same edits. Default: 0.",
              out_help="Output .npz (default: INPUT-edit.npz); a PNG grid (input | mask | output) and a JSON sidecar "
              "go beside it.")
 def edit(

@@ -60,8 +60,8 @@ def sampling_options(*, skip: tuple[str, ...] = (), scale_help: str | None = Non
     """The options of ``SamplingOptions``, as ``sampling: dict`` of the decorated command."""
     return config_options(SamplingOptions, param="sampling", skip=skip, rename={
         "sampler_options": Rename("--sampler-opt", "A sampler option KEY=VALUE, repeatable, e.g. order=1 "
-                                  "(`adm samplers` lists them).", parse_sampler_options, repeat=True),
-        "eta": Rename("--eta", "Shorthand for --sampler-opt eta=VALUE (ddim, dpm++2m-sde)."),
+                                  "(`adm samplers` lists them).", parse_sampler_options, repeat=True, metavar="KEY=VALUE"),
+        "eta": Rename("--eta", "Shorthand for --sampler-opt eta=VALUE (ddim, dpm++2m-sde); unset: the sampler's own."),
         "scale": Rename("--scale", scale_help, short="-s"),
         "guidance_interval": Rename("--guidance-interval", "Apply the classifier only where LO <= t/T <= HI "
                                     "(e.g. 0,0.6); it is not run elsewhere. Default: 0,1.", parse_interval),
@@ -69,9 +69,10 @@ def sampling_options(*, skip: tuple[str, ...] = (), scale_help: str | None = Non
     })
 
 
-def run_options(*, num_samples_help: str, out_help: str):
+def run_options(*, num_samples_help: str, out_help: str, seed_help: str | None = None):
     """The options of ``RunOptions``, as ``run: dict`` of the decorated command."""
     return config_options(RunOptions, param="run", rename={
+        "seed": Rename("--seed", seed_help),
         "num_samples": Rename("--num-samples", num_samples_help, short="-n"),
         "batch_size": Rename("--batch-size", "Images per forward pass (default: the preset's).", short="-b"),
         "out": Rename("--out", out_help, short="-o"),

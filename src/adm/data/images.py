@@ -87,7 +87,7 @@ def load_npz_array(path: str | Path, key: str) -> np.ndarray:
 def npz_labels(path: str | Path) -> np.ndarray | None:
     """``arr_1`` of an npz as flat int64 class labels; None for a folder or an npz without labels."""
     path = Path(path)
-    if path.is_dir() or "arr_1" not in npz_keys(path):
+    if path.is_dir() or path.suffix.lower() in IMAGE_EXTENSIONS or "arr_1" not in npz_keys(path):
         return None
     return load_npz_array(path, "arr_1").astype(np.int64).reshape(-1)
 
@@ -168,10 +168,13 @@ def _npz_batches(path: Path, batch_size: int, start: int, stop: int) -> Iterator
 
 
 def open_images(path: str | Path, *, name: str = "images") -> ImageCollection:
-    """Open an npz (``arr_0`` uint8 ``[N, H, W, 3]``) or a folder of same-sized images."""
+    """Open an npz (``arr_0`` uint8 ``[N, H, W, 3]``), a folder of same-sized images, or one image."""
     path = Path(path)
     if not path.exists():
         raise UsageError(f"{name} {path} does not exist")
+    if path.suffix.lower() in IMAGE_EXTENSIONS:  # a single image
+        first = read_image(path)
+        return ImageCollection(path, 1, first.shape[0], first.shape[1], (path,))
     if path.is_dir():
         files = list_images(path)
         if not files:

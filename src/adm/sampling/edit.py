@@ -50,7 +50,7 @@ class EditSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    strength: float = Field(0.6, gt=0.0, le=1.0, description="start at network time strength·(T − 1)")
+    strength: float = Field(0.6, gt=0.0, le=1.0, description="start at network time strength·(T − 1); 1 (from pure noise) by default with a mask")
     invert: bool = Field(False, description="start from the DDIM inversion of the input, not fresh noise")
     inpaint: Literal["x0", "repaint"] = Field("x0", description="how masked edits keep the known pixels")
     jumps: int = Field(1, ge=1, description="repaint: passes over each stretch of jump_length steps")
@@ -168,13 +168,8 @@ class EditProducer:
         _, h, w = self.nets.image_shape
         if (self.inputs.height, self.inputs.width) != (h, w):
             raise UsageError(f"inputs are {self.inputs.width}x{self.inputs.height}, the model takes {w}x{h}")
-        if self.masks is not None:
-            if self.masks.shape[1:] != (h, w):
-                raise UsageError(f"masks are {self.masks.shape[2]}x{self.masks.shape[1]}, the model takes {w}x{h}",
-                                 "give masks of the model's size")
-            if len(self.masks) not in (1, self.inputs.count):
-                raise UsageError(f"{len(self.masks)} masks for {self.inputs.count} inputs",
-                                 "give one mask for all inputs or one per input")
+        if self.masks is not None and self.masks.shape[1:] != (h, w):  # fit_masks makes them so
+            raise UsageError(f"masks are {self.masks.shape[2]}x{self.masks.shape[1]}, the model takes {w}x{h}")
 
     def _mask(self, indices: Sequence[int]) -> np.ndarray | None:
         if self.masks is None:
@@ -229,9 +224,10 @@ class EditProducer:
         return np.stack(columns, axis=1).reshape(-1, *images.shape[1:]), len(columns)
 
 
-def read_masks(path, count: int) -> np.ndarray:
-    """Masks as bool ``[N, H, W]`` (True = keep): one image, a folder of images, or an npz
-    (``arr_0`` ``[N, H, W]`` or ``[N, H, W, C]``). White (> 127) keeps."""
+def read_masks(path, counts: tuple[int, ...]) -> np.ndarray:
+    """Masks as uint8 ``[N, H, W]``: one image, a folder of images, or an npz (``arr_0``
+    ``[N, H, W]`` or ``[N, H, W, C]``, averaged over channels); ``N`` must be one of ``counts``
+    (one for all, one per edit, one per input)."""
     from pathlib import Path
 
     from adm.data.images import list_images, load_npz_array, read_image
@@ -254,6 +250,26 @@ def read_masks(path, count: int) -> np.ndarray:
         values = values.mean(axis=-1)
     if values.ndim != 3:
         raise UsageError(f"{path}: masks must be [N, H, W] or [N, H, W, C], got {list(values.shape)}")
-    if len(values) not in (1, count):
-        raise UsageError(f"{len(values)} masks for {count} inputs", "give one mask for all inputs or one per input")
-    return values > 127
+    one, edits, inputs = counts
+    if len(values) not in counts:
+        also = f" ({edits} edits)" if edits != inputs else ""
+        raise UsageError(f"{len(values)} masks for {inputs} inputs{also}",
+                         "give one mask for all inputs, one per edit or one per input")
+    return np.clip(values, 0, 255).astype(np.uint8)
+
+
+def fit_masks(masks: np.ndarray, size: int, input_shape: tuple[int, int]) -> np.ndarray:
+    """Masks at the model's ``size`` as bool (True = keep; white, > 127, keeps).
+
+    Masks of the inputs' own size are resized and centre-cropped exactly as the inputs are, so a
+    mask drawn on the original image still covers the same pixels.
+    """
+    h, w = masks.shape[1:]
+    if (h, w) != (size, size):
+        if (h, w) != tuple(input_shape):
+            raise UsageError(f"masks are {w}x{h}, the model takes {size}x{size}",
+                             f"give masks of the model's size or of the inputs' ({input_shape[1]}x{input_shape[0]})")
+        from adm.data.crops import center_crop
+
+        masks = np.stack([center_crop(m, size) for m in masks])
+    return masks > 127

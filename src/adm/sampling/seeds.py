@@ -9,7 +9,6 @@ images as one uninterrupted loop.
 from __future__ import annotations
 
 import re
-
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,8 +28,13 @@ def generators_for(seed: int, indices: Sequence[int]) -> list[torch.Generator]:
     return [torch.Generator().manual_seed(sample_seed(seed, i)) for i in indices]
 
 
-def parse_classes(spec: str, num_classes: int) -> str | list[int]:
-    """``random``, ``balanced``, a comma list of ids, or a file of ids → a class plan."""
+def parse_classes(spec: str | int | Sequence[int], num_classes: int) -> str | list[int]:
+    """``random``, ``balanced``, a comma list of ids, a file of ids, an id or a list of ids → a
+    class plan (ids checked against ``num_classes``)."""
+    if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
+        spec = [int(spec)]
+    if not isinstance(spec, str):
+        return _checked([int(i) for i in spec], num_classes)
     if spec in ("random", "balanced"):
         return spec
     text = spec
@@ -44,6 +48,10 @@ def parse_classes(spec: str, num_classes: int) -> str | list[int]:
         ids = [int(tok) for tok in text.replace(",", " ").split()]
     except ValueError:
         raise UsageError(f"--classes must be random, balanced, a comma list of class ids or a file of ids, got {spec!r}") from None
+    return _checked(ids, num_classes)
+
+
+def _checked(ids: list[int], num_classes: int) -> list[int]:
     if not ids:
         raise UsageError("--classes lists no class ids")
     bad = [i for i in ids if not 0 <= i < num_classes]

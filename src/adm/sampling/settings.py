@@ -60,7 +60,10 @@ class SamplerSettings(BaseModel):
         if spec.chain_only and spacing != "respaced":
             raise UsageError(f"{spec.name} walks the model's respaced chain", "drop --spacing or use a solver such as dpm++2m")
         steps = self.steps or (str(schedule.num_steps) if spacing == "respaced" else "20")
-        if spacing != "respaced" and steps.isdigit():  # a count of evaluations → of grid levels
+        if spacing != "respaced":  # a count of evaluations → of grid levels
+            if not steps.strip().isdigit() or int(steps) < 1:
+                raise UsageError(f"--steps {steps!r}: {spec.name} takes a number of network evaluations (1 or more), "
+                                 "e.g. 20", "respacings such as ddim25 or 10,15,20 are for --sampler ddpm or ddim")
             steps = str(spec.levels_for(int(steps)))
         sigmas = make_grid(schedule, spacing, steps, max_timestep=max_timestep)
         warnings = []

@@ -28,6 +28,8 @@ def _shown(value: Any) -> str:
     if isinstance(value, dict) and "file" in value:
         digest = value.get("sha256") or value.get("sha256-sampled") or ""
         return f"{value['file']} ({digest[:12]})"
+    if isinstance(value, list) and len(value) > 6:  # e.g. a class list per input
+        return f"[{', '.join(map(repr, value[:4]))}, ... ({len(value)} values)]"
     return repr(value)
 
 
@@ -46,9 +48,16 @@ def same_command(old: dict[str, Any], new: dict[str, Any]) -> bool:
 def describe_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
     """The first few settings in which two commands differ, e.g. ``seed 0 → 1``."""
     changed = [k for k in sorted(set(old) & set(new)) if _content(old[k]) != _content(new[k])]
-    changed.sort(key=lambda k: not k.endswith("_weights"))  # other weights first: the likeliest surprise
+    # other weights first (the likeliest surprise), then what a user types; what follows from those
+    # (the grid of noise levels, the evaluation count) last, and only when nothing else differs
+    changed.sort(key=lambda k: (not k.endswith("_weights"), k in DERIVED))
+    if any(k not in DERIVED for k in changed):
+        changed = [k for k in changed if k not in DERIVED]
     other = [k for k in sorted(set(old) ^ set(new))]  # settings one of the two commands lacks
     return ", ".join(f"{k} {_shown(old.get(k))} → {_shown(new.get(k))}" for k in (changed + other)[:3])
+
+
+DERIVED = {"grid", "evaluations"}  # key entries that follow from the sampler, steps and spacing
 
 
 class ShardStore:
