@@ -159,7 +159,7 @@ def test_seed_out_of_range_is_refused_before_anything_is_written(ckpt, tmp_path)
         (["--model-flags", MODEL_FLAGS, "--model-path", "{model}", "--scale", "0", "--sampler", "ddim",
           "--spacing", "karras"], "ddim walks the model's respaced chain"),
         (["--model-flags", MODEL_FLAGS, "--model-path", "{model}", "--scale", "0", "--sampler", "heun",
-          "--steps", "ddim25"], "--spacing respaced"),
+          "--steps", "ddim25"], "are for --sampler ddpm or ddim"),
         (["--model-flags", MODEL_FLAGS, "--model-path", "{model}", "--scale", "0", "--guidance-interval", "0.5"],
          "--guidance-interval expects LO,HI"),
         (["--model-flags", MODEL_FLAGS, "--model-path", "{model}", "--scale", "0", "--sampler-opt", "order"],
