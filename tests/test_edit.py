@@ -142,3 +142,16 @@ def test_bad_edits_are_one_line_errors(digits, tmp_path, extra, message):
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert not (tmp_path / "x.npz").exists() and not (tmp_path / "x.npz.parts").exists()
+
+
+@pytest.mark.slow
+def test_two_torchrun_ranks_edit_what_one_process_edits(digits, tmp_path):
+    """Edits are split across ranks like samples: the npz is the single-process one, byte for byte."""
+    from tests_support import run_two_gloo_ranks
+
+    path, *_ = digits
+    args = ["edit", str(path), "--preset", "digits", "--strength", "0.6", *FAST, "-n", "6", "-b", "2", "-q"]
+    cli(*args, "--out", tmp_path / "one.npz")
+    run_two_gloo_ranks(["-m", "adm.cli", *args, "--out", str(tmp_path / "two.npz")], timeout=300)
+    one, two = load(tmp_path / "one.npz"), load(tmp_path / "two.npz")
+    assert np.array_equal(one["arr_0"], two["arr_0"]) and np.array_equal(one["arr_1"], two["arr_1"])
