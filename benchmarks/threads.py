@@ -71,7 +71,7 @@ def main() -> None:
                 for p in spinners:
                     p.join()
     lines = [
-        f"`adm sample --preset digits -n {args.num_samples}` (the preset's guided DDPM, 25 steps) as a fresh process, "
+        f"`adm sample --preset digits -n {args.num_samples}` (the preset's defaults: guided dpm++2m-sde, 25 evaluations) as a fresh process, "
         f"{os.cpu_count()} logical CPUs; busy = {args.load} other process(es) spinning; median of {args.repeats} "
         "interleaved runs, seconds (including start-up).",
         "",
