@@ -59,6 +59,8 @@ def edit(
     refuse_leftovers(options, "edit", EditSettings, SamplingOptions, RunOptions)
     if editing.invert and sampling.sampler is None:
         sampling = sampling.model_copy(update={"sampler": "ddim"})
+    if editing.invert and sampling.clip_denoised is None:  # the inversion is unclipped: mirror it
+        sampling = sampling.model_copy(update={"clip_denoised": False})
     if mask is not None and "strength" not in editing.model_fields_set:
         editing = editing.model_copy(update={"strength": 1.0})  # inpaint from noise, not from the hidden pixels
     registry = registry or default_registry()
