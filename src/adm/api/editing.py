@@ -99,6 +99,6 @@ def edit(
     )
     producer = EditProducer(
         setup.networks(), setup.plan, run.seed, editing, collection.cropped(flags.image_size), input_labels,
-        target, "random", masks, keep_latents=save_latents is not None,
+        target, masks, keep_latents=save_latents is not None,
     )
     return run_job(job, producer, dist, on_progress)

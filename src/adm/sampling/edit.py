@@ -177,8 +177,7 @@ class EditProducer:
     settings: EditSettings
     inputs: ImageCollection  # already cropped to the model's size
     input_labels: np.ndarray | None  # the inputs' own classes (arr_1), when known
-    target_labels: np.ndarray | None  # what to turn them into (None: keep input_labels / plan)
-    classes: str | list[int] = "random"
+    target_labels: np.ndarray | None  # what to turn them into (None: keep input_labels)
     masks: np.ndarray | None = None  # bool [N or 1, H, W]: True = keep
     keep_latents: bool = False
     task: str = "editing"
@@ -225,7 +224,9 @@ class EditProducer:
             denoised_fn = known_region(x0, mask)
         elif mask is not None:
             sampler = repaint(x0, mask, self.settings.jumps, self.settings.jump_length)
-        out, labels = sample_batch(self.nets, self.plan, indices, self.seed, classes=self.classes, labels=target,
+        # labels are given whenever the model uses them; "random" only fixes how the per-sample
+        # generators are consumed, exactly as adm sample consumes them
+        out, labels = sample_batch(self.nets, self.plan, indices, self.seed, classes="random", labels=target,
                                    start=start, denoised_fn=denoised_fn, sampler=sampler)
         images = to_uint8(out)
         if mask_np is not None:  # the known pixels exactly as given
