@@ -20,6 +20,7 @@ the same for every variant; ``torch.cuda.max_memory_allocated`` on CUDA).
     python benchmarks/forward_latency.py --original /tmp/gd --update-docs
     python benchmarks/forward_latency.py --original /tmp/gd --models all --batch-sizes 1 --repeats 2
     python benchmarks/forward_latency.py --device cuda --precisions fp32,bf16,fp16
+    python benchmarks/forward_latency.py --original /tmp/gd --batch-sizes 4 --compile --marker forward-latency-compile
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def inputs(flags, batch: int, device):
     return x.to(device), t.to(device), {k: v.to(device) for k, v in kwargs.items()}
 
 
-def variants(adm_net, original, device, precisions):
+def variants(adm_net, original, device, precisions, compile_=False):
     """name → (network, autocast dtype or None)."""
     import copy
 
@@ -106,6 +107,8 @@ def variants(adm_net, original, device, precisions):
             found[f"original {name}"] = (original, dtype)
         found[f"adm {name} autocast"] = (adm_net, dtype)
         found[f"adm {name} optimized"] = (optimize_for_inference(copy.deepcopy(adm_net), dtype=dtype), None)
+        if compile_:  # what `adm sample --precision NAME --compile` runs (compiled in the warm-up)
+            found[f"adm {name} optimized + compile"] = (torch.compile(found[f"adm {name} optimized"][0]), None)
     return found
 
 
@@ -212,7 +215,7 @@ def measure(preset: str, batch: int, args) -> list[dict]:
     device = torch.device(args.device)
     flags, adm_net, original = build(preset, device, args.original)
     x, t, kwargs = inputs(flags, batch, device)
-    found = variants(adm_net, original, device, args.precisions.split(","))
+    found = variants(adm_net, original, device, args.precisions.split(","), args.compile)
     reference = forward(*(found.get("original fp32") or found["adm fp32"]), x, t, kwargs, device).float()
     errors = {}
     for name, (net, autocast) in found.items():
@@ -264,6 +267,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--memory", action="store_true", help="also measure peak memory (a process per variant)")
+    parser.add_argument("--compile", action="store_true", help="also time the optimized networks under torch.compile")
     parser.add_argument("--update-docs", action="store_true")
     parser.add_argument("--marker", default="forward-latency", help="the docs/performance.md block to write")
     parser.add_argument("--_memory-probe", dest="memory_probe", help=argparse.SUPPRESS)
