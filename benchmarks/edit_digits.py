@@ -58,32 +58,32 @@ TRANSFER_METHODS = [  # (method, strength, scale, edit options): SDEdit at two s
 TRANSFER_GRID = [("SDEdit", 0.7, 1.0), ("SDEdit", 0.8, 4.0), ("DDIM inversion", 0.9, 8.0)]
 
 
-def transfer(path: Path, labels: np.ndarray, judge, grids: bool) -> str:
+def transfer(path: Path, inputs: np.ndarray, labels: np.ndarray, judge, grids: bool) -> str:
     """Class transfer, with how far each edit moved from its input (mean absolute change, of 255):
     realism (digits-FD) is bought with faithfulness, so a row is only better than another that
     changed the inputs as much."""
     import adm
     from adm.data.grid import save_grid
 
-    inputs = np.load(path)["arr_0"]
     target = ",".join(map(str, (labels + 5) % 10))
     rows = ["| method | strength | scale | judge accuracy on the target class | digits-FD | vs unedited | "
             "mean change from the input (of 255) |", "|---|---|---|---|---|---|---|"]
-    base = None
+    base = []
+
+    def row(method, strength, scale, out) -> None:
+        score = judge.score(out.images, out.labels)
+        base.append(base[0] if base else score.digits_fd)  # the first row (unedited, scale 1) is the baseline
+        change = np.abs(out.images.astype(float) - inputs).mean()
+        rows.append(f"| {method} | {strength} | {scale:g} | {score.accuracy:.3f} | {score.digits_fd:.1f} | "
+                    f"{score.digits_fd / base[0]:.2f}x | {change:.1f} |")
+
     for scale in (1.0, 4.0):
         plain = adm.sample("digits", num_samples=len(labels), classes=target, seed=0, scale=scale, **SOLVER)
-        score = judge.score(plain.images, plain.labels)
-        base = base or score.digits_fd
-        change = np.abs(plain.images.astype(float) - inputs).mean()
-        rows.append(f"| unedited samples of the target classes | – | {scale:g} | {score.accuracy:.3f} | "
-                    f"{score.digits_fd:.1f} | {score.digits_fd / base:.2f}x | {change:.1f} |")
+        row("unedited samples of the target classes", "–", scale, plain)
     shown = [inputs[:10]]
     for method, strength, scale, options in TRANSFER_METHODS:
         out = adm.edit("digits", inputs=path, strength=strength, scale=scale, classes=target, batch_size=100, **options)
-        score = judge.score(out.images, out.labels)
-        change = np.abs(out.images.astype(float) - inputs).mean()
-        rows.append(f"| {method} | {strength} | {scale:g} | {score.accuracy:.3f} | {score.digits_fd:.1f} | "
-                    f"{score.digits_fd / base:.2f}x | {change:.1f} |")
+        row(method, strength, scale, out)
         if (method, strength, scale) in TRANSFER_GRID:
             shown.append(out.images[:10])
     if grids:
@@ -151,7 +151,7 @@ def main() -> None:
         header = f"{args.num_images} held-out real digits, seed 0, {args.threads} thread(s), CPU.\n\n"
         makers = {
             "reconstruction": lambda: reconstruction(path, images),
-            "transfer": lambda: transfer(path, labels, judge, args.update_docs),
+            "transfer": lambda: transfer(path, images, labels, judge, args.update_docs),
             "inpainting": lambda: inpainting(path, images, labels, judge, folder, args.update_docs),
         }
         tables = {f"edit-{name}": header + makers[name]() for name in args.tables.split(",")}

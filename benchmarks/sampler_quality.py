@@ -192,13 +192,13 @@ def target_table(records: dict[str, dict]) -> str:
     refs = {}
     for scale in (1.0, 0.0):
         refs[("sde", scale)] = get("ddpm", 250, scale)
-        refs[("ode", scale)] = get("ddim", 250, scale, **({"guidance_interval": [0.0, 0.9]} if scale else {}))
+        refs[("ode", scale)] = get("ddim", 250, scale, **({"guidance_interval": GUIDED_ODE_REFERENCE["guidance_interval"]} if scale else {}))
     rows_wanted = [(s, n, s == "ddim") for s, n in TARGETS] + [(s, n, True) for s, n in ODE_UNDER_REFERENCE_INTERVAL]
     for sampler, n, below_09 in rows_wanted:
         cells = []
         kind = "ode" if sampler in ("ddim", "dpm++2m", "unipc") else "sde"
         for scale in (1.0, 0.0):
-            r = get(sampler, n, scale, **({"guidance_interval": [0.0, 0.9]} if below_09 and scale else {}))
+            r = get(sampler, n, scale, **({"guidance_interval": GUIDED_ODE_REFERENCE["guidance_interval"]} if below_09 and scale else {}))
             ref = refs[(kind, scale)]
             if r is None:
                 cells += ["–", "–", "–"]
