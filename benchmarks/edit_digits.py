@@ -68,11 +68,11 @@ def transfer(path: Path, inputs: np.ndarray, labels: np.ndarray, judge, grids: b
     target = ",".join(map(str, (labels + 5) % 10))
     rows = ["| method | strength | scale | judge accuracy on the target class | digits-FD | vs unedited | "
             "mean change from the input (of 255) |", "|---|---|---|---|---|---|---|"]
-    base = []
+    base: list[float] = []  # the first row's digits-FD (unedited samples, scale 1)
 
     def row(method, strength, scale, out) -> None:
         score = judge.score(out.images, out.labels)
-        base.append(base[0] if base else score.digits_fd)  # the first row (unedited, scale 1) is the baseline
+        base[:] = base or [score.digits_fd]
         change = np.abs(out.images.astype(float) - inputs).mean()
         rows.append(f"| {method} | {strength} | {scale:g} | {score.accuracy:.3f} | {score.digits_fd:.1f} | "
                     f"{score.digits_fd / base[0]:.2f}x | {change:.1f} |")
