@@ -77,7 +77,7 @@ def main() -> None:
         "| digits-FD / accuracy, 300 in fp32 (sampler_quality) |",
         "|---|---|---|---|---|---|",
     ]
-    for label, sampler, steps, precision, extra in RECIPES:
+    for label, sampler, steps, _precision, extra in RECIPES:
         t = statistics.median(times[label])
         interval = {"guidance_interval": list(extra["guidance_interval"])} if "guidance_interval" in extra else {}
         cell = quality.get(config_key({"sampler": sampler, "steps": steps, "scale": 1.0, **interval}))
