@@ -66,29 +66,27 @@ def transfer(path: Path, inputs: np.ndarray, labels: np.ndarray, judge, grids: b
     from adm.data.grid import save_grid
 
     target = ",".join(map(str, (labels + 5) % 10))
-    rows = ["| method | strength | scale | judge accuracy on the target class | digits-FD | vs unedited | "
-            "mean change from the input (of 255) |", "|---|---|---|---|---|---|---|"]
-    base: list[float] = []  # the first row's digits-FD (unedited samples, scale 1)
-
-    def row(method, strength, scale, out) -> None:
-        score = judge.score(out.images, out.labels)
-        base[:] = base or [score.digits_fd]
-        change = np.abs(out.images.astype(float) - inputs).mean()
-        rows.append(f"| {method} | {strength} | {scale:g} | {score.accuracy:.3f} | {score.digits_fd:.1f} | "
-                    f"{score.digits_fd / base[0]:.2f}x | {change:.1f} |")
-
+    measured = []  # (method, strength, scale, output)
     for scale in (1.0, 4.0):
         plain = adm.sample("digits", num_samples=len(labels), classes=target, seed=0, scale=scale, **SOLVER)
-        row("unedited samples of the target classes", "–", scale, plain)
+        measured.append(("unedited samples of the target classes", "–", scale, plain))
     shown = [inputs[:10]]
     for method, strength, scale, options in TRANSFER_METHODS:
         out = adm.edit("digits", inputs=path, strength=strength, scale=scale, classes=target, batch_size=100, **options)
-        row(method, strength, scale, out)
+        measured.append((method, strength, scale, out))
         if (method, strength, scale) in TRANSFER_GRID:
             shown.append(out.images[:10])
     if grids:
         (DOCS / "edit").mkdir(exist_ok=True)
         save_grid(np.concatenate(shown), DOCS / "edit" / "transfer.png", columns=10)
+    scores = [judge.score(out.images, out.labels) for *_, out in measured]
+    base = scores[0].digits_fd  # unedited samples at scale 1
+    rows = ["| method | strength | scale | judge accuracy on the target class | digits-FD | vs unedited | "
+            "mean change from the input (of 255) |", "|---|---|---|---|---|---|---|"]
+    for (method, strength, scale, out), score in zip(measured, scores, strict=True):
+        change = np.abs(out.images.astype(float) - inputs).mean()
+        rows.append(f"| {method} | {strength} | {scale:g} | {score.accuracy:.3f} | {score.digits_fd:.1f} | "
+                    f"{score.digits_fd / base:.2f}x | {change:.1f} |")
     return "\n".join(rows)
 
 
