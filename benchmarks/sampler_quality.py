@@ -110,7 +110,8 @@ TARGETS = [("ddpm", 250), ("ddim", 250), ("ddpm", 25), ("ddpm", 10), ("dpm++2m-s
            ("dpm++2m", 10), ("unipc", 10), ("unipc", 20), ("dpm++2m-sde", 15)]
 # The original's guided DDIM breaks at the top of the cosine schedule (docs/sampling.md); with the
 # guidance kept below t/T = 0.9 it is the guided ODE's reference.
-GUIDED_ODE_REFERENCE = {"sampler": "ddim", "steps": "250", "scale": 1.0, "guidance_interval": [0.0, 0.9]}
+REFERENCE_INTERVAL = [0.0, 0.9]  # the original's guided DDIM breaks above t/T 0.9
+GUIDED_ODE_REFERENCE = {"sampler": "ddim", "steps": "250", "scale": 1.0, "guidance_interval": REFERENCE_INTERVAL}
 
 
 # The ODE solvers guided as the reference is (below t/T 0.9), for a like-for-like comparison.
@@ -192,20 +193,20 @@ def target_table(records: dict[str, dict]) -> str:
     refs = {}
     for scale in (1.0, 0.0):
         refs[("sde", scale)] = get("ddpm", 250, scale)
-        refs[("ode", scale)] = get("ddim", 250, scale, **({"guidance_interval": GUIDED_ODE_REFERENCE["guidance_interval"]} if scale else {}))
+        refs[("ode", scale)] = get("ddim", 250, scale, **({"guidance_interval": REFERENCE_INTERVAL} if scale else {}))
     rows_wanted = [(s, n, s == "ddim") for s, n in TARGETS] + [(s, n, True) for s, n in ODE_UNDER_REFERENCE_INTERVAL]
-    for sampler, n, below_09 in rows_wanted:
+    for sampler, n, below_reference in rows_wanted:
         cells = []
         kind = "ode" if sampler in ("ddim", "dpm++2m", "unipc") else "sde"
         for scale in (1.0, 0.0):
-            r = get(sampler, n, scale, **({"guidance_interval": GUIDED_ODE_REFERENCE["guidance_interval"]} if below_09 and scale else {}))
+            r = get(sampler, n, scale, **({"guidance_interval": REFERENCE_INTERVAL} if below_reference and scale else {}))
             ref = refs[(kind, scale)]
             if r is None:
                 cells += ["–", "–", "–"]
                 continue
             ratio = f"{r['digits_fd'] / ref['digits_fd']:.3f}x {'DDPM' if kind == 'sde' else 'DDIM'} 250" if ref else "–"
             cells += [f"{r['digits_fd']:.1f}", f"{r['accuracy']:.3f}", ratio]
-        name = f"`{sampler}`" + (" (guided below t/T 0.9)" if below_09 else "")
+        name = f"`{sampler}`" + (f" (guided below t/T {REFERENCE_INTERVAL[1]:g})" if below_reference else "")
         rows.append(f"| {name} | {n} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
