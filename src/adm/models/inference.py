@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .layers import GroupNorm32
+from .winograd import WinogradConv2d, eligible
 
 REDUCED_DTYPES = (torch.bfloat16, torch.float16)
 TRUNK_PARTS = ("input_blocks", "middle_block", "output_blocks")
@@ -36,6 +37,7 @@ def optimize_for_inference(
     *,
     channels_last: bool | None = None,
     dtype: torch.dtype | None = None,
+    winograd: bool | None = None,
 ) -> nn.Module:
     """Make a UNet / SuperResUNet / NoisyClassifier faster to evaluate; returns ``module`` itself.
 
@@ -53,6 +55,11 @@ def optimize_for_inference(
       GroupNorm parameters and the output head stay float32. The forward then runs in that dtype
       without autocast and without re-casting every weight on every call. The cast rounds the
       weights in place; reload them to go back.
+    * ``winograd``: run the trunk's 3x3 convolutions of 256+ channels through Winograd F(2x2, 3x3)
+      (``adm.models.winograd``) for bf16 inference on the CPU: 1.3-1.8x faster than oneDNN's
+      bf16 convolution at the 32x32 and smaller maps, at about twice its rounding error. ``None``
+      means on for ``dtype=torch.bfloat16`` on the CPU; with autograd, in float32 or on another
+      device the replaced convolutions run as before.
 
     Channels_last parameters are not contiguous: save a ``state_dict`` only after making its
     tensors contiguous (safetensors refuses otherwise). For sampling, also run the diffusion model
@@ -73,6 +80,14 @@ def optimize_for_inference(
             for conv in part.modules():
                 if isinstance(conv, (nn.Conv1d, nn.Conv2d)):
                     conv.to(dtype)
+    if winograd is None:
+        winograd = dtype is torch.bfloat16 and next(module.parameters()).device.type == "cpu"
+    if winograd:
+        for part in parts:
+            for parent in list(part.modules()):
+                for name, child in list(parent.named_children()):
+                    if eligible(child):
+                        setattr(parent, name, WinogradConv2d.from_conv(child))
     if channels_last:
         module.to(memory_format=torch.channels_last)  # moves only the 4-D (conv) weights
     return module

@@ -1,0 +1,123 @@
+"""The bf16 CPU inference paths: Winograd convolutions and blocked attention compute what they replace."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import adm.models.winograd as winograd
+from adm.models import optimize_for_inference
+from adm.models.attention import attend_tokens, query_rows
+from adm.models.winograd import WinogradConv2d, winograd_conv3x3, winograd_weight
+from adm.spec.factory import build_model
+from adm.spec.flags import parse_model_flags
+from tiny import randomize
+
+
+def relerr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).norm() / b.double().norm())
+
+
+@pytest.mark.parametrize("budget", [winograd.TILE_BUDGET, 4])  # 4: several bands, the last one partial
+@pytest.mark.parametrize("shape, c_out, bias", [((1, 5, 6, 10), 7, True), ((3, 4, 8, 4), 2, False)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_winograd_is_the_convolution_in_float64(monkeypatch, budget, shape, c_out, bias, channels_last):
+    monkeypatch.setattr(winograd, "TILE_BUDGET", budget)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=g, dtype=torch.float64)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    weight = torch.randn(c_out, shape[1], 3, 3, generator=g, dtype=torch.float64)
+    b = torch.randn(c_out, generator=g, dtype=torch.float64) if bias else None
+    out = winograd_conv3x3(x, winograd_weight(weight), b)
+    torch.testing.assert_close(out, F.conv2d(x, weight, b, padding=1), rtol=1e-10, atol=1e-10)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_winograd_in_bf16_stays_within_rounding_of_the_exact_convolution():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 256, 8, 8, generator=g)
+    weight = torch.randn(256, 256, 3, 3, generator=g) / (9 * 256) ** 0.5
+    bias = torch.randn(256, generator=g)
+    exact = F.conv2d(x.double(), weight.double(), bias.double(), padding=1)
+    direct = F.conv2d(x.bfloat16(), weight.bfloat16(), bias.bfloat16(), padding=1)
+    fast = winograd_conv3x3(x.bfloat16(), winograd_weight(weight.bfloat16()), bias.bfloat16())
+    assert relerr(fast, exact) < 1e-2
+    assert relerr(fast, exact) < 4 * relerr(direct, exact)  # measured about 2x the direct kernel's
+
+
+def test_odd_maps_are_refused_by_the_kernel_and_run_directly_in_the_module():
+    conv = torch.nn.Conv2d(256, 256, 3, padding=1).bfloat16()
+    x = torch.randn(1, 256, 5, 6).bfloat16()
+    with pytest.raises(ValueError, match="even feature map"):
+        winograd_conv3x3(x, winograd_weight(conv.weight), conv.bias)
+    fast = WinogradConv2d.from_conv(conv)
+    with torch.no_grad():
+        assert torch.equal(fast(x), conv(x))
+
+
+def wide_net():
+    """The smallest U-Net with 256-channel convolutions (Winograd's minimum) and attention."""
+    flags = parse_model_flags(
+        "--image_size 16 --num_channels 128 --num_res_blocks 1 --channel_mult 1,2 --attention_resolutions 8 "
+        "--num_head_channels 64 --class_cond True --num_classes 10 --diffusion_steps 100 "
+        "--resblock_updown True --use_scale_shift_norm True"
+    )
+    return randomize(build_model(flags), 5).eval()
+
+
+def net_inputs():
+    g = torch.Generator().manual_seed(2)
+    return torch.randn(2, 3, 16, 16, generator=g), torch.tensor([10.0, 700.5]), {"y": torch.tensor([3, 8])}
+
+
+def test_the_bf16_trunk_on_the_cpu_uses_winograd_and_stays_close_to_float32():
+    net = wide_net()
+    keys = {k: v.shape for k, v in net.state_dict().items()}
+    x, t, kwargs = net_inputs()
+    with torch.no_grad():
+        ref = net(x, t, **kwargs)
+        fast = optimize_for_inference(copy.deepcopy(net), dtype=torch.bfloat16)
+        plain = optimize_for_inference(copy.deepcopy(net), dtype=torch.bfloat16, winograd=False)
+        with torch.inference_mode():
+            out, out_plain = fast(x, t, **kwargs), plain(x, t, **kwargs)
+    replaced = [m for m in fast.modules() if isinstance(m, WinogradConv2d)]
+    assert replaced and all(max(m.in_channels, m.out_channels) >= winograd.MIN_CHANNELS for m in replaced)
+    assert not any(isinstance(m, WinogradConv2d) for m in plain.modules())
+    assert {k: v.shape for k, v in fast.state_dict().items()} == keys  # still loads checkpoints
+    assert relerr(out, ref) <= 2e-2 and relerr(out_plain, ref) <= 2e-2
+    assert not any(isinstance(m, WinogradConv2d) for m in optimize_for_inference(wide_net()).modules())
+
+
+def test_winograd_follows_reloaded_weights_and_steps_aside_for_autograd():
+    fast = optimize_for_inference(wide_net(), dtype=torch.bfloat16)
+    conv = next(m for m in fast.modules() if isinstance(m, WinogradConv2d))
+    x = torch.randn(1, conv.in_channels, 8, 8).bfloat16()
+    direct = lambda: F.conv2d(x, conv.weight, conv.bias, padding=1)  # noqa: E731
+    with torch.inference_mode():
+        before = conv(x)
+    other = randomize(wide_net(), 9).state_dict()
+    fast.load_state_dict(other)  # copies in place: same storage, new weights
+    with torch.inference_mode():
+        after = conv(x)
+        assert relerr(after, direct()) < 1e-2 and relerr(before, direct()) > 0.5
+    x.requires_grad_(True)
+    out = conv(x)  # autograd on: the ordinary convolution, bit for bit
+    assert out.requires_grad and torch.equal(out, direct())
+
+
+def test_blocked_attention_matches_sdpa_and_is_used_only_for_bf16_inference():
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(2, 300, 3, 16, generator=g).transpose(1, 2) for _ in range(3))  # token-major
+    assert query_rows(300) == 128  # blocks of 128, 128 and 44 query rows
+    exact = F.scaled_dot_product_attention(q.double(), k.double(), v.double()).transpose(1, 2).reshape(2, 300, 48)
+    with torch.inference_mode():
+        blocked = attend_tokens(q.bfloat16(), k.bfloat16(), v.bfloat16())
+        fused = F.scaled_dot_product_attention(q.bfloat16(), k.bfloat16(), v.bfloat16())
+    assert blocked.shape == (2, 300, 48) and relerr(blocked, exact) < 1e-2
+    assert relerr(blocked, exact) < 3 * relerr(fused.transpose(1, 2).reshape(2, 300, 48), exact)
+    with torch.no_grad():  # float32 is SDPA's
+        torch.testing.assert_close(attend_tokens(q, k, v), exact.float(), rtol=1e-5, atol=1e-5)
