@@ -9,7 +9,9 @@ warm-up (median kept), so every ratio is from the same run:
 * ``adm fp32`` (the networks as built), ``adm fp32 optimized`` (``optimize_for_inference``:
   channels_last on the CPU);
 * ``adm bf16 autocast`` (as built, plain autocast), ``adm bf16 optimized`` (reduced-precision trunk
-  + channels_last, no autocast: what ``adm sample --precision bf16`` runs), fp16 likewise on CUDA.
+  + channels_last, no autocast, on the CPU Winograd convolutions and blocked attention: what
+  ``adm sample --precision bf16`` runs), fp16 likewise on CUDA; on the CPU also ``adm bf16
+  optimized, direct conv`` (the same without Winograd: oneDNN's convolutions).
 
 Also reported: the output's relative error ‖out − ref‖/‖ref‖ against the original's fp32 output,
 achieved GFLOP/s (FLOPs counted with ``torch.utils.flop_counter``) beside the machine's measured
@@ -107,6 +109,9 @@ def variants(adm_net, original, device, precisions, compile_=False):
             found[f"original {name}"] = (original, dtype)
         found[f"adm {name} autocast"] = (adm_net, dtype)
         found[f"adm {name} optimized"] = (optimize_for_inference(copy.deepcopy(adm_net), dtype=dtype), None)
+        if dtype is torch.bfloat16 and device.type == "cpu":  # what the Winograd convolutions buy
+            found["adm bf16 optimized, direct conv"] = (
+                optimize_for_inference(copy.deepcopy(adm_net), dtype=dtype, winograd=False), None)
         if compile_:  # what `adm sample --precision NAME --compile` runs (compiled in the warm-up)
             found[f"adm {name} optimized + compile"] = (torch.compile(found[f"adm {name} optimized"][0]), None)
     return found
@@ -190,7 +195,7 @@ def _memory_probe(spec: str, args) -> None:
                 value.normal_(0, 0.02)
         if "optimized" in variant:
             dtype = next((DTYPES[p] for p in DTYPES if p in variant), None)
-            optimize_for_inference(net, dtype=dtype)
+            optimize_for_inference(net, dtype=dtype, winograd=False if "direct conv" in variant else None)
     autocast = next((DTYPES[p] for p in DTYPES if p in variant), None) if "optimized" not in variant else None
     x, t, kwargs = inputs(flags, batch, device)
     if device.type == "cuda":

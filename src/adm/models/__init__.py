@@ -6,7 +6,7 @@ Depends on torch only. Call signatures are the original's: ``unet(x, timesteps, 
 For inference, ``optimize_for_inference(model, channels_last=None, dtype=None)`` switches a
 loaded model in place to the fast layout (channels_last on the CPU), to direct reduced-precision
 GroupNorm and, with ``dtype=torch.bfloat16`` / ``torch.float16``, to a reduced-precision trunk that
-needs no autocast. Run the diffusion model under ``torch.inference_mode()``; the guidance
+needs no autocast (in bf16 on the CPU also Winograd convolutions, ``adm.models.winograd``). Run the diffusion model under ``torch.inference_mode()``; the guidance
 classifier needs autograd for its input gradient. See ``docs/performance.md`` for what each buys.
 """
 

@@ -86,23 +86,25 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 
 
 def query_rows(tokens: int) -> int:
-    """Query rows per block of ``attend_tokens``' blocked path: a quarter of the tokens, 128 to 256.
+    """Query rows per block of ``attend_tokens``' blocked path: 256, or the whole map if smaller.
 
-    Measured on the CPU in bf16 (``benchmarks/forward_latency.py``, interleaved): 256 rows of 1024
-    tokens and 128 of 256 were fastest at one and two threads; whole 64-token maps are one block.
+    Measured on the CPU in bf16 (``benchmarks/cpu_kernels.py``, interleaved, one and two threads):
+    whole 64- and 256-token maps were fastest in one block; at 1024 tokens 256-384 rows were, and
+    all 1024 at once was slower than flash attention (its logits no longer stay in cache).
     """
-    return min(tokens, max(128, min(256, tokens // 4)))
+    return min(tokens, 256)
 
 
-def attend_tokens(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+def attend_tokens(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: int | None = None) -> torch.Tensor:
     """Softmax attention of [B, H, T, ch] tensors, returned token-major as [B, T, H*ch].
 
     In bf16 on the CPU without autograd (sampling), this is GEMM, softmax, GEMM over blocks of
-    query rows instead of fused SDPA: CPU flash attention is 1.3-1.5x slower than that at the
+    query rows instead of fused SDPA: CPU flash attention is 1.3-1.7x slower than that at the
     1024 and 256 token maps of the ImageNet networks, where attention is ~15% of a bf16 forward.
     The precision is the original's under autocast: bf16 logits, a softmax accumulated in float32
     by the CPU kernel, bf16 weights times v. Everywhere else (float32, CUDA, training) SDPA is
-    faster, or needed to keep activation memory linear in T.
+    faster, or needed to keep activation memory linear in T. ``rows``: query rows per block
+    (default ``query_rows(T)``).
     """
     b, h, t, ch = q.shape
     if q.device.type != "cpu" or q.dtype != torch.bfloat16 or torch.is_grad_enabled():
@@ -110,7 +112,7 @@ def attend_tokens(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Te
     out = q.new_empty(b, t, h, ch)
     q = q * ch**-0.5  # the original's 1/sqrt(ch) logit scale, applied to the smaller operand
     keys = k.transpose(-1, -2)
-    rows = query_rows(t)
+    rows = rows or query_rows(t)
     for start in range(0, t, rows):
         weights = torch.softmax(torch.matmul(q[:, :, start : start + rows], keys), dim=-1)
         out[:, start : start + rows].copy_(torch.matmul(weights, v).transpose(1, 2))

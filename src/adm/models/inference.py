@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .layers import GroupNorm32
-from .winograd import WinogradConv2d, eligible
+from .winograd import WinogradConv2d, winograd_eligible
 
 REDUCED_DTYPES = (torch.bfloat16, torch.float16)
 TRUNK_PARTS = ("input_blocks", "middle_block", "output_blocks")
@@ -86,7 +86,7 @@ def optimize_for_inference(
         for part in parts:
             for parent in list(part.modules()):
                 for name, child in list(parent.named_children()):
-                    if eligible(child):
+                    if winograd_eligible(child):
                         setattr(parent, name, WinogradConv2d.from_conv(child))
     if channels_last:
         module.to(memory_format=torch.channels_last)  # moves only the 4-D (conv) weights

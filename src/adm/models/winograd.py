@@ -8,11 +8,12 @@ independent GEMMs (one per tile position) between transformed inputs and transfo
 cheap add/subtract transforms around them (Lavin & Gray 2016, "Fast Algorithms for Convolutional
 Neural Networks"). The transforms' coefficients are 0, ±1 and ±1/2, so they lose little precision.
 
-Measured (``benchmarks/forward_latency.py``, interleaved, bf16, batch 4): 1.3-1.8x faster than
-oneDNN's direct bf16 convolution at 32x32 and smaller maps with 384+ channels, about even at 64x64
-with 192 channels, where the transforms' memory traffic cancels the saved products. Its relative
-error against a float64 convolution is about 2x the direct bf16 kernel's (6e-3 against 3e-3 per
-layer), since the transformed tiles are rounded to bf16.
+Measured (``benchmarks/cpu_kernels.py``, interleaved, bf16, batch 4): 1.2-1.8x faster than
+oneDNN's direct bf16 convolution at 32x32 and smaller maps, 1.0-1.3x at 64x64, where the
+transforms' memory traffic eats most of the saved products, and no clear gain at 192 channels.
+Its relative error against a float64 convolution is about 2x the direct bf16 kernel's (6e-3
+against 3e-3 per layer), since the transformed tiles are rounded to bf16. The transformed filters
+are cached: 16/9 of the memory of the weights they come from.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ from torch import nn
 
 # G of F(2x2, 3x3): the weight transform U = G g G^T of each 3x3 filter g into a 4x4 tile.
 _FILTER_TRANSFORM = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
-# Tiles of 2x2 outputs processed per band: the transformed band then stays in cache. 512 was the
-# fastest of 256/512/1024 at one and two threads on the ImageNet-64 network's shapes.
+# Tiles of 2x2 outputs processed per band, so the transformed band stays in cache: 512 was the
+# fastest of 256/512/1024, or tied, at one and two threads on the ImageNet-64 network's shapes.
 TILE_BUDGET = 512
-# Convolutions this narrow are left to oneDNN: at 192 -> 192 channels Winograd was not faster.
+# Narrower convolutions are left to oneDNN: at 192 -> 192 channels Winograd was 0.9-1.2x, no clear gain.
 MIN_CHANNELS = 256
 
 
@@ -71,10 +72,13 @@ def _output_transform(products: torch.Tensor, out: torch.Tensor) -> None:
         torch.sub(r[1], r[2], out=out[:, :, a, :, 1]).sub_(r[3])
 
 
-def winograd_conv3x3(x: torch.Tensor, filters: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def winograd_conv3x3(
+    x: torch.Tensor, filters: torch.Tensor, bias: torch.Tensor | None, tile_budget: int = TILE_BUDGET
+) -> torch.Tensor:
     """``F.conv2d(x, weight, bias, padding=1)`` for even H and W, given ``winograd_weight(weight)``.
 
     ``x`` is [N, C_in, H, W] in any memory format; the result is [N, C_out, H, W], channels_last.
+    ``tile_budget``: output tiles transformed per band.
     """
     n, c_in, h, w = x.shape
     if h % 2 or w % 2:
@@ -84,7 +88,7 @@ def winograd_conv3x3(x: torch.Tensor, filters: torch.Tensor, bias: torch.Tensor 
     s_n, s_h, s_w, _ = padded.stride()
     tiles = padded.as_strided((n, h // 2, w // 2, 4, 4, c_in), (s_n, 2 * s_h, 2 * s_w, s_h, s_w, 1))
     out = x.new_empty(n, h // 2, 2, w // 2, 2, c_out)
-    band = max(1, TILE_BUDGET // (n * (w // 2)))  # rows of tiles per band
+    band = max(1, tile_budget // (n * (w // 2)))  # rows of tiles per band
     for start in range(0, h // 2, band):
         part = tiles[:, start : start + band]
         products = torch.bmm(_input_transform(part).view(16, -1, c_in), filters)
@@ -99,14 +103,15 @@ class WinogradConv2d(nn.Conv2d):
     """A 3x3, stride-1, padding-1 ``nn.Conv2d`` that runs bf16 CPU inference through Winograd.
 
     Same parameters and ``state_dict`` keys as the convolution it replaces (``from_conv`` shares
-    its Parameters). Everything else (float32, other devices, autograd, odd feature maps) runs
-    the ordinary convolution. The transformed filters are cached and recomputed whenever the
+    its Parameters). Everything else (float32, other devices, autograd, odd feature maps, and
+    ``torch.compile``, whose inductor makes its own convolution choices) runs the ordinary
+    convolution. The transformed filters are cached and recomputed whenever the
     weight changes (a ``load_state_dict``, a ``.to()``), keyed on its storage and version.
     """
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d) -> WinogradConv2d:
-        if not eligible(conv):
+        if not winograd_eligible(conv):
             raise ValueError(f"not a 3x3 stride-1 padding-1 convolution: {conv}")
         new = cls(conv.in_channels, conv.out_channels, 3, padding=1, bias=conv.bias is not None, device="meta")
         new.weight, new.bias = conv.weight, conv.bias  # the same Parameters: one set of weights
@@ -124,7 +129,8 @@ class WinogradConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (
-            x.device.type == "cpu"
+            not torch.compiler.is_compiling()  # eager only: its cache check would break the graph
+            and x.device.type == "cpu"
             and x.dtype == torch.bfloat16 == self.weight.dtype
             and not torch.is_grad_enabled()
             and x.shape[-2] % 2 == 0
@@ -134,7 +140,7 @@ class WinogradConv2d(nn.Conv2d):
         return super().forward(x)
 
 
-def eligible(conv: nn.Module) -> bool:
+def winograd_eligible(conv: nn.Module) -> bool:
     """A plain 3x3 convolution Winograd F(2x2, 3x3) computes exactly, and wide enough to gain."""
     return (
         type(conv) is nn.Conv2d
