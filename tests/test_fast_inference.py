@@ -21,7 +21,7 @@ def relerr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.double() - b.double()).norm() / b.double().norm())
 
 
-@pytest.mark.parametrize("budget", [winograd.TILE_BUDGET, 4])  # 4: several bands, the last one partial
+@pytest.mark.parametrize("budget", [winograd.TILE_BUDGET, 4, 10])  # 4: one tile row per band; 10 on 6x10: 2, then 1
 @pytest.mark.parametrize("shape, c_out, bias", [((1, 5, 6, 10), 7, True), ((3, 4, 8, 4), 2, False)])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_winograd_is_the_convolution_in_float64(budget, shape, c_out, bias, channels_last):
@@ -103,6 +103,14 @@ def test_winograd_follows_reloaded_weights_and_steps_aside_for_autograd_and_comp
     with torch.inference_mode():
         after = conv(x)
         assert relerr(after, direct()) < 1e-2 and relerr(before, direct()) > 0.5
+        assert conv._filters is not None and not torch.equal(after, direct())  # Winograd ran, not oneDNN
+        calls = []
+        monkeypatch.setattr(winograd, "winograd_conv3x3", lambda *a: calls.append(a) or direct())
+        conv(x)
+        torch.nn.Conv2d.forward(conv, x)
+        conv(x[:0])  # an empty batch goes to the ordinary convolution
+        assert len(calls) == 1
+        monkeypatch.undo()
     with torch.inference_mode():
         monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
         assert torch.equal(conv(x), direct())  # what torch.compile traces: the ordinary convolution
@@ -121,6 +129,14 @@ def test_blocked_attention_matches_sdpa_and_is_used_only_for_bf16_inference():
         blocked = attend_tokens(q.bfloat16(), k.bfloat16(), v.bfloat16())
         fused = F.scaled_dot_product_attention(q.bfloat16(), k.bfloat16(), v.bfloat16())
     assert blocked.shape == (2, 300, 48) and relerr(blocked, exact) < 1e-2
+    assert not torch.equal(blocked, fused.transpose(1, 2).reshape(2, 300, 48))  # not SDPA's kernel
     assert relerr(blocked, exact) < 3 * relerr(fused.transpose(1, 2).reshape(2, 300, 48), exact)
     with torch.no_grad():  # float32 is SDPA's
         torch.testing.assert_close(attend_tokens(q, k, v), exact.float(), rtol=1e-5, atol=1e-5)
+
+
+def test_weights_made_in_inference_mode_run_the_ordinary_convolution():
+    with torch.inference_mode():  # no version counter to key a filter cache on
+        conv = WinogradConv2d.from_conv(torch.nn.Conv2d(256, 256, 3, padding=1).bfloat16())
+        x = torch.randn(1, 256, 4, 4).bfloat16()
+        assert torch.equal(conv(x), F.conv2d(x, conv.weight, conv.bias, padding=1))

@@ -56,7 +56,7 @@ def optimize_for_inference(
       without autocast and without re-casting every weight on every call. The cast rounds the
       weights in place; reload them to go back.
     * ``winograd``: run the trunk's 3x3 convolutions of 256+ channels through Winograd F(2x2, 3x3)
-      (``adm.models.winograd``) for bf16 inference on the CPU: 1.3-1.8x faster than oneDNN's
+      (``adm.models.winograd``) for bf16 inference on the CPU: 1.2-1.8x faster than oneDNN's
       bf16 convolution at the 32x32 and smaller maps, at about twice its rounding error. ``None``
       means on for ``dtype=torch.bfloat16`` on the CPU; with autograd, in float32 or on another
       device the replaced convolutions run as before.

@@ -105,8 +105,10 @@ class WinogradConv2d(nn.Conv2d):
     Same parameters and ``state_dict`` keys as the convolution it replaces (``from_conv`` shares
     its Parameters). Everything else (float32, other devices, autograd, odd feature maps, and
     ``torch.compile``, whose inductor makes its own convolution choices) runs the ordinary
-    convolution. The transformed filters are cached and recomputed whenever the
-    weight changes (a ``load_state_dict``, a ``.to()``), keyed on its storage and version.
+    convolution. The transformed filters are cached and recomputed whenever the weight changes
+    through PyTorch (a ``load_state_dict``, a ``.to()``, an in-place optimizer or EMA update),
+    keyed on its storage and version counter. Writes through ``weight.data`` bypass the
+    counter: call ``clear_cache()`` after them.
     """
 
     @classmethod
@@ -115,9 +117,14 @@ class WinogradConv2d(nn.Conv2d):
             raise ValueError(f"not a 3x3 stride-1 padding-1 convolution: {conv}")
         new = cls(conv.in_channels, conv.out_channels, 3, padding=1, bias=conv.bias is not None, device="meta")
         new.weight, new.bias = conv.weight, conv.bias  # the same Parameters: one set of weights
+        new.train(conv.training)
         return new
 
     _filters: tuple | None = None  # (key of the weight it was computed from, filters)
+
+    def clear_cache(self) -> None:
+        """Drop the transformed filters (recomputed on the next Winograd forward)."""
+        self._filters = None
 
     def _cached_filters(self) -> torch.Tensor:
         w = self.weight
@@ -133,6 +140,8 @@ class WinogradConv2d(nn.Conv2d):
             and x.device.type == "cpu"
             and x.dtype == torch.bfloat16 == self.weight.dtype
             and not torch.is_grad_enabled()
+            and not self.weight.is_inference()  # no version counter to key the cache on
+            and x.numel() > 0
             and x.shape[-2] % 2 == 0
             and x.shape[-1] % 2 == 0
         ):

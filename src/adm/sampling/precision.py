@@ -3,7 +3,8 @@
 Measured on the ImageNet-64 architecture (docs/performance.md, ``benchmarks/forward_latency.py``):
 a bf16 trunk with channels_last, Winograd convolutions and blocked attention on the CPU
 (``adm.models.optimize_for_inference``) runs about 1.6x the original under plain bf16 autocast
-and 2.6x its fp32 at batch 4 (1.3x at batch 1), with relative error ~2e-3; fp32 runs as built.
+and 2.6x its fp32 at batch 4 (1.3x at batch 1), with relative error 2.4e-3 (the
+original's autocast: 3.4e-3); fp32 runs as built.
 
 * ``prepare`` converts a network once, in place, for the chosen precision: bf16/fp16 cast the
   trunk (no autocast needed), except fp16 on the CPU, which stays float32 under autocast (CPU
