@@ -33,6 +33,9 @@ RECIPES = [  # (label, sampler, steps, precision, extra options)
     ("dpm++2m-sde 20, bf16", "dpm++2m-sde", "20", "bf16", {}),
     ("dpm++2m-sde 20, bf16, guided where t/T <= 0.7", "dpm++2m-sde", "20", "bf16", {"guidance_interval": (0.0, 0.7)}),
     ("dpm++2m-sde 15, bf16, guided where t/T <= 0.7", "dpm++2m-sde", "15", "bf16", {"guidance_interval": (0.0, 0.7)}),
+    ("dpm++2m-sde 20, bf16, time spacing", "dpm++2m-sde", "20", "bf16", {"spacing": "time"}),
+    ("dpm++2m-sde 15, bf16, time spacing, guided where t/T <= 0.7", "dpm++2m-sde", "15", "bf16",
+     {"spacing": "time", "guidance_interval": (0.0, 0.7)}),
     ("dpm++2m 20, fp32", "dpm++2m", "20", "fp32", {}),
     ("unipc 10, bf16", "unipc", "10", "bf16", {}),
 ]
@@ -79,8 +82,8 @@ def main() -> None:
     ]
     for label, sampler, steps, _precision, extra in RECIPES:
         t = statistics.median(times[label])
-        interval = {"guidance_interval": list(extra["guidance_interval"])} if "guidance_interval" in extra else {}
-        cell = quality.get(config_key({"sampler": sampler, "steps": steps, "scale": 1.0, **interval}))
+        options = {**extra, **({"guidance_interval": list(extra["guidance_interval"])} if "guidance_interval" in extra else {})}
+        cell = quality.get(config_key({"sampler": sampler, "steps": steps, "scale": 1.0, **options}))
         here = f"{scores[label].digits_fd:.1f} / {scores[label].accuracy:.3f}"
         cached = f"{cell['digits_fd']:.1f} / {cell['accuracy']:.3f}" if cell else "–"
         lines.append(f"| {label} | {steps} | {t:.4f} | {base / t:.1f}x | {here} | {cached} |")

@@ -124,23 +124,35 @@ def target_configs() -> list[dict]:
     return configs + [GUIDED_ODE_REFERENCE] + like_reference
 
 
-SEED_RECIPES = [("ddpm", "250", 2), ("ddpm", "25", 4), ("ddpm", "10", 4), ("dpm++2m-sde", "10", 4),
+SEED_RECIPES = [("ddpm", "250", 4), ("ddpm", "25", 4), ("ddpm", "10", 4), ("dpm++2m-sde", "10", 4),
                 ("dpm++2m-sde", "20", 4), ("dpm++2m-sde", "25", 4), ("dpm++2m", "20", 4),
-                ("unipc", "20", 4)]  # (sampler, steps, how many seeds): DDPM 250 costs 10x the others
-INTERVAL_SEED_RECIPES = [("dpm++2m-sde", "20", 4), ("dpm++2m-sde", "15", 4)]  # guided where t/T <= 0.7
+                ("unipc", "20", 4)]  # (sampler, steps, how many seeds)
 FAST_INTERVAL = [0.0, 0.7]
+# The same seeds with other options (guided only where t/T <= 0.7; a time-uniform grid): (sampler, steps, seeds, options)
+VARIANT_SEED_RECIPES = [("dpm++2m-sde", "20", 4, {"guidance_interval": FAST_INTERVAL}),
+                        ("dpm++2m-sde", "15", 4, {"guidance_interval": FAST_INTERVAL}),
+                        ("dpm++2m-sde", "20", 4, {"spacing": "time"}),
+                        ("dpm++2m-sde", "25", 4, {"spacing": "time"}),
+                        ("dpm++2m-sde", "20", 4, {"spacing": "time", "guidance_interval": FAST_INTERVAL}),
+                        ("dpm++2m-sde", "15", 4, {"spacing": "time", "guidance_interval": FAST_INTERVAL})]
 
 
 def _seeded(config: dict, seed: int) -> dict:
     return {**config, **({"seed": seed} if seed > 1 else {})}
 
 
+def _seed_recipes() -> list[tuple[str, str, int, dict]]:
+    return [(s, n, seeds, {}) for s, n, seeds in SEED_RECIPES] + VARIANT_SEED_RECIPES
+
+
+def _scales(options: dict) -> tuple[float, ...]:
+    return (1.0,) if "guidance_interval" in options else (1.0, 0.0)  # an interval means nothing unguided
+
+
 def seed_configs() -> list[dict]:
     """The targets again under other seeds: FD at 300 samples moves by ~10% from seed to seed."""
-    plain = [_seeded({"sampler": s, "steps": n, "scale": scale}, seed)
-             for s, n, seeds in SEED_RECIPES for scale in (1.0, 0.0) for seed in range(1, seeds + 1)]
-    return plain + [_seeded({"sampler": s, "steps": n, "scale": 1.0, "guidance_interval": FAST_INTERVAL}, seed)
-                    for s, n, seeds in INTERVAL_SEED_RECIPES for seed in range(1, seeds + 1)]
+    return [_seeded({"sampler": s, "steps": n, "scale": scale, **options}, seed)
+            for s, n, seeds, options in _seed_recipes() for scale in _scales(options) for seed in range(1, seeds + 1)]
 
 
 def seed_table(records: dict[str, dict]) -> str:
@@ -148,27 +160,24 @@ def seed_table(records: dict[str, dict]) -> str:
 
     rows = ["| sampler | NFE | seeds | guided digits-FD (mean ± sd) | vs DDPM 250 | unguided digits-FD | vs DDPM 250 |",
             "|---|---|---|---|---|---|---|"]
-    means = {}
-    recipes = [(s, n, seeds, None) for s, n, seeds in SEED_RECIPES]
-    recipes += [(s, n, seeds, FAST_INTERVAL) for s, n, seeds in INTERVAL_SEED_RECIPES]
-    for sampler, n, seeds, interval in recipes:
+    refs = {}
+    for sampler, n, seeds, options in _seed_recipes():
         cells = []
         for scale in (1.0, 0.0):
-            if interval and not scale:  # an interval means nothing unguided
-                cells += ["–", "–"]
-                continue
-            config = {"sampler": sampler, "steps": n, "scale": scale, **({"guidance_interval": interval} if interval else {})}
+            config = {"sampler": sampler, "steps": n, "scale": scale, **options}
             fds = [r["digits_fd"] for seed in range(1, seeds + 1) if (r := records.get(config_key(_seeded(config, seed))))]
-            if not fds:
+            if scale not in _scales(options) or not fds:
                 cells += ["–", "–"]
                 continue
             mean = statistics.mean(fds)
-            if not interval:
-                means[(sampler, n, scale)] = mean
+            if (sampler, n, options) == ("ddpm", "250", {}):  # the first recipe
+                refs[scale] = mean
             sd = statistics.stdev(fds) if len(fds) > 1 else 0.0
-            ref = means.get(("ddpm", "250", scale))  # the first recipe
+            ref = refs.get(scale)
             cells += [f"{mean:.1f} ± {sd:.1f} (n={len(fds)})", f"{mean / ref:.3f}x" if ref else "–"]
-        name = f"`{sampler}`" + (f", guided where t/T ≤ {interval[1]:g}" if interval else "")
+        extras = ([f"`--spacing {options['spacing']}`"] if "spacing" in options else []) + (
+            [f"guided where t/T ≤ {options['guidance_interval'][1]:g}"] if "guidance_interval" in options else [])
+        name = ", ".join([f"`{sampler}`", *extras])
         rows.append(f"| {name} | {n} | {seeds} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
