@@ -69,9 +69,10 @@ def optimize_for_inference(
     parts = trunk(module)
     if dtype is not None and dtype not in REDUCED_DTYPES + (torch.float32,):
         raise ValueError(f"dtype must be one of torch.float32, {REDUCED_DTYPES}, got {dtype}")
+    on_cpu = next(module.parameters()).device.type == "cpu"
     if channels_last is None:
         first = next(m for m in module.modules() if isinstance(m, nn.Conv2d))
-        channels_last = next(module.parameters()).device.type == "cpu" and first.out_channels >= WIDE_CHANNELS
+        channels_last = on_cpu and first.out_channels >= WIDE_CHANNELS
     for norm in module.modules():
         if isinstance(norm, GroupNorm32):
             norm.upcast = False
@@ -81,7 +82,7 @@ def optimize_for_inference(
                 if isinstance(conv, (nn.Conv1d, nn.Conv2d)):
                     conv.to(dtype)
     if winograd is None:
-        winograd = dtype is torch.bfloat16 and next(module.parameters()).device.type == "cpu"
+        winograd = dtype is torch.bfloat16 and on_cpu
     if winograd:
         for part in parts:
             for parent in list(part.modules()):
