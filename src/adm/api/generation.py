@@ -19,12 +19,11 @@ import numpy as np
 
 from adm.api.options import RunOptions, SamplingOptions, gather, refuse_leftovers
 from adm.api.setup import given_or, resolve
-from adm.api.sources import ModelSource, identity
+from adm.api.sources import ModelSource, content_fingerprint, identity
 from adm.core.distributed import Dist
 from adm.core.errors import UsageError
 from adm.core.progress import ProgressFn
 from adm.data.images import npz_labels, open_images
-from adm.hub.fingerprint import weights_fingerprint
 from adm.presets import Registry, default_registry
 from adm.sampling.batches import SampleProducer, UpsampleProducer
 from adm.sampling.job import JobResult, SampleJob, grid_path, run_sample_job, sample_in_memory
@@ -174,8 +173,7 @@ def upsample(
     job = SampleJob(
         out=run.out, num_samples=total, batch_size=setup.batch_size(run.batch_size), overwrite=run.overwrite,
         seed=run.seed, plan=setup.plan, grid_size=run.grid, notes=setup.notes(),
-        identity={**identity(setup.loaded), "base": weights_fingerprint(base_samples) if Path(base_samples).is_file()
-                  else str(base_samples), "base_count": base.count},
+        identity={**identity(setup.loaded), "base": content_fingerprint(base_samples), "base_count": base.count},
     )
     producer = UpsampleProducer(setup.networks(), setup.plan, run.seed, base, labels, total)
     return run_job(job, producer, dist, on_progress)

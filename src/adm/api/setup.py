@@ -8,11 +8,11 @@ of the run then reuses ``Setup``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from adm.api.models import LoadedModel
 from adm.api.options import SamplingOptions
-from adm.api.sources import ModelSource, Weights, load_networks, preflight, resolve_weights
+from adm.api.sources import ModelSource, load_networks, preflight, resolve_weights
 from adm.core.distributed import Dist, pick_device
 from adm.core.errors import UsageError
 from adm.core.progress import ProgressFn, report
@@ -21,7 +21,7 @@ from adm.sampling.batches import Networks
 from adm.sampling.precision import default_precision, prepare
 from adm.sampling.registry import SamplerSpec, get_sampler
 from adm.sampling.settings import SamplerSettings, SamplingPlan
-from adm.spec.flags import ModelFlags, SuperResFlags, parse_model_flags
+from adm.spec.flags import ModelFlags, SuperResFlags
 
 DEFAULT_SOLVER_STEPS = "20"  # network evaluations for a solver when nothing else says
 
@@ -115,7 +115,7 @@ def _check_kind(preset: Preset | None, flags, upsampler: bool, registry: Registr
         raise UsageError("the model flags do not describe an upsampler (they need --large_size and --small_size)")
     if not upsampler and isinstance(flags, SuperResFlags):
         raise UsageError("these model flags describe an upsampler (--large_size/--small_size)",
-                         "upsample low-resolution images with `adm upsample --model-flags ... --base-samples ...`")
+                         "upsample low-resolution images with `adm upsample` and the same model options, plus --base-samples")
 
 
 def resolve(
@@ -129,21 +129,22 @@ def resolve(
     """
     source.check()
     preset = registry.preset(source.preset) if source.preset else None
+    weights = resolve_weights(source, preset)
     scale = choice.scale
     if scale is None:
-        scale = preset.classifier_scale if preset else (1.0 if source.classifier_flags else 0.0)
+        scale = preset.classifier_scale if preset and preset.classifier_flags else (1.0 if weights.classifier_flags else 0.0)
     guided = scale > 0
-    if guided and source.classifier_flags is None and (preset is None or preset.classifier_flags is None):
-        raise UsageError("a guidance scale > 0 needs a classifier", "pass classifier flags and checkpoint, or use scale 0")
+    if guided and weights.classifier_flags is None:
+        raise UsageError("a guidance scale > 0 needs a classifier",
+                         "pass --classifier-run-dir, or classifier flags and checkpoint, or use scale 0")
     sampler = get_sampler(choice.sampler or (preset.sampling.sampler if preset else "ddpm"))
-    weights = resolve_weights(source)
-    flags = weights.model_flags or (parse_model_flags(source.model_flags) if source.model_flags is not None else preset.model_flags)
+    flags = weights.model_flags
     _check_kind(preset, flags, upsampler, registry)
     extra = tuple(cascade_upsampler(cascade, registry, flags).artifacts) if cascade is not None else ()
-    preflight(replace(source, model_path=weights.model_path), preset, guided, download, registry, extra)
+    preflight(weights, preset, guided, download, registry, extra)
     device = device if device is not None else (dist.device if dist else pick_device())
-    loaded = load_networks(source, Weights(flags, weights.model_path), preset, with_classifier=guided, device=device,
-                           download=download, registry=registry, on_progress=on_progress)
+    loaded = load_networks(weights, preset, with_classifier=guided, device=device, download=download,
+                           registry=registry, on_progress=on_progress)
     steps, rule = choose_steps(loaded, preset, sampler, choice.steps)
     defaults = preset.sampling if preset else None
     settings = SamplerSettings.make(

@@ -1,6 +1,7 @@
 """Where the networks of a run come from, checked before anything is built, and what identifies them.
 
-A ``ModelSource`` is a preset, flags + a checkpoint, or a training run directory. ``preflight``
+A ``ModelSource`` is a preset, flags + a checkpoint, or a training run directory (for the
+classifier too). ``resolve_weights`` decides each network's flags and file once; ``preflight``
 names every missing file at once; ``load_networks`` builds and loads them; ``identity`` is the
 content fingerprint of the weights that goes into a run's key (a changed checkpoint is another
 run, never silently mixed into the shards of the old one).
@@ -8,16 +9,24 @@ run, never silently mixed into the shards of the old one).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from adm.api.models import LoadedModel, load_model
 from adm.core.errors import MissingFileError, UsageError
 from adm.core.progress import ProgressFn
 from adm.hub.fingerprint import weights_fingerprint
 from adm.presets import Preset, Registry
-from adm.spec.flags import ModelFlags, SuperResFlags
+from adm.spec.flags import (
+    ClassifierFlags,
+    DiffusionFlags,
+    ModelFlags,
+    SuperResFlags,
+    parse_flags,
+    parse_model_flags,
+)
 
 
 @dataclass(frozen=True)
@@ -25,7 +34,10 @@ class ModelSource:
     """Where the networks come from: a preset, flags + checkpoint, or a training run directory.
 
     For a run directory, ``weights`` picks its newest checkpoint's EMA (the slowest rate, or
-    ``ema_rate``) or its raw model weights.
+    ``ema_rate``) or its raw model weights. A checkpoint given without flags (``model_path``,
+    ``classifier_path``) takes the flags its run dir's ``config.json`` records. The guiding
+    classifier is flags + checkpoint, a run dir of ``adm train-classifier``
+    (``classifier_run_dir``: its newest checkpoint), or the preset's.
     """
 
     preset: str | None = None
@@ -36,15 +48,17 @@ class ModelSource:
     classifier_path: Path | None = None
     weights: Literal["ema", "model"] = "ema"
     ema_rate: float | None = None
+    classifier_run_dir: Path | None = None
 
     def check(self) -> None:
-        if sum(x is not None for x in (self.preset, self.model_flags, self.run_dir)) != 1:
+        named = sum(x is not None for x in (self.preset, self.model_flags, self.run_dir))
+        if named > 1 or (named == 0 and self.model_path is None):
             raise UsageError("give exactly one of a preset, model flags or a run directory")
         if self.model_flags is not None and self.model_path is None:
             raise UsageError("model flags need a model checkpoint (--model-path)")
-        if self.preset is None and self.classifier_path is not None and self.classifier_flags is None:
-            raise UsageError("--classifier-path needs --classifier-flags for a model that is not a preset",
-                             "pass the classifier's flags in the original syntax")
+        if self.classifier_run_dir is not None and (self.classifier_flags is not None or self.classifier_path is not None):
+            raise UsageError("--classifier-run-dir gives the classifier's flags and checkpoint",
+                             "drop --classifier-flags / --classifier-path, or pass those instead of the run dir")
         if self.weights not in ("ema", "model"):
             raise UsageError(f"--weights must be ema or model, got {self.weights!r}")
         if self.run_dir is None and (self.weights != "ema" or self.ema_rate is not None):
@@ -53,51 +67,134 @@ class ModelSource:
 
 @dataclass(frozen=True)
 class Weights:
-    """The network flags and weights file resolved from a source, before anything is loaded."""
+    """Each network's flags and weights file, decided from a source before anything is loaded.
 
-    model_flags: ModelFlags | SuperResFlags | None
+    ``None`` files are the preset's downloads; ``classifier_flags`` is None when there is no
+    classifier.
+    """
+
+    model_flags: ModelFlags | SuperResFlags
     model_path: Path | None
+    classifier_flags: ClassifierFlags | None = None
+    classifier_path: Path | None = None
     warnings: tuple[str, ...] = ()
 
 
-def resolve_weights(source: ModelSource) -> Weights:
-    """The flags and weights file of a source (a run dir's newest checkpoint), with its warnings."""
+def resolve_weights(source: ModelSource, preset: Preset | None = None) -> Weights:
+    """The flags and weights file of each network (a run dir's newest checkpoint), with warnings.
+
+    Flags come from, first to last: the flags given, the run dir, the preset, the ``config.json``
+    of the run dir a checkpoint sits in.
+    """
+    model_flags, model_path, warnings = _model_weights(source, preset)
+    classifier_flags, classifier_path, noise = _classifier_weights(source, preset)
+    if noise is not None and classifier_flags is not None:
+        warnings += _noise_mismatch(noise, model_flags, classifier_path)
+    return Weights(model_flags, model_path, classifier_flags, classifier_path, tuple(warnings))
+
+
+def _model_weights(source: ModelSource, preset: Preset | None) -> tuple[ModelFlags | SuperResFlags, Path | None, list[str]]:
+    if source.model_flags is not None:
+        return parse_model_flags(source.model_flags), source.model_path, []
+    if preset is not None:
+        return preset.model_flags, source.model_path, []
     if source.run_dir is None:
-        return Weights(None, source.model_path)
-    from adm.training.checkpoint import read_records
+        return _recorded(source.model_path, "diffusion")[0], source.model_path, []
     from adm.training.rundir import latest_weights, read_run_config
 
     if read_run_config(source.run_dir)["kind"] != "diffusion":
         raise UsageError(
             f"{source.run_dir} is a classifier run (adm train-classifier), not a diffusion model",
-            "sample a diffusion run; guide it with this classifier via --classifier-flags and --classifier-path",
+            "sample a diffusion run; guide it with this classifier via --classifier-run-dir",
         )
     flags, weights = latest_weights(source.run_dir, source.weights, rate=source.ema_rate)
+    return flags, source.model_path or weights, _ema_warnings(source)
+
+
+def _ema_warnings(source: ModelSource) -> list[str]:
+    """Right after a short run, the slow EMA is still mostly the initial weights: say how to choose."""
+    from adm.training.checkpoint import read_records
+
     records = read_records(source.run_dir)
-    warnings = []
-    if source.weights == "ema" and records and records[-1].emas:
-        rates = sorted(float(r) for r in records[-1].emas)
-        rate, step = (source.ema_rate or rates[-1]), records[-1].step
-        if rate**step > 0.5:
-            warnings.append(
-                f"the EMA of rate {rate:g} at step {step} still weighs the initial weights by {rate**step:.1%}; "
-                f"sample the raw weights with --weights model, or a faster EMA with --ema-rate (this run has: "
-                f"{', '.join(f'{r:g}' for r in rates)})"
-            )
-    return Weights(flags, source.model_path or weights, tuple(warnings))
+    if source.weights != "ema" or not records or not records[-1].emas:
+        return []
+    rates = sorted(float(r) for r in records[-1].emas)
+    rate, step = (source.ema_rate or rates[-1]), records[-1].step
+    if rate**step <= 0.5:
+        return []
+    return [
+        f"the EMA of rate {rate:g} at step {step} still weighs the initial weights by {rate**step:.1%}; "
+        f"sample the raw weights with --weights model, or a faster EMA with --ema-rate (this run has: "
+        f"{', '.join(f'{r:g}' for r in rates)})"
+    ]
 
 
-def preflight(source: ModelSource, preset: Preset | None, guided: bool, download: bool, registry: Registry,
+def _classifier_weights(source: ModelSource, preset: Preset | None) -> tuple[ClassifierFlags | None, Path | None, dict | None]:
+    """(flags, file, the noising process it was trained on when a run dir records it)."""
+    if source.classifier_flags is not None:
+        return parse_flags(ClassifierFlags, source.classifier_flags), source.classifier_path, None
+    if source.classifier_run_dir is not None:
+        from adm.training.rundir import latest_weights, read_run_config
+
+        doc = read_run_config(source.classifier_run_dir)
+        if doc["kind"] != "classifier":
+            raise UsageError(f"{source.classifier_run_dir} is a diffusion run, not a classifier (adm train-classifier)",
+                             "sample it with --run-dir; guide with a run of adm train-classifier")
+        flags, path = latest_weights(source.classifier_run_dir)
+        return flags, path, doc.get("diffusion_flags")
+    if preset is not None and preset.classifier_flags is not None:
+        return preset.classifier_flags, source.classifier_path, None
+    if source.classifier_path is None:
+        return None, None, None
+    flags, noise = _recorded(source.classifier_path, "classifier")
+    return flags, source.classifier_path, noise
+
+
+_OPTIONS = {"diffusion": ("--model-path", "--model-flags"), "classifier": ("--classifier-path", "--classifier-flags")}
+
+
+def _recorded(checkpoint: Path, kind: str) -> tuple[Any, dict | None]:
+    """(flags, the noising process a classifier was trained on) that the ``config.json`` of the run
+    dir a checkpoint given without flags sits in records."""
+    from adm.training.rundir import CONFIG, read_run_config, run_flags
+
+    path_option, flags_option = _OPTIONS[kind]
+    folder = Path(checkpoint).parent
+    if not (folder / CONFIG).is_file():
+        raise UsageError(f"{path_option} needs {flags_option} for a checkpoint outside a run dir (no {folder / CONFIG})",
+                         f"pass {flags_option} in the original syntax, or a checkpoint of an adm run dir")
+    doc = read_run_config(folder)
+    if doc["kind"] != kind:
+        raise UsageError(f"{checkpoint} is a checkpoint of a {doc['kind']} run ({folder / CONFIG}), not of a {kind} run",
+                         f"pass {flags_option} for it, or a checkpoint of the right kind")
+    return run_flags(doc), doc.get("diffusion_flags")
+
+
+def _noise_mismatch(noise: dict, model: ModelFlags | SuperResFlags, classifier_path: Path | None) -> list[str]:
+    """A classifier trained on another noising process reads the model's timesteps as other noise levels."""
+    trained = parse_flags(DiffusionFlags, noise)
+    mine = (model.noise_schedule, model.diffusion_steps, model.rescale_timesteps)
+    theirs = (trained.noise_schedule, trained.diffusion_steps, trained.rescale_timesteps)
+    if mine == theirs:
+        return []
+    return [
+        f"the classifier {classifier_path} was trained on the {theirs[0]} schedule of {theirs[1]} steps"
+        f"{' (rescaled timesteps)' if theirs[2] else ''}, the model uses the {mine[0]} schedule of {mine[1]}"
+        f"{' (rescaled timesteps)' if mine[2] else ''}: guidance will read the noise levels wrong"
+    ]
+
+
+def preflight(weights: Weights, preset: Preset | None, guided: bool, download: bool, registry: Registry,
               extra: tuple[str, ...] = ()) -> None:
     """Name every missing input file in one message, before any network is built."""
     from adm.hub.download import ensure_artifact
 
-    missing = [str(p) for p in (source.model_path, source.classifier_path if guided else None) if p and not Path(p).is_file()]
+    missing = [str(p) for p in (weights.model_path, weights.classifier_path if guided else None) if p and not Path(p).is_file()]
     artifacts = []
     if preset is not None:
-        if source.model_path is None and preset.checkpoint:
+        if weights.model_path is None and preset.checkpoint:
             artifacts.append(preset.checkpoint)
-        if guided and source.classifier_path is None and preset.classifier_checkpoint:
+        if guided and weights.classifier_path is None and preset.classifier_checkpoint:
             artifacts.append(preset.classifier_checkpoint)
     artifacts += extra
     fetch = []
@@ -113,12 +210,12 @@ def preflight(source: ModelSource, preset: Preset | None, guided: bool, download
         raise MissingFileError("missing inputs: " + "; ".join(parts), hint)
 
 
-def load_networks(source: ModelSource, weights: Weights, preset: Preset | None, *, with_classifier: bool, device,
-                  download: bool, registry: Registry, on_progress: ProgressFn | None = None) -> LoadedModel:
+def load_networks(weights: Weights, preset: Preset | None, *, with_classifier: bool, device, download: bool,
+                  registry: Registry, on_progress: ProgressFn | None = None) -> LoadedModel:
     """The networks, ready to sample: the classifier frozen (guidance needs ∇_x only)."""
     loaded = load_model(
-        preset, model_flags=weights.model_flags or source.model_flags, checkpoint=weights.model_path,
-        classifier_flags=source.classifier_flags, classifier_checkpoint=source.classifier_path,
+        preset, model_flags=weights.model_flags, checkpoint=weights.model_path,
+        classifier_flags=weights.classifier_flags, classifier_checkpoint=weights.classifier_path,
         with_classifier=with_classifier, device=device, download=download, registry=registry,
         on_progress=on_progress,
     )
@@ -138,11 +235,21 @@ def identity(loaded: LoadedModel) -> dict:
     return found
 
 
-def content_fingerprint(path: str | Path) -> dict | list:
-    """The content of an input file or folder (for the key: another input is another run)."""
-    path = Path(path)
-    if path.is_dir():
-        from adm.data.images import list_images
+def content_fingerprint(path: str | Path) -> dict:
+    """The content of an input file or folder (for the key: another input is another run).
 
-        return [weights_fingerprint(p) for p in list_images(path)]
-    return weights_fingerprint(path)
+    A folder is one digest over its images' fingerprints in listing order: changing, adding or
+    removing an image changes it, moving or renaming the folder does not (as for weights), and
+    the key stays one short entry however many images the folder holds.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return weights_fingerprint(path)
+    from adm.data.images import list_images
+
+    digest = hashlib.sha256()
+    files = list_images(path)
+    for image in files:
+        found = weights_fingerprint(image)
+        digest.update(f"{found['size']} {found.get('sha256') or found.get('sha256-sampled')}\n".encode())
+    return {"file": f"{path.name}/", "images": len(files), "sha256": digest.hexdigest()}

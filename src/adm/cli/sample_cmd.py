@@ -32,8 +32,13 @@ PRESET = typer.Option(None, "--preset", "-p", help="Named preset (`adm presets` 
 MODEL_FLAGS = typer.Option(None, "--model-flags", help='Model flags in the original syntax, e.g. "--image_size 64 ..." (instead of --preset).')
 MODEL_PATH = typer.Option(None, "--model-path", help="Model checkpoint (.pt/.safetensors); default: the preset's download.")
 CLASSIFIER_FLAGS = typer.Option(None, "--classifier-flags", help="Classifier flags in the original syntax.")
-CLASSIFIER_PATH = typer.Option(None, "--classifier-path", help="Classifier checkpoint; default: the preset's download.")
+CLASSIFIER_PATH = typer.Option(None, "--classifier-path", help="Classifier checkpoint; default: the preset's download. "
+                               "Inside a run dir of `adm train-classifier`, its flags are read from there.")
+CLASSIFIER_RUN_DIR = typer.Option(None, "--classifier-run-dir", help="A classifier's training run directory "
+                                  "(`adm train-classifier`): its flags and newest checkpoint guide the sampling.")
 RUN_DIR = typer.Option(None, "--run-dir", help="A training run directory (`adm train`): its flags and newest checkpoint.")
+WEIGHTS = typer.Option("ema", "--weights", help="With --run-dir: ema (the newest checkpoint's slowest EMA) or model (the raw weights).")
+EMA_RATE = typer.Option(None, "--ema-rate", help="With --run-dir: the EMA of this rate (e.g. 0.999).", show_default=False)
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar or summary.")
 
 
@@ -135,14 +140,16 @@ def sample(
     classifier_path: Path | None = CLASSIFIER_PATH,
     model_flags: str | None = MODEL_FLAGS,
     classifier_flags: str | None = CLASSIFIER_FLAGS,
+    classifier_run_dir: Path | None = CLASSIFIER_RUN_DIR,
     run_dir: Path | None = RUN_DIR,
-    weights: str = typer.Option("ema", "--weights", help="With --run-dir: ema (the newest checkpoint's slowest EMA) or model (the raw weights)."),
-    ema_rate: float | None = typer.Option(None, "--ema-rate", help="With --run-dir: the EMA of this rate (e.g. 0.999).", show_default=False),
+    weights: str = WEIGHTS,
+    ema_rate: float | None = EMA_RATE,
     upsample: str | None = typer.Option(None, "--upsample", help="Then upsample the samples with this preset (cascade), e.g. upsample-64-256."),
     quiet: bool = QUIET,
 ) -> None:
     """Sample images from a preset or your own model, with classifier guidance."""
-    source = ModelSource(preset, model_flags, model_path, run_dir, classifier_flags, classifier_path, weights, ema_rate)
+    source = ModelSource(preset, model_flags, model_path, run_dir, classifier_flags, classifier_path, weights, ema_rate,
+                         classifier_run_dir)
     render(sample_images, run, Path(f"{preset or 'model'}_samples.npz"), quiet, source=source, classes=classes,
            then_upsample=upsample, **sampling)
 
@@ -157,8 +164,13 @@ def upsample(
     base_samples: Path = typer.Option(..., "--base-samples", help="Low-resolution images: an .npz (arr_0, arr_1 labels) or a folder of PNGs."),
     model_path: Path | None = MODEL_PATH,
     model_flags: str | None = MODEL_FLAGS,
+    run_dir: Path | None = typer.Option(None, "--run-dir", help="An upsampler's training run directory (`adm train`): "
+                                        "its flags and newest checkpoint."),
+    weights: str = WEIGHTS,
+    ema_rate: float | None = EMA_RATE,
     quiet: bool = QUIET,
 ) -> None:
-    """Upsample low-resolution samples with an upsampler preset (ADM-U), conditioned on their labels."""
+    """Upsample low-resolution samples with an upsampler (a preset, flags + checkpoint, or a run dir), conditioned on their labels."""
+    source = ModelSource(preset, model_flags, model_path, run_dir, weights=weights, ema_rate=ema_rate)
     render(upsample_images, run, base_samples.with_name(base_samples.stem + "-up.npz"), quiet,
-           source=ModelSource(preset, model_flags, model_path), base_samples=base_samples, **sampling)
+           source=source, base_samples=base_samples, **sampling)

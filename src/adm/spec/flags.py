@@ -128,6 +128,15 @@ def str2bool(value: str) -> bool:
     raise UsageError(f"expected a boolean (True/False), got {value!r}")
 
 
+# Text flags whose empty value means "the default" (no respacing; multipliers from the size). A
+# flag string rebuilt from a config.json, or one whose "" a shell swallowed, gives them no value
+# at all: that is read as the empty value, as the original reads --timestep_respacing "".
+EMPTY_VALUED = frozenset(
+    name for cls in (ModelFlags, SuperResFlags, ClassifierFlags)
+    for name, field in cls.model_fields.items() if field.annotation is str and field.default == ""
+)
+
+
 def split_flag_string(text: str) -> dict[str, str]:
     """``"--a 1 --b=2"`` → ``{"a": "1", "b": "2"}`` in the original's argparse syntax."""
     tokens = shlex.split(text)
@@ -144,6 +153,9 @@ def split_flag_string(text: str) -> dict[str, str]:
         elif i + 1 < len(tokens) and not tokens[i + 1].startswith("--"):
             value = tokens[i + 1]
             i += 2
+        elif name.replace("-", "_") in EMPTY_VALUED:
+            value = ""
+            i += 1
         else:
             if name.replace("-", "_") in SCRIPT_FLAGS:
                 raise _script_flag_error(name.replace("-", "_"), None, "a model or classifier")
