@@ -26,7 +26,7 @@ ALLOWED = {  # layer -> the layers it may import (docs/architecture.md has the s
     "evaluation": {"core", "data", "hub"},
     "training": {"core", "models", "diffusion", "data", "spec", "presets", "hub", "_version"},
     "api": LIBRARY,
-    "compat": {"core", "models", "diffusion", "spec", "sampling"},
+    "compat": {"core", "models", "diffusion", "spec", "hub", "sampling"},
     "recipes": {"core", "data", "presets", "hub", "evaluation", "training", "api"},
     "cli": {"core", "api", "recipes", "_version"},
     "__init__": {"_version"},

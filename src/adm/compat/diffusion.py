@@ -6,6 +6,12 @@ guided-diffusion runs unchanged; every computation is delegated, none is re-impl
 As in the original's ``SpacedDiffusion``, models and ``cond_fn`` always receive the original
 (mapped, optionally rescaled) timesteps. Additions: ``step_noise=`` on the samplers replaces
 ``th.randn_like`` with recorded noise (one tensor for a step, ``[steps, *shape]`` for a loop).
+
+The ``*_progressive`` loops are the original's to the letter where research code depends on it:
+each step calls ``self.p_sample`` / ``self.ddim_sample``, the dict is yielded inside the step's
+``torch.no_grad`` block, and the next step starts from ``out["sample"]`` as it is *after* the
+caller's loop body ran, so reassigning it (ILVR's low-pass correction, blended diffusion's masked
+background) steers the chain without forking the loop.
 """
 
 from __future__ import annotations
@@ -91,7 +97,32 @@ class GaussianDiffusion:
 
     def _denoiser(self, model, clip_denoised=True, denoised_fn=None, model_kwargs=None):
         kwargs = model_kwargs or {}
+        model = self._unwrapped(model)
         return ChainDenoiser(model, self.process, self.param, kwargs, clip_denoised, denoised_fn)
+
+    def _scale_timesteps(self, t):
+        """What the original hands the model for chain indices ``t`` (before any ``_wrap_model``):
+        ``t`` itself, or ``t * 1000 / num_timesteps`` as float when ``rescale_timesteps``."""
+        if self.rescale_timesteps:
+            return t.float() * (1000.0 / self.num_timesteps)
+        return t
+
+    def _unwrapped(self, fn):
+        """``fn`` without a ``_wrap_model`` wrapper of this diffusion's mapping.
+
+        adm maps timesteps itself (``GaussianProcess.model_timesteps``), so a model a fork wrapped
+        with ``diffusion._wrap_model`` and passed back in must not be mapped twice; the original
+        skips re-wrapping it for the same reason.
+        """
+        if not isinstance(fn, _WrappedModel):
+            return fn
+        ours = (self.timestep_map, bool(self.rescale_timesteps), self.original_num_steps)
+        if (list(fn.timestep_map), bool(fn.rescale_timesteps), fn.original_num_steps) != ours:
+            raise UsageError(
+                "this model was wrapped by another diffusion's _wrap_model (its timestep map differs)",
+                hint="pass the unwrapped model (wrapped.model)",
+            )
+        return fn.model
 
     # --- forward process and closed forms ---
 
@@ -121,11 +152,11 @@ class GaussianDiffusion:
     # --- guidance ---
 
     def condition_mean(self, cond_fn, p_mean_var, x, t, model_kwargs=None):
-        grad = guidance.guidance_gradient(self.process, cond_fn, x, t, model_kwargs)
+        grad = guidance.guidance_gradient(self.process, self._unwrapped(cond_fn), x, t, model_kwargs)
         return guidance.condition_mean(_prediction(p_mean_var), grad).mean
 
     def condition_score(self, cond_fn, p_mean_var, x, t, model_kwargs=None):
-        grad = guidance.guidance_gradient(self.process, cond_fn, x, t, model_kwargs)
+        grad = guidance.guidance_gradient(self.process, self._unwrapped(cond_fn), x, t, model_kwargs)
         guided = guidance.condition_score(self.process, _prediction(p_mean_var), x, t, grad)
         return {**p_mean_var, "pred_xstart": guided.pred_xstart, "mean": guided.mean}
 
@@ -137,7 +168,7 @@ class GaussianDiffusion:
     ):
         out = chain.ddpm_step(
             self._denoiser(model, clip_denoised, denoised_fn, model_kwargs), x, t,
-            noise=_step_source(step_noise), cond_fn=cond_fn,
+            noise=_step_source(step_noise), cond_fn=self._unwrapped(cond_fn),
         )
         return out._asdict()
 
@@ -147,7 +178,7 @@ class GaussianDiffusion:
     ):
         out = chain.ddim_step(
             self._denoiser(model, clip_denoised, denoised_fn, model_kwargs), x, t,
-            noise=_step_source(step_noise), cond_fn=cond_fn, eta=eta,
+            noise=_step_source(step_noise), cond_fn=self._unwrapped(cond_fn), eta=eta,
         )
         return out._asdict()
 
@@ -166,10 +197,11 @@ class GaussianDiffusion:
         self, model, shape, noise=None, clip_denoised=True, denoised_fn=None, cond_fn=None,
         model_kwargs=None, device=None, progress=False, step_noise=None,
     ) -> Iterator[dict]:
-        """Yields ``{"sample", "pred_xstart"}`` per step; ``progress`` is accepted and ignored."""
+        """Yields ``p_sample``'s dict per step; the next step starts from its ``"sample"`` as
+        the caller left it. ``progress`` is accepted and ignored."""
         return self._loop(
-            chain.ddpm_step, model, shape, noise, clip_denoised, denoised_fn, model_kwargs,
-            device, step_noise, cond_fn=cond_fn,
+            self.p_sample, model, shape, noise, device, step_noise, clip_denoised=clip_denoised,
+            denoised_fn=denoised_fn, cond_fn=cond_fn, model_kwargs=model_kwargs,
         )
 
     def ddim_sample_loop(self, model, shape, **kwargs):
@@ -179,33 +211,44 @@ class GaussianDiffusion:
         self, model, shape, noise=None, clip_denoised=True, denoised_fn=None, cond_fn=None,
         model_kwargs=None, device=None, progress=False, eta=0.0, step_noise=None,
     ) -> Iterator[dict]:
-        """Yields ``{"sample", "pred_xstart"}`` per step; ``progress`` is accepted and ignored."""
+        """Yields ``ddim_sample``'s dict per step; the next step starts from its ``"sample"`` as
+        the caller left it. ``progress`` is accepted and ignored."""
         return self._loop(
-            chain.ddim_step, model, shape, noise, clip_denoised, denoised_fn, model_kwargs,
-            device, step_noise, cond_fn=cond_fn, eta=eta,
+            self.ddim_sample, model, shape, noise, device, step_noise, clip_denoised=clip_denoised,
+            denoised_fn=denoised_fn, cond_fn=cond_fn, model_kwargs=model_kwargs, eta=eta,
         )
 
-    def _loop(self, step, model, shape, noise, clip_denoised, denoised_fn, model_kwargs, device,
-              step_noise, **step_kwargs):
+    def _loop(self, sample_step, model, shape, noise, device, step_noise, **step_kwargs):
+        """The original's loop: chain indices T-1 .. 0, each step under ``torch.no_grad``.
+
+        The dict is yielded *inside* that block (the caller's loop body runs without autograd,
+        as in the original) and the loop continues from ``out["sample"]`` read after the yield,
+        so a caller that reassigns it changes the next step. ``step_noise[k]`` feeds step k.
+        """
         if not isinstance(shape, (tuple, list)):
             raise UsageError(f"shape must be a tuple or list, got {type(shape).__name__}")
         device = _device(model, noise, device)
-        x_T = noise if noise is not None else torch.randn(*shape, device=device)
-        source = ReplayNoise(step_noise) if step_noise is not None else torch.randn_like
-        denoiser = self._denoiser(model, clip_denoised, denoised_fn, model_kwargs)
-        for _, out in chain.iterate_steps(step, denoiser, x_T, noise=source, **step_kwargs):
-            yield out._asdict()
+        img = noise if noise is not None else torch.randn(*shape, device=device)
+        if step_noise is not None and len(step_noise) != self.num_timesteps:
+            raise UsageError(f"step_noise has {len(step_noise)} steps, the chain has {self.num_timesteps}")
+        for k, i in enumerate(reversed(range(self.num_timesteps))):
+            t = torch.tensor([i] * shape[0], device=device)
+            recorded = {} if step_noise is None else {"step_noise": step_noise[k]}
+            with torch.no_grad():
+                out = sample_step(model, img, t, **step_kwargs, **recorded)
+                yield out
+                img = out["sample"]
 
     # --- losses and likelihood ---
 
     def training_losses(self, model, x_start, t, model_kwargs=None, noise=None):
         return losses.training_losses(
-            self.process, self.param, self.loss_type, model, x_start, t, noise=noise,
+            self.process, self.param, self.loss_type, self._unwrapped(model), x_start, t, noise=noise,
             model_kwargs=model_kwargs,
         )
 
     def _vb_terms_bpd(self, model, x_start, x_t, t, clip_denoised=True, model_kwargs=None):
-        output = model(x_t, self.process.model_timesteps(t), **(model_kwargs or {}))
+        output = self._unwrapped(model)(x_t, self.process.model_timesteps(t), **(model_kwargs or {}))
         terms, pred = losses.vb_terms_bpd(
             self.process, self.param, output, x_start, x_t, t, clip_denoised=clip_denoised
         )
@@ -216,7 +259,7 @@ class GaussianDiffusion:
 
     def calc_bpd_loop(self, model, x_start, clip_denoised=True, model_kwargs=None):
         return losses.calc_bpd_loop(
-            self.process, self.param, model, x_start, clip_denoised=clip_denoised,
+            self.process, self.param, self._unwrapped(model), x_start, clip_denoised=clip_denoised,
             model_kwargs=model_kwargs,
         )
 
@@ -233,6 +276,38 @@ class SpacedDiffusion(GaussianDiffusion):
             GaussianProcess(new_betas, timestep_map, int(base_betas.shape[0]), rescale),
             kwargs["model_mean_type"], kwargs["model_var_type"], kwargs["loss_type"], rescale,
         )
+
+    def _wrap_model(self, model):
+        """``model`` as the original's ``_WrappedModel``: callable with chain indices (what forks
+        that call the network themselves rely on). The diffusion's own methods accept it too."""
+        if isinstance(model, _WrappedModel):
+            return model
+        return _WrappedModel(model, self.timestep_map, self.rescale_timesteps, self.original_num_steps)
+
+    def _scale_timesteps(self, t):
+        # As in the original: the wrapped model maps (and rescales) the timesteps, not this.
+        return t
+
+
+class _WrappedModel:
+    """A model called with chain indices of a respaced diffusion, seeing the original timesteps.
+
+    ``timestep_map[ts]``, as float ``* 1000 / original_num_steps`` when ``rescale_timesteps``:
+    the rule of ``GaussianProcess.model_timesteps``, kept here with the original's constructor
+    and attributes because forks build and inspect it.
+    """
+
+    def __init__(self, model, timestep_map, rescale_timesteps, original_num_steps):
+        self.model = model
+        self.timestep_map = timestep_map
+        self.rescale_timesteps = rescale_timesteps
+        self.original_num_steps = original_num_steps
+
+    def __call__(self, x, ts, **kwargs):
+        mapped = torch.tensor(self.timestep_map, device=ts.device, dtype=ts.dtype)[ts]
+        if self.rescale_timesteps:
+            mapped = mapped.float() * (1000.0 / self.original_num_steps)
+        return self.model(x, mapped, **kwargs)
 
 
 def create_gaussian_diffusion(

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import argparse
 
-from adm.compat.diffusion import create_gaussian_diffusion
+from adm.compat import gaussian_diffusion as gd  # the original's alias, which forks use
+from adm.compat.diffusion import SpacedDiffusion, create_gaussian_diffusion, space_timesteps
 from adm.compat.models import EncoderUNetModel, SuperResModel, UNetModel
 from adm.spec.factory import classifier_kwargs, unet_kwargs
 from adm.spec.flags import ClassifierFlags, ModelFlags, SuperResFlags, parse_flags, str2bool
@@ -152,9 +153,9 @@ def args_to_dict(args, keys) -> dict:
 
 
 __all__ = [
-    "NUM_CLASSES", "add_dict_to_argparser", "args_to_dict", "classifier_and_diffusion_defaults",
-    "classifier_defaults", "create_classifier", "create_classifier_and_diffusion",
-    "create_gaussian_diffusion", "create_model", "create_model_and_diffusion", "diffusion_defaults",
-    "model_and_diffusion_defaults", "sr_create_model", "sr_create_model_and_diffusion",
-    "sr_model_and_diffusion_defaults", "str2bool",
+    "NUM_CLASSES", "EncoderUNetModel", "SpacedDiffusion", "SuperResModel", "UNetModel", "add_dict_to_argparser",
+    "args_to_dict", "classifier_and_diffusion_defaults", "classifier_defaults", "create_classifier",
+    "create_classifier_and_diffusion", "create_gaussian_diffusion", "create_model", "create_model_and_diffusion",
+    "diffusion_defaults", "gd", "model_and_diffusion_defaults", "space_timesteps", "sr_create_model",
+    "sr_create_model_and_diffusion", "sr_model_and_diffusion_defaults", "str2bool",
 ]
