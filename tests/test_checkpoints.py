@@ -97,3 +97,40 @@ def test_cli_convert(tmp_path):
     result = CliRunner().invoke(app, ["convert", str(tmp_path / "evil.pt"), str(tmp_path / "e.safetensors")])
     assert result.exit_code == 2 and "refusing to load" in result.output
     assert not (tmp_path / "e.safetensors").exists()
+
+
+@pytest.mark.parametrize("content", [
+    b"hello",  # pickle opcodes by accident: the unpickler fails with KeyError: 101
+    b"\x80\x02]q\x00(K\x01K\x02e.",  # a pickled list: not even a mapping
+    bytes(range(256)) * 4,  # noise
+    b"",
+])
+def test_any_garbage_named_pt_is_one_checkpoint_error(tmp_path, content):
+    """Whatever a file named .pt holds, reading it fails as a CheckpointError naming it, never as
+    the unpickler's own KeyError/IndexError (issue 20, item 15); also when only its keys are read."""
+    from adm.hub.checkpoints import read_signature
+
+    path = tmp_path / "text.pt"
+    path.write_bytes(content)
+    for read in (load_state_dict, read_signature):
+        with pytest.raises(CheckpointError, match="text.pt"):
+            read(path)
+
+
+def test_garbage_named_safetensors_is_one_checkpoint_error(tmp_path):
+    from adm.hub.checkpoints import read_signature
+
+    path = tmp_path / "text.safetensors"
+    path.write_bytes(b"\xff" * 8 + b"{not json")
+    for read in (load_state_dict, read_signature):
+        with pytest.raises(CheckpointError, match="text.safetensors is not a readable safetensors file"):
+            read(path)
+
+
+def test_convert_of_a_text_file_is_one_line(tmp_path):
+    src = tmp_path / "text.pt"
+    src.write_text("hello")
+    result = CliRunner().invoke(app, ["convert", str(src), str(tmp_path / "o.safetensors")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.stderr.strip() == f"error: {src} is not a readable PyTorch checkpoint (corrupt or not a torch.save file)"
+    assert not (tmp_path / "o.safetensors").exists()

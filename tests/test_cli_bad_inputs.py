@@ -10,13 +10,17 @@ Adding a case is one line: ``Row("COMMAND ARGS", code, "part of the message")``.
 classifier (no released preset's network); ``{evil}`` a .pt with pickled code; ``{data}`` 16x16
 training images in 3 classes (npz); ``{unlabelled}`` the same without labels; ``{samples16}`` /
 ``{samples32}`` sample npz files; ``{file}`` a plain file (not a folder); ``{missing}`` a path
-that does not exist; ``{long}`` a file name longer than file systems allow. ``fault=`` names an
-environment failure from ``FAULTS`` to simulate while the row runs.
+that does not exist; ``{long}`` a file name longer than file systems allow; ``{text}`` five bytes
+of text named ``.pt``; ``{badlabels}`` digits-sized images labelled 0, 99, -1; ``{taken}`` a
+folder holding a user's ``notes.png`` and ``memo.json``. ``fault=`` names an environment failure
+from ``FAULTS`` to simulate while the row runs.
 """
 
 from __future__ import annotations
 
+import builtins
 import errno
+import io
 import os
 import shlex
 import subprocess
@@ -81,6 +85,7 @@ ROWS = [
     Row("convert {pt} {out}/{long}.pt", 1, "File name too long"),
     Row("convert {pt} {out}/x.safetensors", 1, "x.safetensors: No space left on device", fault="safetensors disk full"),
     Row("convert {pt} {out}/x.pt", 1, "x.pt: No space left on device", fault="disk full"),
+    Row("convert {text} {out}/x.safetensors", 2, "text.pt is not a readable PyTorch checkpoint"),
     # evaluate
     Row("evaluate", 2, "name the SAMPLES to evaluate"),
     Row("evaluate {missing}", 2, "missing.pt does not exist"),
@@ -106,6 +111,8 @@ ROWS = [
     Row("train --run-dir {out}/run --preset tiny-cond --model-flags '--num_classes 2' --data {data}", 2, "--data has 3 classes but the model has 2"),
     Row("train --run-dir {out}/run --model-flags '--image_size 16 --use_ddim True' --data {data}", 2, "use adm's --sampler ddim instead"),
     Row("train --run-dir {out}/{long} --preset tiny --data {data}", 1, "File name too long"),
+    Row("train --run-dir {out}/run --preset tiny --data {data} --lr inf", 2, "bad value for --lr: Input should be a finite number"),
+    Row("train --run-dir {out}/run --preset tiny --data {data} --model-flags '--dropout nan'", 2, "bad value for --dropout: Input should be a finite number"),
     # train-classifier
     Row("train-classifier --run-dir {out}/run --data {data}", 2, "no classifier given"),
     Row("train-classifier --run-dir {out}/run --preset tiny --data {unlabelled}", 2, "has no labels (arr_1)"),
@@ -119,6 +126,8 @@ ROWS = [
     Row("data digits {file}/d.npz", 2, "is a file, not a folder"),
     Row("data digits {out}/{long}.npz", 1, "File name too long"),
     Row("data digits {out}/d.npz", 1, "d.npz: No space left on device", fault="disk full"),
+    Row("data digits {out}/d.npz", 1, "d.npz: No space left on device", fault="write full"),
+    Row("data digits {samples16}", 2, "samples16.npz exists (pass --overwrite"),
     # recipe
     Row("recipe digits {file}", 2, "is a file, not a folder"),
     Row("recipe digits {out}/{long}", 1, "File name too long"),
@@ -151,10 +160,29 @@ ROWS = [
     Row("sample --model-flags '--large_size 32 --small_size 16 --num_channels 32 --channel_mult 1,2' --model-path {pt} --scale 0 --out {out}/s.npz", 2, "adm upsample"),
     Row("sample --preset digits --out {file}/s.npz", 2, "is a file, not a folder"),
     Row("sample --preset digits -n 2 --out {out}/s.npz", 1, "No space left on device", fault="disk full"),
+    Row("sample --preset digits -n 2 --out {out}/s.npz", 1, "s.npz.parts/run.json: No space left on device", fault="write full"),
+    # non-finite numbers, wherever they are given
+    Row("sample --preset digits --scale inf --out {out}/s.npz", 2, "bad value for --scale: Input should be a finite number, got inf"),
+    Row("sample --preset digits --scale nan --out {out}/s.npz", 2, "bad value for --scale: Input should be a finite number, got nan"),
+    Row("sample --preset digits --sampler ddim --eta nan --out {out}/s.npz", 2, "bad value for --eta: Input should be a finite number"),
+    Row("sample --preset digits --sampler dpm++2m-sde --sampler-opt eta=inf --out {out}/s.npz", 2, "bad value for sampler option eta: Input should be a finite number"),
+    Row("sample --preset digits --guidance-interval 0,inf --out {out}/s.npz", 2, "bad value for --guidance-interval: Input should be a finite number"),
+    Row("sample --preset digits --threshold nan --out {out}/s.npz", 2, "bad value for --threshold: Input should be a finite number"),
+    # labels and checkpoints that are not what they claim
+    Row("sample --preset digits --classes -1 --out {out}/s.npz", 2, "class id -1 is out of range"),
+    Row("sample --preset digits --model-path {text} --out {out}/s.npz", 2, "text.pt is not a readable PyTorch checkpoint"),
+    # files beside --out that adm did not write
+    Row("sample --preset digits -n 2 --out {taken}/notes.npz", 2, "notes.png exists and was not written by adm"),
+    Row("sample --preset digits -n 2 --grid 0 --out {taken}/memo.npz", 2, "memo.json exists and was not written by adm"),
     # upsample
     Row("upsample --preset digits --base-samples {samples16} --out {out}/u.npz", 2, "digits is not an upsampler"),
     Row("upsample --preset upsample-64-256 --base-samples {missing} --out {out}/u.npz", 2, "does not exist"),
     Row("upsample --preset upsample-64-256 --base-samples {file} --out {out}/u.npz", 2, "not a readable npz"),
+    # edit
+    Row("edit {badlabels} --preset digits --out {out}/e.npz", 2, "label 99 (image 1) is out of range for a model of 10 classes"),
+    Row("edit {badlabels} --preset digits -n 2 --classes 3 --invert --out {out}/e.npz", 2, "label 99 (image 1) is out of range"),
+    Row("edit {badlabels} --preset digits --strength nan --out {out}/e.npz", 2, "bad value for --strength: Input should be a finite number"),
+    Row("edit {badlabels} --preset digits --classes -1 --out {out}/e.npz", 2, "class id -1 is out of range"),
 ]
 
 
@@ -175,7 +203,31 @@ def _safetensors_on_a_full_disk(monkeypatch) -> None:
     monkeypatch.setattr(checkpoints, "save_file", save_file)
 
 
-FAULTS = {"disk full": _fsync_on_a_full_disk, "safetensors disk full": _safetensors_on_a_full_disk}
+class _FullDisk(io.RawIOBase):
+    """A file on a full disk: every write fails with the OS's words and no file name, as write() does."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def _writes_on_a_full_disk(monkeypatch) -> None:
+    """Every write into an atomic temporary file fails at once (the file's data, not its flush)."""
+    real = io.open
+
+    def opening(file, mode="r", *args, **kwargs):
+        if "w" in mode and isinstance(file, (str, os.PathLike)) and os.fspath(file).endswith(".tmp"):
+            return _FullDisk()
+        return real(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", opening)
+    monkeypatch.setattr(io, "open", opening)
+
+
+FAULTS = {"disk full": _fsync_on_a_full_disk, "safetensors disk full": _safetensors_on_a_full_disk,
+          "write full": _writes_on_a_full_disk}
 
 
 @pytest.fixture(scope="module")
@@ -190,11 +242,17 @@ def inputs(tmp_path_factory) -> dict[str, str]:
     np.savez(root / "samples16.npz", rng.integers(0, 255, (4, 16, 16, 3), dtype=np.uint8))
     np.savez(root / "samples32.npz", np.zeros((4, 32, 32, 3), np.uint8))
     (root / "file").write_text("not a folder")
+    (root / "text.pt").write_text("hello")  # the unpickler reads these bytes as opcodes: KeyError 101
+    np.savez(root / "badlabels.npz", np.zeros((3, 16, 16, 3), np.uint8), np.array([0, 99, -1]))
+    (root / "taken").mkdir()
+    (root / "taken" / "notes.png").write_text("notes")
+    (root / "taken" / "memo.json").write_text("notes")
     return {
         "png": str(root / "image.png"), "pt": str(root / "tiny.pt"), "evil": str(root / "evil.pt"),
         "data": str(root / "data.npz"), "unlabelled": str(root / "unlabelled.npz"),
         "samples16": str(root / "samples16.npz"), "samples32": str(root / "samples32.npz"),
         "file": str(root / "file"), "missing": str(root / "missing.pt"), "long": "n" * 300,
+        "text": str(root / "text.pt"), "badlabels": str(root / "badlabels.npz"), "taken": str(root / "taken"),
     }
 
 

@@ -161,3 +161,35 @@ def test_convert_onto_a_really_full_disk(tmp_path, tiny_disk, suffix):
     assert result.exit_code == 1
     assert f"x{suffix}: No space left on device" in one_error_line(result)
     assert list(tiny_disk.iterdir()) == []
+
+
+def _fill(disk: Path) -> None:
+    with open(disk / "filler", "wb", buffering=0) as f, pytest.raises(OSError):  # until the disk is full
+        while True:
+            f.write(b"\0" * 4096)
+
+
+@pytest.mark.parametrize("command, named", [
+    (["data", "digits", "{disk}/d.npz"], "{disk}/d.npz"),
+    (["sample", "--preset", "digits", "-n", "2", "--out", "{disk}/s.npz"], "{disk}/s.npz.parts/run.json"),
+])
+def test_sample_and_data_on_a_really_full_disk_name_the_file(tiny_disk, command, named):
+    """Their writers' write() fails with no file name; atomic_path names the file, for every writer
+    (issue 20, item 18: `adm convert` and `adm train` named it, `adm sample` and `adm data` did not)."""
+    _fill(tiny_disk)
+    result = CliRunner().invoke(app, [part.format(disk=tiny_disk) for part in command])
+    assert result.exit_code == 1
+    assert one_error_line(result) == f"error: {named.format(disk=tiny_disk)}: No space left on device (free some space, or write to another disk)"
+    assert [p.name for p in tiny_disk.iterdir()] == ["filler"]
+
+
+def test_a_write_failing_without_a_file_name_is_named_by_atomic_path(tmp_path):
+    from adm.core.fileio import atomic_path
+
+    with pytest.raises(OSError) as info, atomic_path(tmp_path / "x.bin"):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # what a file object's write() raises
+    assert info.value.filename == str(tmp_path / "x.bin") and info.value.errno == errno.ENOSPC
+    with pytest.raises(OSError) as info, atomic_path(tmp_path / "x.bin"):
+        raise OSError("a message, not a system call's failure")
+    assert info.value.filename is None
+    assert list(tmp_path.iterdir()) == []

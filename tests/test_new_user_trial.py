@@ -131,3 +131,83 @@ def test_an_int_class_from_python(tmp_path):
 def test_adm_alone_prints_its_help_and_succeeds():
     result = runner.invoke(app, [])
     assert result.exit_code == 0 and "sample" in result.output and "error" not in result.output
+
+
+# --- issue 20 -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"scale": float("inf")}, "bad value for --scale: Input should be a finite number, got inf"),
+    ({"scale": "nan"}, "bad value for --scale: Input should be a finite number, got nan"),  # not ">= 0"
+    ({"scale": "1e999"}, "bad value for --scale: Input should be a finite number, got inf"),
+    ({"guidance_interval": (0.0, float("nan"))}, "bad value for --guidance-interval: Input should be a finite number"),
+    ({"sampler": "ddim", "eta": float("nan")}, "bad value for --eta: Input should be a finite number"),
+    ({"sampler": "dpm++2m-sde", "sampler_options": {"eta": "inf"}}, "bad value for sampler option eta: Input should be a finite number"),
+])
+def test_non_finite_numbers_are_refused_as_such(options, message):
+    """`--scale inf` wrote saturated images and a sidecar with `"scale": Infinity` (not JSON);
+    `--scale nan` was refused as "should be greater than or equal to 0"."""
+    with pytest.raises(adm.UsageError) as info:
+        adm.sample("digits", num_samples=1, **options)
+    assert message in str(info.value)
+
+
+def test_non_finite_numbers_are_refused_in_every_settings_object():
+    from adm.core.validation import validated
+    from adm.spec.flags import ModelFlags, parse_flags
+    from adm.training import TrainConfig
+
+    with pytest.raises(adm.UsageError, match="bad value for --lr: Input should be a finite number, got inf"):
+        validated(TrainConfig, {"data": "d.npz", "lr": float("inf")})
+    with pytest.raises(adm.UsageError, match="bad value for --dropout: Input should be a finite number, got nan"):
+        parse_flags(ModelFlags, "--dropout nan")
+    assert validated(TrainConfig, {"data": "d.npz", "lr": 1e-4}).lr == 1e-4
+
+
+def test_a_sidecar_is_strict_json(tmp_path):
+    from adm.core.fileio import write_json_atomic
+
+    with pytest.raises(ValueError, match="Out of range float values are not JSON compliant"):
+        write_json_atomic(tmp_path / "x.json", {"scale": float("inf")})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_scale_that_overflows_float32_is_refused_not_written_black(tmp_path):
+    """Finite is the rule for --scale; at 1e30 the guided step overflows float32 into NaN, which
+    became black images. Refused instead (where it overflows depends on the model and precision)."""
+    with pytest.raises(adm.UsageError, match=r"came out as NaN/infinity: the arithmetic overflowed .*\(lower --scale\)"):
+        adm.sample("digits", num_samples=1, scale=1e30, sampler="ddpm", steps="10", out=tmp_path / "s.npz")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_labels_out_of_range_in_an_input_npz_are_one_line(tmp_path):
+    np.savez(tmp_path / "bad.npz", arr_0=np.zeros((2, 16, 16, 3), np.uint8), arr_1=np.array([-1, 3]))
+    result = cli("edit", tmp_path / "bad.npz", "--preset", "digits", "--out", tmp_path / "e.npz", code=2)
+    assert result.stderr.strip() == (f"error: {tmp_path / 'bad.npz'} (arr_1): label -1 (image 0) is out of range for a "
+                                     "model of 10 classes (0..9) (fix them, or pass --classes: the classes to edit the inputs into)")
+    edited = adm.edit("digits", inputs=tmp_path / "bad.npz", classes="4", sampler="dpm++2m-sde", steps=4)
+    assert edited.labels.tolist() == [4, 4]  # the labels are not used: --classes replaces them
+
+
+def test_fp16_on_a_cpu_is_warned_about():
+    warnings = {}
+    for precision in ("fp16", "bf16", "fp32"):
+        events = []
+        adm.sample("digits", num_samples=1, steps=2, precision=precision, device="cpu", on_progress=events.append)
+        warnings[precision] = [e.message for e in events if e.message and e.message.startswith("warning:")]
+    assert any("--precision fp16 on a CPU is several times slower than fp32" in w and "bf16" in w for w in warnings["fp16"])
+    assert not any("fp16" in w for w in warnings["bf16"] + warnings["fp32"])
+
+
+def test_adm_data_does_not_replace_a_file(tmp_path):
+    mine = tmp_path / "d.npz"
+    mine.write_bytes(b"my data")
+    result = cli("data", "digits", mine, code=2)
+    assert result.stderr.strip() == f"error: {mine} exists (pass --overwrite to replace it, or choose another path)"
+    assert mine.read_bytes() == b"my data"
+    (tmp_path / "pngs").mkdir()
+    (tmp_path / "pngs" / "0_0000.png").write_bytes(b"mine")
+    assert "0_0000.png exists" in cli("data", "digits", tmp_path / "pngs", "--format", "png", code=2).stderr
+    assert [p.name for p in (tmp_path / "pngs").iterdir()] == ["0_0000.png"]
+    cli("data", "digits", mine, "--overwrite")
+    assert np.load(mine)["arr_0"].shape == (1797, 16, 16, 3)

@@ -111,7 +111,7 @@ def test_growing_num_samples_reuses_the_finished_ones(ckpt, tmp_path):
 def test_a_file_adm_did_not_write_is_not_overwritten(ckpt, tmp_path):
     out = tmp_path / "mine.npz"
     np.savez(out, arr_0=np.zeros((1, 16, 16, 3), np.uint8))
-    with pytest.raises(UsageError, match="not written by adm sample"):
+    with pytest.raises(UsageError, match="mine.npz exists and was not written by adm"):
         run(ckpt, out)
 
 
@@ -240,3 +240,135 @@ def test_batch_size_changes_at_most_a_few_values_by_one(ckpt, tmp_path):
     assert np.abs(a - b).max() <= 1
     assert (a != b).mean() <= 0.001
     assert np.array_equal(np.load(same[0].path)["arr_1"], np.load(other.path)["arr_1"])
+
+
+# --- files beside --out (issue 20, item 14) ---------------------------------------------------
+
+
+@pytest.mark.parametrize("beside, grid", [(".png", 64), (".json", 64), (".json", 0)])
+def test_a_file_beside_out_that_adm_did_not_write_is_kept(ckpt, tmp_path, beside, grid):
+    """`echo notes > notes.png; adm sample --out notes.npz` replaced the notes; with --grid 0 the
+    JSON sidecar still would. Refused, naming the file and --overwrite; nothing is written."""
+    out = tmp_path / "notes.npz"
+    mine = out.with_suffix(beside)
+    mine.write_bytes(b"notes")
+    with pytest.raises(UsageError, match=f"{mine.name} exists and was not written by adm") as info:
+        run(ckpt, out, grid=grid)
+    assert "--overwrite" in str(info.value)
+    assert mine.read_bytes() == b"notes"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["ckpt", mine.name])
+    run(ckpt, out, grid=grid, overwrite=True)
+    assert mine.read_bytes() != b"notes"
+
+
+def test_a_grid_png_without_grid_is_not_adms_concern(ckpt, tmp_path):
+    out = tmp_path / "s.npz"
+    out.with_suffix(".png").write_text("notes")
+    run(ckpt, out, grid=0)  # no grid is written: the picture is not in the way
+    assert out.with_suffix(".png").read_text() == "notes"
+
+
+def test_adms_own_grid_and_sidecar_are_replaced_but_a_picture_put_there_since_is_not(ckpt, tmp_path):
+    out = tmp_path / "s.npz"
+    run(ckpt, out, num_samples=2)
+    grown = run(ckpt, out, num_samples=4)  # the same command, grown: its own files are rewritten
+    assert grown.result.already_done == 2 and json.loads(out.with_suffix(".json").read_text())["num_samples"] == 4
+    out.with_suffix(".png").write_bytes(b"a picture of my own")
+    with pytest.raises(UsageError, match="s.png exists and was not written by adm"):
+        run(ckpt, out, num_samples=6)
+    assert out.with_suffix(".png").read_bytes() == b"a picture of my own"
+
+
+# --- interruptions (item 13) -------------------------------------------------------------------
+
+
+def test_an_interruption_before_any_batch_says_nothing_was_written_and_leaves_nothing(ckpt, tmp_path, monkeypatch):
+    from adm.core.signals import Interrupted
+    from adm.sampling.shards import ShardStore
+
+    out = tmp_path / "s.npz"
+    store = ShardStore(out)  # a manifest without shards, as a process killed outright left it
+    store.open({"stale": True})
+    interrupt_after(monkeypatch, 0)
+    with pytest.raises(Interrupted) as info:
+        run(ckpt, out, overwrite=True)
+    assert str(info.value) == "interrupted: nothing was written"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_an_interruption_says_how_many_batches_were_kept(ckpt, tmp_path, monkeypatch):
+    from adm.core.signals import Interrupted
+
+    out = tmp_path / "s.npz"
+    interrupt_after(monkeypatch, 1)
+    with pytest.raises(Interrupted) as info:
+        run(ckpt, out)
+    assert str(info.value) == (f"interrupted: 1 finished batch (1 of 4 samples) kept in {out}.parts "
+                               "(run the same command to continue)")
+    monkeypatch.undo()
+    interrupt_after(monkeypatch, 1)  # another batch on top of the first
+    with pytest.raises(Interrupted, match=r"2 finished batches \(2 of 4 samples\)"):
+        run(ckpt, out)
+
+
+def test_the_command_line_says_nothing_was_kept_with_exit_130(ckpt, tmp_path, monkeypatch):
+    out = tmp_path / "s.npz"
+    interrupt_after(monkeypatch, 0)
+    result = runner.invoke(app, ["sample", "--model-flags", MODEL_FLAGS, "--model-path", str(ckpt["model"]),
+                                 "--scale", "0", "--steps", "3", "-n", "2", "--out", str(out), "-q"])
+    assert result.exit_code == 130
+    assert result.stderr.strip() == "error: interrupted: nothing was written"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+# --- two writers of one output (item 16) -------------------------------------------------------
+
+
+def test_a_second_writer_waits_for_the_first_and_reuses_its_samples(ckpt, tmp_path):
+    """Two identical runs at once: one wrote the file, the other said samples were missing and left
+    a stray shard. Now the second waits for the first's lock, says so, and finds its samples."""
+    from adm.core.locks import exclusive
+    from adm.sampling.job import lock_path
+
+    first = run(ckpt, tmp_path / "first" / "s.npz")  # what the other process will have written
+    out = tmp_path / "s.npz"
+    other = exclusive(lock_path(out))
+    other.__enter__()
+    said = []
+
+    def progress(event):
+        if event.message and "waiting for another adm process" in event.message and not said:
+            said.append(event.message)
+            for suffix in (".npz", ".json", ".png"):  # the other process finishes, then lets go
+                out.with_suffix(suffix).write_bytes(first.path.with_suffix(suffix).read_bytes())
+            other.__exit__(None, None, None)
+
+    second = run(ckpt, out, on_progress=progress)
+    assert said and str(out) in said[0]
+    assert second.result.already_done == 4 and second.result.computed == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "first", "s.json", "s.npz", "s.png"]
+
+
+def test_a_writer_of_another_command_is_refused_without_waiting(ckpt, tmp_path, monkeypatch):
+    from adm.core.locks import exclusive
+    from adm.sampling.job import lock_path
+
+    out = tmp_path / "s.npz"
+    interrupt_after(monkeypatch, 1)
+    with pytest.raises(KeyboardInterrupt):
+        run(ckpt, out, seed=1)  # the shards of the other writer's command
+    monkeypatch.undo()
+    with exclusive(lock_path(out)), pytest.raises(UsageError, match=r"different command \(seed 1 → 0\)"):
+        run(ckpt, out)
+
+
+def test_samples_that_overflow_are_refused_not_written_black(ckpt, tmp_path, monkeypatch):
+    """NaN samples became black images without a word (a classifier scale of 1e30 overflows)."""
+    import torch
+
+    import adm.sampling.batches as batches
+
+    monkeypatch.setattr(batches, "run_sampler", lambda *a, **k: torch.full((len(a[4]), 3, 16, 16), float("nan")))
+    with pytest.raises(UsageError, match="sample 0 came out as NaN/infinity: the arithmetic overflowed"):
+        run(ckpt, tmp_path / "s.npz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]

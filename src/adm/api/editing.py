@@ -23,7 +23,7 @@ from adm.data.images import npz_labels, open_images
 from adm.presets import Registry, default_registry
 from adm.sampling.edit import EditProducer, EditSettings, fit_masks, read_masks
 from adm.sampling.job import SampleJob
-from adm.sampling.seeds import parse_classes
+from adm.sampling.seeds import check_labels, parse_classes
 
 __all__ = ["EditSettings", "edit"]
 
@@ -80,6 +80,10 @@ def edit(
     if conditioned and input_labels is None and classes is None:
         raise UsageError(f"{inputs} has no labels (arr_1), and this model is class-conditional or guided",
                          "pass --classes: the inputs' classes, or the classes to turn them into")
+    if conditioned and input_labels is not None and (classes is None or editing.invert):  # the labels are used
+        check_labels(input_labels[:total], flags.num_classes, f"{inputs} (arr_1)",
+                     "the inversion is conditioned on them: fix them" if editing.invert
+                     else "fix them, or pass --classes: the classes to edit the inputs into")
     target = None
     if classes is not None and conditioned:
         ids = parse_classes(classes, flags.num_classes)

@@ -18,7 +18,7 @@ from adm.core.errors import UsageError
 from adm.core.progress import ProgressFn, report
 from adm.presets import Preset, Registry
 from adm.sampling.batches import Networks
-from adm.sampling.precision import default_precision, prepare
+from adm.sampling.precision import default_precision, precision_warnings, prepare
 from adm.sampling.registry import SamplerSpec, get_sampler
 from adm.sampling.settings import SamplerSettings, SamplingPlan
 from adm.spec.flags import ModelFlags, SuperResFlags
@@ -158,4 +158,4 @@ def resolve(
     loaded.model = prepare(loaded.model, settings.precision, compile=choice.compile)
     if loaded.classifier is not None:
         loaded.classifier = prepare(loaded.classifier, settings.precision)
-    return Setup(preset, loaded, plan, rule, weights.warnings)
+    return Setup(preset, loaded, plan, rule, (*weights.warnings, *precision_warnings(loaded.device, settings.precision)))

@@ -2,7 +2,8 @@
 and the command classes that render help correctly.
 
 Exit codes are ``adm.core.errors.EXIT_CODES`` (docs/cli.md): an ``AdmError`` exits with its own
-code, an ``OSError`` (the operating system refused a read or write) with 1, Ctrl-C with 130.
+code, an ``OSError`` (the operating system refused a read or write) with 1, a stop signal N
+(Ctrl-C's SIGINT, SIGTERM) with 128 + N.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ except ImportError:  # pragma: no cover - depends on the installed typer
     from click.exceptions import ClickException
 
 from adm.core.errors import EXIT_ENVIRONMENT, EXIT_INTERRUPTED, AdmError
+from adm.core.signals import Interrupted, raising, signal_of
 
 console = Console()
 err_console = Console(stderr=True)
@@ -58,11 +60,13 @@ def guarded(func: C) -> C:
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
-            return func(*args, **kwargs)
+            with raising():  # SIGTERM (schedulers, timeout, docker stop) stops a command as Ctrl-C does
+                return func(*args, **kwargs)
         except AdmError as err:
             raise fail(_plain(str(err)), err.exit_code) from None
-        except KeyboardInterrupt:
-            raise fail("interrupted", EXIT_INTERRUPTED) from None
+        except KeyboardInterrupt as err:  # the library's Interrupted says what was kept
+            raise fail(_plain(str(err) if isinstance(err, Interrupted) else "interrupted"),
+                       128 + signal_of(err)) from None
         except OSError as err:  # an unwritable or vanished path, a full disk: the OS's words, one line
             raise fail(_plain(os_error_line(err)), EXIT_ENVIRONMENT) from None
 

@@ -18,7 +18,8 @@ def digits(
     out: Path = typer.Argument(..., help="Output: an .npz file, or a folder with --format png."),
     split: str = typer.Option("all", "--split", help="all, train (4 of 5 images) or heldout (every fifth)."),
     image_format: str = typer.Option("npz", "--format", help="npz (arr_0 images, arr_1 labels) or png (LABEL_INDEX.png files)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing files instead of refusing."),
 ) -> None:
     """scikit-learn's 1,797 handwritten digits as 16x16 RGB images with labels."""
-    path = write_digits(out, split=split, image_format=image_format)
+    path = write_digits(out, split=split, image_format=image_format, overwrite=overwrite)
     console.print(f"wrote {path}")

@@ -7,12 +7,11 @@ the Python API share one list; each command declares only what is its own.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 
-from adm.api.generation import Samples, grid_path, parts_folder
+from adm.api.generation import Samples, grid_path
 from adm.api.generation import sample as sample_images
 from adm.api.generation import upsample as upsample_images
 from adm.api.options import RunOptions, SamplingOptions
@@ -21,12 +20,7 @@ from adm.cli.common import console, guarded
 from adm.cli.config_options import Rename, config_options
 from adm.cli.progress import RichProgress
 from adm.core.distributed import joined
-from adm.core.errors import AdmError, UsageError
-
-
-class AdmInterrupt(AdmError):
-    exit_code = 130
-
+from adm.core.errors import UsageError
 
 PRESET = typer.Option(None, "--preset", "-p", help="Named preset (`adm presets` lists them).")
 MODEL_FLAGS = typer.Option(None, "--model-flags", help='Model flags in the original syntax, e.g. "--image_size 64 ..." (instead of --preset).')
@@ -89,18 +83,6 @@ def run_options(*, num_samples_help: str, out_help: str, seed_help: str | None =
     })
 
 
-@contextmanager
-def resumable(out: Path):
-    """Ctrl-C says where the finished batches are and how to continue."""
-    try:
-        yield
-    except KeyboardInterrupt:
-        raise AdmInterrupt(
-            f"interrupted: finished batches are kept in {parts_folder(out)}",
-            "run the same command to continue",
-        ) from None
-
-
 def summary(samples: Samples, quiet: bool) -> None:
     if quiet:
         return
@@ -119,7 +101,7 @@ def render(call, run: dict, default_out: Path, quiet: bool, **kwargs) -> None:
     run = dict(run)
     out = run.pop("out", None) or default_out
     with joined(run.pop("device", None)) as dist:
-        with RichProgress(enabled=dist.is_main and not quiet) as progress, resumable(out):
+        with RichProgress(enabled=dist.is_main and not quiet) as progress:  # an interruption says what was kept
             samples = call(**run, out=out, dist=dist, on_progress=progress, **kwargs)
         if dist.is_main:
             summary(samples, quiet)

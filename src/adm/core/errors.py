@@ -32,7 +32,8 @@ EXIT_CODES = MappingProxyType(
         EXIT_INTERRUPTED: "interrupted (Ctrl-C, SIGINT)",
     }
 )
-"""Every exit code adm's commands use (``adm train`` stopped by a signal N exits ``128 + N``)."""
+"""Every exit code adm's commands use (a command stopped by a signal N exits ``128 + N``:
+130 for SIGINT, 143 for SIGTERM; ``adm.core.signals``)."""
 
 
 class AdmError(Exception):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from adm.core.errors import UsageError
 
@@ -29,8 +31,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     umask itself (reading the umask would mean setting it, a race with other threads), and the
     mode is reasserted before the rename in case the writer replaced the temporary file.
 
-    An ``OSError`` about the temporary file is re-raised naming ``path``: the user never typed
-    the temporary name.
+    An ``OSError`` about the temporary file, or one that names no file at all (a writer's
+    ``write()`` on a full disk), is re-raised naming ``path``: the user never typed the temporary
+    name, and "No space left on device" alone does not say which write failed. This is the one
+    place every writer's OS failures get their file name.
     """
     path = Path(path)
     make_folder(path.parent, path)
@@ -43,9 +47,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        if isinstance(err, OSError) and err.filename is not None and os.fsdecode(err.filename) == str(tmp):
+        if isinstance(err, OSError) and _about(err, tmp):
             raise OSError(err.errno, err.strerror, str(path)) from None
         raise
+
+
+def _about(err: OSError, tmp: Path) -> bool:
+    """Whether ``err`` is the failure of a write to ``tmp``: it names ``tmp``, or no file (with an
+    errno: an ``OSError`` without one is a message, not a system call's failure)."""
+    if err.filename is None:
+        return err.errno is not None
+    return os.fsdecode(err.filename) == str(tmp)
 
 
 def make_folder(folder: str | os.PathLike, target: str | os.PathLike | None = None) -> Path:
@@ -100,3 +112,11 @@ def _fsync(path: str | os.PathLike) -> None:
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def write_json_atomic(path: str | os.PathLike, document: Any, *, indent: int | None = 2, sort_keys: bool = False) -> None:
+    """``document`` as strict JSON: a NaN or infinity is refused (``ValueError``) rather than written
+    as ``NaN``/``Infinity``, which Python reads but JSON parsers (jq, browsers, other languages) do
+    not. The settings are validated finite at the edge (``adm.core.validation``); this is the last
+    guard."""
+    write_text_atomic(path, json.dumps(document, indent=indent, sort_keys=sort_keys, allow_nan=False) + "\n")

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from adm.core.errors import UsageError
-from adm.core.fileio import atomic_path
+from adm.core.fileio import atomic_path, make_folder
 
 SIZE = 16
 NUM_CLASSES = 10
@@ -52,24 +52,36 @@ def load_digits(size: int = SIZE) -> Digits:
     return Digits(rgb, data.target.astype(np.int64))
 
 
-def write_digits(out: str | Path, *, split: str = "all", image_format: str = "npz", size: int = SIZE) -> Path:
+def write_digits(out: str | Path, *, split: str = "all", image_format: str = "npz", size: int = SIZE,
+                 overwrite: bool = False) -> Path:
     """Write the digits as ``OUT`` (.npz with arr_0/arr_1) or a folder of ``LABEL_INDEX.png`` files
-    (the original's label-prefix naming, which ``adm train`` reads)."""
+    (the original's label-prefix naming, which ``adm train`` reads). An existing file is replaced
+    only with ``overwrite``: nothing marks a file as adm's, and it may be the user's own data."""
+    if image_format not in ("npz", "png"):
+        raise UsageError(f"unknown format {image_format!r}", "choose npz or png")
     digits = load_digits(size).split(split)
     out = Path(out)
     if image_format == "npz":
         if out.suffix != ".npz":
             out = out.with_suffix(".npz")
+        _refuse_existing([out], overwrite)
         with atomic_path(out) as tmp, open(tmp, "wb") as f:
             np.savez(f, arr_0=digits.images, arr_1=digits.labels)
         return out
-    if image_format != "png":
-        raise UsageError(f"unknown format {image_format!r}", "choose npz or png")
     from PIL import Image
 
-    out.mkdir(parents=True, exist_ok=True)
-    for i, (image, label) in enumerate(zip(digits.images, digits.labels, strict=True)):
-        path = out / f"{label}_{i:04d}.png"
+    paths = [out / f"{label}_{i:04d}.png" for i, label in enumerate(digits.labels)]
+    _refuse_existing(paths, overwrite)
+    make_folder(out)
+    for path, image in zip(paths, digits.images, strict=True):
         with atomic_path(path) as tmp:
             Image.fromarray(image).save(tmp, format="PNG")
     return out
+
+
+def _refuse_existing(paths: list[Path], overwrite: bool) -> None:
+    if overwrite:
+        return
+    for path in paths:
+        if path.exists():
+            raise UsageError(f"{path} exists", "pass --overwrite to replace it, or choose another path")

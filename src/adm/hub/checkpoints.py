@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -46,15 +47,12 @@ def load_state_dict(path: str | Path, *, fmt: str | None = None, mmap: bool = Fa
     if _format(path, fmt) == "safetensors":
         try:
             return load_file(str(path))
-        except (SafetensorError, OSError) as err:
+        except Exception as err:  # any failure to read untrusted bytes is the file's fault
             raise CheckpointError(f"{shown} is not a readable safetensors file ({one_line(err)})") from None
     try:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-        except RuntimeError as err:
-            if not mmap or "mmap" not in str(err):
-                raise
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's warnings about a foreign pickle's protocol: not a line for users
+            warnings.simplefilter("ignore")
+            obj = _torch_load(path, mmap)
     except pickle.UnpicklingError as err:
         if "global" not in str(err).lower():
             raise CheckpointError(f"{shown} is not a readable PyTorch checkpoint (corrupt or not a torch.save file)") from None
@@ -62,11 +60,32 @@ def load_state_dict(path: str | Path, *, fmt: str | None = None, mmap: bool = Fa
             f"refusing to load {shown}: it contains pickled Python objects, not only tensors",
             "adm loads plain state_dicts only; re-save the weights from trusted code with torch.save(model.state_dict())",
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        # torch's words for a file that is no zip checkpoint ("legacy .tar format", ...) mislead
-        why = "corrupt or not a torch.save file" if "legacy .tar" in str(err) else one_line(err)
-        raise CheckpointError(f"{shown} is not a readable PyTorch checkpoint ({why})") from None
+    except Exception as err:  # see _unreadable
+        raise CheckpointError(f"{shown} is not a readable PyTorch checkpoint ({_unreadable(err)})") from None
     return _as_state_dict(obj, shown)
+
+
+def _torch_load(path: Path, mmap: bool) -> object:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except RuntimeError as err:
+        if not mmap or "mmap" not in str(err):
+            raise
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _unreadable(err: Exception) -> str:
+    """Why torch could not read a file, in words that do not mislead.
+
+    Untrusted bytes fail in the unpickler in any way at all: a few bytes of text that happen to
+    be pickle opcodes end in ``KeyError: 101`` (a memo lookup), others in ``IndexError``,
+    ``TypeError``, ``struct.error``... none of which is a bug in adm, so every failure is the
+    file's. torch's own words for a file that is no zip checkpoint ("legacy .tar format", a bare
+    memo key) say nothing to a user.
+    """
+    if isinstance(err, (RuntimeError, EOFError, OSError, ValueError)) and "legacy .tar" not in str(err):
+        return one_line(err)
+    return "corrupt or not a torch.save file"
 
 
 def read_signature(path: str | Path, *, fmt: str | None = None, shown: str | None = None) -> Signature:
@@ -79,7 +98,7 @@ def read_signature(path: str | Path, *, fmt: str | None = None, shown: str | Non
         try:
             with safe_open(str(path), framework="pt") as f:
                 return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
-        except (SafetensorError, OSError) as err:
+        except Exception as err:  # as in load_state_dict
             raise CheckpointError(f"{shown or path} is not a readable safetensors file ({one_line(err)})") from None
     return signature(load_state_dict(path, fmt=fmt, mmap=True, shown=shown))
 
@@ -120,12 +139,13 @@ def save_state_dict(state_dict: Mapping[str, torch.Tensor], path: str | Path, me
 
 
 def save_torch(obj: object, file: Path) -> None:
-    """``torch.save`` into ``file``, with an OS failure raised as the ``OSError`` it is.
+    """``torch.save`` into ``file`` (an ``atomic_path`` temporary), with an OS failure raised as the
+    ``OSError`` it is.
 
     Given a path, torch reports a full disk as ``RuntimeError: [enforce fail at
     inline_container.cc] unexpected pos ...``; writing through a Python file object keeps the
-    ``OSError`` (ENOSPC, EACCES, ...) as the error's context, which is re-raised here so the CLI
-    can say what happened in one line.
+    ``OSError`` (ENOSPC, EACCES, ...) as the error's context, which is re-raised here. Naming the
+    file the user asked for is ``atomic_path``'s job, as for every other writer.
     """
     try:
         with open(file, "wb") as fh:
@@ -134,10 +154,6 @@ def save_torch(obj: object, file: Path) -> None:
         cause = err.__cause__ or err.__context__
         if isinstance(cause, OSError):
             raise OSError(cause.errno, cause.strerror, str(file)) from None
-        raise
-    except OSError as err:  # raised by the file object itself (a write, the final flush)
-        if err.filename is None:
-            raise OSError(err.errno, err.strerror, str(file)) from None
         raise
 
 

@@ -23,7 +23,7 @@ from adm.diffusion.process import Parameterization
 from adm.sampling.noise import PerSampleNoise
 from adm.sampling.precision import network_call
 from adm.sampling.run import run_sampler
-from adm.sampling.seeds import generators_for, labels_for
+from adm.sampling.seeds import check_labels, generators_for, labels_for
 from adm.sampling.settings import SamplingPlan
 
 
@@ -98,7 +98,27 @@ def sample_batch(
         labels=labels.to(nets.device) if labels is not None else None,
         callback=callback, denoised_fn=denoised_fn, sampler=sampler,
     )
+    _check_finite(x0, indices, settings)
     return x0, labels
+
+
+def _check_finite(x0: torch.Tensor, indices: Sequence[int], settings) -> None:
+    """Refuse samples that overflowed: NaN would be written as black images, without a word.
+
+    Every setting is finite (``adm.core.validation``), but finite is not enough: a classifier
+    scale of 1e30 overflows float32 in the guided step (the digits model: NaN from about 1e30,
+    saturated but finite at 1e20), and fp16 overflows far sooner. Where that happens depends on
+    the model, the classifier and the precision, so it is detected here instead of guessed as a
+    bound on ``--scale``.
+    """
+    bad = ~torch.isfinite(x0).flatten(1).all(dim=1)
+    if bool(bad.any()):
+        first = indices[int(bad.nonzero()[0])]
+        hint = "lower --scale" if settings.scale > 0 else "check the model's weights"
+        if settings.precision != "fp32":
+            hint += ", or sample with --precision fp32"
+        raise UsageError(f"sample {first} came out as NaN/infinity: the arithmetic overflowed "
+                         f"(precision {settings.precision}, classifier scale {settings.scale:g})", hint)
 
 
 def _labels(labels: torch.Tensor | None) -> np.ndarray | None:
@@ -149,9 +169,8 @@ class UpsampleProducer:
         if labels is not None:
             if len(labels) < self.base.count:
                 raise UsageError(f"base samples have {self.base.count} images but {len(labels)} labels")
-            bad = labels[(labels < 0) | (labels >= self.nets.num_classes)]
-            if self.nets.class_cond and bad.size:
-                raise UsageError(f"base label {int(bad[0])} is out of range for {self.nets.num_classes} classes")
+            if self.nets.class_cond:
+                check_labels(labels[: self.num_samples], self.nets.num_classes, f"{self.base.path} (base samples)")
 
     def __call__(self, indices: Sequence[int]) -> Produced:
         (chunk,) = self.base.batches(len(indices), indices[0], indices[-1] + 1)

@@ -10,6 +10,8 @@ number of processes, or interruptions.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +21,10 @@ import numpy as np
 
 from adm.core.distributed import Dist
 from adm.core.errors import UsageError
-from adm.core.fileio import atomic_path, write_text_atomic
+from adm.core.fileio import atomic_path, make_folder, write_json_atomic
+from adm.core.locks import exclusive
 from adm.core.progress import ProgressFn, report
+from adm.core.signals import Interrupted, signal_of
 from adm.data.grid import save_grid
 from adm.sampling.batches import Producer
 from adm.sampling.settings import SamplingPlan
@@ -74,40 +78,88 @@ def grid_path(out: Path) -> Path:
     return out.with_suffix(".png")
 
 
-def _remove_output(out: Path) -> None:
-    for path in (out, sidecar_path(out), grid_path(out)):
+def lock_path(out: Path) -> Path:
+    """The lock a run writing ``out`` holds (removed when it ends)."""
+    return out.with_name(f".{out.name}.lock")
+
+
+RETRY = "pass --overwrite to replace it, or choose another --out"
+
+
+def _remove_output(job: SampleJob) -> None:
+    for path in (job.out, sidecar_path(job.out), grid_path(job.out), *job.extra_outputs.values()):
         path.unlink(missing_ok=True)
+
+
+def _read_sidecar(out: Path) -> dict[str, Any] | None:
+    """The sidecar beside ``out`` if adm wrote it (a JSON object with the run's key), else None."""
+    try:
+        meta = json.loads(sidecar_path(out).read_text())
+        if isinstance(meta, dict) and "key" in meta and int(meta["num_samples"]) >= 0:
+            return meta
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
+def _refuse_foreign_files(job: SampleJob, meta: dict[str, Any] | None) -> None:
+    """Refuse to replace a file beside ``out`` that adm did not write (``overwrite`` replaces it).
+
+    What adm wrote is decided by its sidecar, the record of a finished run: the sidecar itself
+    (a JSON object with a run key), the grid it names (with the grid's sha256, so a picture put
+    there since is not adm's) and the extra outputs it lists. The npz has its own, stricter check
+    (``_finished``).
+    """
+    sidecar = sidecar_path(job.out)
+    if sidecar.exists() and meta is None:
+        raise UsageError(f"{sidecar} exists and was not written by adm (the run's JSON sidecar would replace it)", RETRY)
+    grid = grid_path(job.out)
+    if job.grid_size and grid.exists() and not _grid_is_adms(grid, meta):
+        raise UsageError(f"{grid} exists and was not written by adm (the run's PNG grid would replace it)", RETRY)
+    listed = set((meta or {}).get("extra_outputs", {}).values())
+    for path in job.extra_outputs.values():
+        if path.exists() and str(path) not in listed:
+            raise UsageError(f"{path} exists and was not written by this adm run's command", RETRY)
+
+
+def _grid_is_adms(grid: Path, meta: dict[str, Any] | None) -> bool:
+    recorded = (meta or {}).get("grid") or {}
+    if recorded.get("file") != grid.name:
+        return False
+    return "sha256" not in recorded or recorded["sha256"] == _sha256(grid)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _finished(job: SampleJob, store: ShardStore) -> bool:
     """Whether ``job.out`` already holds this job's samples; reuses a shorter run of the same command.
 
     An output made by a different command is refused (``overwrite`` replaces it), as are shards
-    of one. A complete output with fewer samples of the same command becomes the first shard, so
-    growing ``-n`` samples only the new ones.
+    of one and files beside it that adm did not write. A complete output with fewer samples of
+    the same command becomes the first shard, so growing ``-n`` samples only the new ones.
     """
     if job.overwrite:
-        _remove_output(job.out)
+        _remove_output(job)
         store.remove()
         return False
+    meta = _read_sidecar(job.out)
+    if job.out.exists() and meta is None:
+        raise UsageError(f"{job.out} exists and was not written by adm (no readable {sidecar_path(job.out).name})", RETRY)
+    _refuse_foreign_files(job, meta)
     if not job.out.exists():
         return False
-    retry = "pass --overwrite to replace it, or choose another --out"
-    try:
-        meta = json.loads(sidecar_path(job.out).read_text())
-        made, key = int(meta["num_samples"]), meta["key"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise UsageError(f"{job.out} exists and was not written by adm sample (no readable {sidecar_path(job.out).name})", retry) from None
+    made, key = int(meta["num_samples"]), meta["key"]
     if not same_command(key, job.key()):
-        raise UsageError(f"{job.out} holds samples of a different command ({describe_difference(key, job.key())})", retry)
+        raise UsageError(f"{job.out} holds samples of a different command ({describe_difference(key, job.key())})", RETRY)
     if made == job.num_samples:
         return True
     if made > job.num_samples:
         raise UsageError(f"{job.out} already holds {made} samples of this command, more than the {job.num_samples} asked for",
-                         "ask for at least as many, " + retry)
+                         "ask for at least as many, " + RETRY)
     if job.extra_outputs:  # the extra arrays are not in the npz: sample them again
-        raise UsageError(f"{job.out} holds {made} samples; growing it with --save-latents needs a fresh run",
-                         retry)
+        raise UsageError(f"{job.out} holds {made} samples; growing it with --save-latents needs a fresh run", RETRY)
     store.open(job.key())
     with np.load(job.out, allow_pickle=False) as data:
         store.write(0, data["arr_0"], data["arr_1"] if "arr_1" in data.files else None)
@@ -134,23 +186,59 @@ def run_sample_job(
     *,
     on_progress: ProgressFn | None = None,
 ) -> JobResult:
-    """Fill ``job`` with ``producer``'s batches (``adm.sampling.batches``), resumably."""
+    """Fill ``job`` with ``producer``'s batches (``adm.sampling.batches``), resumably.
+
+    Rank 0 holds the output's lock for the whole run: a second run on the same ``out`` waits for
+    the first (saying so), then finds its samples; one of another command is refused at once.
+    """
     dist = dist or Dist()
     job.validate()
     store = ShardStore(job.out)
-    finished = _finished(job, store) if dist.is_main else None
-    if dist.broadcast_object(finished):
-        return JobResult(job.out, job.num_samples, job.num_samples, 0)
-    fresh = dist.is_main and not store.folder.exists()
-    if dist.is_main:
-        store.open(job.key())
-    dist.barrier()
-    try:
-        return _sample_missing(job, producer, store, dist, on_progress)
-    except BaseException:
-        if fresh and not store.done():  # nothing finished: leave nothing behind
-            store.remove()
-        raise
+    with _sole_writer(job, store, producer.task, on_progress) if dist.is_main else contextlib.nullcontext():
+        try:
+            finished = _finished(job, store) if dist.is_main else None
+            if dist.broadcast_object(finished):
+                return JobResult(job.out, job.num_samples, job.num_samples, 0)
+            if dist.is_main:
+                store.open(job.key())
+            dist.barrier()
+            return _sample_missing(job, producer, store, dist, on_progress)
+        except KeyboardInterrupt as err:
+            raise _interrupted(err, job, store, dist) from None
+        except BaseException:
+            if dist.is_main and not store.done():  # no finished batch: leave nothing behind (a run.json alone)
+                store.remove()
+            raise
+
+
+def _sole_writer(job: SampleJob, store: ShardStore, task: str, on_progress: ProgressFn | None):
+    """The output's lock; while another process holds it, refuse a different command (its
+    shards would be refused after the wait anyway) or say that this one waits."""
+
+    def waiting() -> None:
+        if not job.overwrite:
+            store.check(job.key())
+        report(on_progress, task, 0, job.num_samples, unit="img", message=f"waiting for another adm process that is "
+               f"writing {job.out} (a run of this same command: its samples will be reused)")
+
+    make_folder(job.out.parent, job.out)
+    return exclusive(lock_path(job.out), waiting)
+
+
+def _interrupted(err: KeyboardInterrupt, job: SampleJob, store: ShardStore, dist: Dist) -> Interrupted:
+    """The interruption, saying truly what was kept: finished batches to resume from, or nothing
+    (then the shard folder goes too)."""
+    signum = signal_of(err)
+    if not dist.is_main:
+        return Interrupted(signum)
+    done = store.done()
+    if not done:
+        store.remove()
+        return Interrupted(signum, "nothing was written")
+    kept = job.num_samples - len(store.missing(job.num_samples))
+    batches = f"{len(done)} finished batch{'' if len(done) == 1 else 'es'}"
+    return Interrupted(signum, f"{batches} ({kept} of {job.num_samples} samples) kept in {store.folder}",
+                       "run the same command to continue")
 
 
 def _sample_missing(job: SampleJob, producer: Producer, store: ShardStore, dist: Dist, on_progress) -> JobResult:
@@ -204,17 +292,19 @@ def _finish(job: SampleJob, store: ShardStore, producer: Producer) -> None:
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.savez(f, arr_0=extra[name])
     shown = min(job.grid_size, len(images))
+    grid_record = {"file": grid_path(job.out).name, "count": shown, "order": "row-major"}
     if shown:
         grid, columns = producer.grid(images[:shown], 0)
         save_grid(grid, grid_path(job.out), columns=columns)
+        grid_record["sha256"] = _sha256(grid_path(job.out))  # how a later run knows the file is adm's
     meta = {
         "num_samples": job.num_samples,
         "shape": list(images.shape),
         "key": job.key(),
         **job.notes,
-        "grid": {"file": grid_path(job.out).name, "count": shown, "order": "row-major"},
+        "grid": grid_record,
         "grid_labels": labels[:shown].tolist() if labels is not None else None,
         **({"extra_outputs": {k: str(v) for k, v in job.extra_outputs.items()}} if job.extra_outputs else {}),
     }
-    write_text_atomic(sidecar_path(job.out), json.dumps(meta, indent=2))
+    write_json_atomic(sidecar_path(job.out), meta)
     store.remove()

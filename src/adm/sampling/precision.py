@@ -80,6 +80,19 @@ def cpu_has_native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def precision_warnings(device: torch.device, precision: str) -> list[str]:
+    """What to tell a user about a precision on a device before a long run.
+
+    fp16 on a CPU is accepted (it runs under autocast) but is the slowest choice there, several
+    times slower than fp32 (docs/performance.md): CPUs have no fast fp16 kernels; their reduced
+    precision is bf16.
+    """
+    if _autocast_only(device, _check(precision)):
+        return ["--precision fp16 on a CPU is several times slower than fp32 (CPUs have no fast fp16 kernels): "
+                "use bf16, the CPU's reduced precision, or fp32"]
+    return []
+
+
 def default_precision(device: torch.device, use_fp16: bool) -> str:
     if device.type == "cuda":
         return "fp16" if use_fp16 else "fp32"

@@ -32,9 +32,10 @@ ENTRY_POINTS = "adm.samplers"
 
 
 class SamplerOptions(BaseModel):
-    """Options of a sampler that has none; subclass it to declare some."""
+    """Options of a sampler that has none; subclass it to declare some (non-finite numbers are
+    refused for every subclass, as ``adm.core.validation`` refuses them for all settings)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class DDIMOptions(SamplerOptions):

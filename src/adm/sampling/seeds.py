@@ -38,7 +38,7 @@ def parse_classes(spec: str | int | Sequence[int], num_classes: int) -> str | li
     if spec in ("random", "balanced"):
         return spec
     text = spec
-    if not re.fullmatch(r"[\d,\s]+", spec):  # not a literal list: a file of ids
+    if not re.fullmatch(r"[-+\d,\s]+", spec):  # not a literal list (-1 is one, out of range): a file of ids
         try:
             text = Path(spec).read_text()
         except (OSError, UnicodeDecodeError) as err:
@@ -49,6 +49,16 @@ def parse_classes(spec: str | int | Sequence[int], num_classes: int) -> str | li
     except ValueError:
         raise UsageError(f"--classes must be random, balanced, a comma list of class ids or a file of ids, got {spec!r}") from None
     return _checked(ids, num_classes)
+
+
+def check_labels(labels: np.ndarray, num_classes: int, source: str, hint: str | None = None) -> None:
+    """Refuse labels read from a file (``arr_1``) that the model has no class for: an embedding
+    lookup or a classifier's log-softmax would otherwise fail deep in torch (or, for -1, quietly
+    index the last class)."""
+    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if bad.size:
+        raise UsageError(f"{source}: label {int(labels[bad[0]])} (image {int(bad[0])}) is out of range for a model of "
+                         f"{num_classes} classes (0..{num_classes - 1})", hint)
 
 
 def _checked(ids: list[int], num_classes: int) -> list[int]:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from adm.core.errors import UsageError
-from adm.core.fileio import atomic_path, make_folder, write_text_atomic
+from adm.core.fileio import atomic_path, make_folder, write_json_atomic
 
 SHARD = re.compile(r"^shard-(\d{9})-(\d{9})\.npz$")
 
@@ -71,18 +71,25 @@ class ShardStore:
     def manifest(self) -> Path:
         return self.folder / "run.json"
 
+    def check(self, key: dict[str, Any]) -> bool:
+        """Whether shards of ``key``'s command are here (False: none at all); a different command's
+        are refused."""
+        if not self.manifest.is_file():
+            return False
+        old = json.loads(self.manifest.read_text())["key"]
+        if not same_command(old, key):
+            raise UsageError(
+                f"{self.folder} holds samples of a different command ({describe_difference(old, key)})",
+                f"delete {self.folder} or pass --overwrite to start over, or choose another --out",
+            )
+        return True
+
     def open(self, key: dict[str, Any]) -> None:
         """Create the folder for ``key``, or check that existing shards were made by the same command."""
-        if self.manifest.is_file():
-            old = json.loads(self.manifest.read_text())["key"]
-            if not same_command(old, key):
-                raise UsageError(
-                    f"{self.folder} holds samples of a different command ({describe_difference(old, key)})",
-                    f"delete {self.folder} or pass --overwrite to start over, or choose another --out",
-                )
+        if self.check(key):
             return
         make_folder(self.folder)
-        write_text_atomic(self.manifest, json.dumps({"key": key}, indent=2, sort_keys=True))
+        write_json_atomic(self.manifest, {"key": key}, sort_keys=True)
 
     def done(self) -> list[tuple[int, int]]:
         """Finished ``[start, stop)`` ranges, sorted."""
