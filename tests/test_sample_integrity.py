@@ -276,6 +276,7 @@ def test_adms_own_grid_and_sidecar_are_replaced_but_a_picture_put_there_since_is
     out.with_suffix(".png").write_bytes(b"a picture of my own")
     with pytest.raises(UsageError, match="s.png exists and was not written by adm"):
         run(ckpt, out, num_samples=6)
+    assert run(ckpt, out, num_samples=4).result.computed == 0  # finished: nothing to write, nothing refused
     assert out.with_suffix(".png").read_bytes() == b"a picture of my own"
 
 
@@ -372,3 +373,17 @@ def test_samples_that_overflow_are_refused_not_written_black(ckpt, tmp_path, mon
     with pytest.raises(UsageError, match="sample 0 came out as NaN/infinity: the arithmetic overflowed"):
         run(ckpt, tmp_path / "s.npz")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_a_latents_file_adm_did_not_write_is_kept(tmp_path):
+    inputs = tmp_path / "in.npz"
+    np.savez(inputs, arr_0=np.zeros((1, 16, 16, 3), np.uint8), arr_1=np.array([3]))
+    mine = tmp_path / "latents.npz"
+    mine.write_bytes(b"mine")
+    for out in (tmp_path / "e.npz", None):  # to a file, and in memory
+        with pytest.raises(UsageError, match="latents.npz exists and was not written by adm .*--overwrite"):
+            adm.edit("digits", inputs=inputs, save_latents=mine, out=out, sampler="dpm++2m-sde", steps=2)
+    assert mine.read_bytes() == b"mine" and sorted(p.name for p in tmp_path.iterdir()) == ["in.npz", "latents.npz"]
+    adm.edit("digits", inputs=inputs, save_latents=mine, out=tmp_path / "e.npz", sampler="dpm++2m-sde", steps=2,
+             overwrite=True)
+    assert np.load(mine)["arr_0"].shape == (1, 3, 16, 16)

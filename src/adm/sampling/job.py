@@ -116,10 +116,13 @@ def _refuse_foreign_files(job: SampleJob, meta: dict[str, Any] | None) -> None:
     grid = grid_path(job.out)
     if job.grid_size and grid.exists() and not _grid_is_adms(grid, meta):
         raise UsageError(f"{grid} exists and was not written by adm (the run's PNG grid would replace it)", RETRY)
-    listed = set((meta or {}).get("extra_outputs", {}).values())
-    for path in job.extra_outputs.values():
+    _refuse_foreign_extras(job, set((meta or {}).get("extra_outputs", {}).values()))
+
+
+def _refuse_foreign_extras(job: SampleJob, listed: set[str]) -> None:
+    for name, path in job.extra_outputs.items():
         if path.exists() and str(path) not in listed:
-            raise UsageError(f"{path} exists and was not written by this adm run's command", RETRY)
+            raise UsageError(f"{path} exists and was not written by adm (the run's {name} would replace it)", RETRY)
 
 
 def _grid_is_adms(grid: Path, meta: dict[str, Any] | None) -> bool:
@@ -145,16 +148,17 @@ def _finished(job: SampleJob, store: ShardStore) -> bool:
         store.remove()
         return False
     meta = _read_sidecar(job.out)
-    if job.out.exists() and meta is None:
-        raise UsageError(f"{job.out} exists and was not written by adm (no readable {sidecar_path(job.out).name})", RETRY)
-    _refuse_foreign_files(job, meta)
     if not job.out.exists():
+        _refuse_foreign_files(job, meta)
         return False
+    if meta is None:
+        raise UsageError(f"{job.out} exists and was not written by adm (no readable {sidecar_path(job.out).name})", RETRY)
     made, key = int(meta["num_samples"]), meta["key"]
     if not same_command(key, job.key()):
         raise UsageError(f"{job.out} holds samples of a different command ({describe_difference(key, job.key())})", RETRY)
     if made == job.num_samples:
-        return True
+        return True  # nothing will be written
+    _refuse_foreign_files(job, meta)
     if made > job.num_samples:
         raise UsageError(f"{job.out} already holds {made} samples of this command, more than the {job.num_samples} asked for",
                          "ask for at least as many, " + RETRY)
@@ -268,6 +272,8 @@ def sample_in_memory(job: SampleJob, producer: Producer, *, on_progress: Progres
     Its ``extra_outputs`` are still written (atomically), since the caller asked for those files.
     """
     job.validate()
+    if not job.overwrite:
+        _refuse_foreign_extras(job, set())  # no sidecar records them: an existing file is not adm's
     images, labels, extra = [], [], {}
     for indices in _batches(list(range(job.num_samples)), job.batch_size):
         batch = producer(indices)
