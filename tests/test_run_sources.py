@@ -85,6 +85,18 @@ def test_a_classifier_run_guides_a_diffusion_run_with_nothing_retyped(runs, tmp_
     np.testing.assert_array_equal(memory.images, images(by_dir))
 
 
+def test_adm_edit_takes_the_same_run_dirs(runs, tmp_path):
+    """`adm edit` guides with a classifier run and picks a run's weights as `adm sample` does."""
+    inputs = tmp_path / "in.npz"
+    np.savez(inputs, arr_0=np.random.default_rng(1).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8), arr_1=np.arange(2))
+    edit = ("edit", inputs, "--steps", 3, "-q", "--run-dir", runs["model"])
+    ok(*edit, "--classifier-run-dir", runs["classifier"], "--out", tmp_path / "dir.npz")
+    ok(*edit, "--classifier-path", runs["classifier"] / "model000001.pt", "--out", tmp_path / "path.npz")
+    np.testing.assert_array_equal(images(tmp_path / "dir.npz"), images(tmp_path / "path.npz"))
+    ok(*edit, "--weights", "model", "--scale", 0, "--out", tmp_path / "raw.npz")
+    assert json.loads((tmp_path / "raw.json").read_text())["weights_files"]["model"].endswith("model000001.pt")
+
+
 def test_a_checkpoint_inside_a_run_dir_brings_its_flags(runs, tmp_path):
     ok(*sample("--model-path", runs["model"] / "model000001.pt", "--scale", 0, "--out", tmp_path / "a.npz"))
     ok(*sample("--run-dir", runs["model"], "--weights", "model", "--scale", 0, "--out", tmp_path / "b.npz"))

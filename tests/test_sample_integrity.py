@@ -264,8 +264,13 @@ def test_a_file_beside_out_that_adm_did_not_write_is_kept(ckpt, tmp_path, beside
 def test_a_grid_png_without_grid_is_not_adms_concern(ckpt, tmp_path):
     out = tmp_path / "s.npz"
     out.with_suffix(".png").write_text("notes")
-    run(ckpt, out, grid=0)  # no grid is written: the picture is not in the way
+    samples = run(ckpt, out, grid=0)  # no grid is written: the picture is not in the way
     assert out.with_suffix(".png").read_text() == "notes"
+    assert samples.grid is None  # what the CLI's summary reads: it names no grid
+    with pytest.raises(UsageError, match="s.png exists and was not written by adm"):
+        run(ckpt, out, num_samples=6)  # the --grid 0 run's sidecar does not make the picture adm's
+    assert out.with_suffix(".png").read_text() == "notes"
+    assert run(ckpt, out, num_samples=6, overwrite=True).grid == out.with_suffix(".png")
 
 
 def test_adms_own_grid_and_sidecar_are_replaced_but_a_picture_put_there_since_is_not(ckpt, tmp_path):

@@ -26,7 +26,14 @@ from adm.core.progress import ProgressFn
 from adm.data.images import npz_labels, open_images
 from adm.presets import Registry, default_registry
 from adm.sampling.batches import SampleProducer, UpsampleProducer
-from adm.sampling.job import JobResult, SampleJob, grid_path, run_sample_job, sample_in_memory
+from adm.sampling.job import (
+    JobResult,
+    SampleJob,
+    grid_path,
+    run_sample_job,
+    sample_in_memory,
+    written_grid,
+)
 from adm.sampling.seeds import parse_classes
 from adm.sampling.shards import ShardStore
 
@@ -41,6 +48,11 @@ class Samples:
     images: np.ndarray | None = None
     labels: np.ndarray | None = None
     upsampled: Samples | None = None  # the cascade's second stage (sample(..., then_upsample=...))
+
+    @property
+    def grid(self) -> Path | None:
+        """The PNG grid this run wrote beside ``path`` (None in memory, with ``grid=0``, or if replaced)."""
+        return None if self.path is None else written_grid(self.path)
 
     def load(self) -> tuple[np.ndarray, np.ndarray | None]:
         if self.images is not None:

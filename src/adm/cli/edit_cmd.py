@@ -18,11 +18,14 @@ from adm.cli.config_options import Rename, config_options
 from adm.cli.sample_cmd import (
     CLASSIFIER_FLAGS,
     CLASSIFIER_PATH,
+    CLASSIFIER_RUN_DIR,
+    EMA_RATE,
     MODEL_FLAGS,
     MODEL_PATH,
     PRESET,
     QUIET,
     RUN_DIR,
+    WEIGHTS,
     render,
     run_options,
     sampling_options,
@@ -59,10 +62,14 @@ def edit(
     classifier_path: Path | None = CLASSIFIER_PATH,
     model_flags: str | None = MODEL_FLAGS,
     classifier_flags: str | None = CLASSIFIER_FLAGS,
+    classifier_run_dir: Path | None = CLASSIFIER_RUN_DIR,
     run_dir: Path | None = RUN_DIR,
+    weights: str = WEIGHTS,
+    ema_rate: float | None = EMA_RATE,
     quiet: bool = QUIET,
 ) -> None:
     """Edit real images: image-to-image (SDEdit), class transfer, inpainting, DDIM inversion."""
-    source = ModelSource(preset, model_flags, model_path, run_dir, classifier_flags, classifier_path)
+    source = ModelSource(preset, model_flags, model_path, run_dir, classifier_flags, classifier_path, weights, ema_rate,
+                         classifier_run_dir)
     render(edit_images, run, inputs.with_name(inputs.stem + "-edit.npz"), quiet, source=source, inputs=inputs,
            classes=classes, mask=mask, save_latents=save_latents, **editing, **sampling)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from adm.api.generation import Samples, grid_path
+from adm.api.generation import Samples
 from adm.api.generation import sample as sample_images
 from adm.api.generation import upsample as upsample_images
 from adm.api.options import RunOptions, SamplingOptions
@@ -89,8 +89,8 @@ def summary(samples: Samples, quiet: bool) -> None:
     result = samples.result
     how = f"{result.already_done} reused, {result.computed} sampled" if result.already_done else f"{result.computed} sampled"
     console.print(f"wrote {samples.path} ({result.num_samples} images; {how})")
-    if grid_path(samples.path).is_file():
-        console.print(f"grid  {grid_path(samples.path)}")
+    if samples.grid is not None:
+        console.print(f"grid  {samples.grid}")
 
 
 def render(call, run: dict, default_out: Path, quiet: bool, **kwargs) -> None:

@@ -9,7 +9,6 @@ own guided model.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from adm.core.fileio import atomic_path, write_text_atomic
+from adm.core.fileio import atomic_path, write_json_atomic
 from adm.core.progress import ProgressFn, report
 from adm.data.digits import load_digits, write_digits
 from adm.evaluation.digits_judge import Judge, judge, train_judge
@@ -94,7 +93,8 @@ def run_recipe(out: str | Path, *, quick: bool = False, registry: Registry | Non
                              on_progress=on_progress)
     rep.seconds["diffusion"] = clock() - start
     rep.numbers["diffusion_steps_trained"] = result.step
-    rep.numbers["diffusion_final_loss"] = float(result.metrics.get("loss", float("nan")))
+    if "loss" in result.metrics:  # a run resumed at its end trains no step and logs no loss
+        rep.numbers["diffusion_final_loss"] = float(result.metrics["loss"])
 
     classifier = registry.training_preset("digits", "classifier")
     start = clock()
@@ -134,7 +134,7 @@ def run_recipe(out: str | Path, *, quick: bool = False, registry: Registry | Non
         num_samples=20 if quick else 200, steps="10" if quick else "25",
     )
     rep.seconds["guidance_table"] = clock() - start
-    write_text_atomic(out / "recipe.json", json.dumps(rep.as_dict(), indent=2))
+    write_json_atomic(out / "recipe.json", rep.as_dict())
     return rep
 
 

@@ -132,6 +132,12 @@ def _grid_is_adms(grid: Path, meta: dict[str, Any] | None) -> bool:
     return "sha256" not in recorded or recorded["sha256"] == _sha256(grid)
 
 
+def written_grid(out: Path) -> Path | None:
+    """The PNG grid beside ``out`` if adm's run wrote it (and it is unchanged), else None."""
+    grid = grid_path(out)
+    return grid if grid.is_file() and _grid_is_adms(grid, _read_sidecar(out)) else None
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -298,11 +304,12 @@ def _finish(job: SampleJob, store: ShardStore, producer: Producer) -> None:
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.savez(f, arr_0=extra[name])
     shown = min(job.grid_size, len(images))
-    grid_record = {"file": grid_path(job.out).name, "count": shown, "order": "row-major"}
+    grid_record = None  # no grid written: a PNG there stays the user's for every later run
     if shown:
         grid, columns = producer.grid(images[:shown], 0)
         save_grid(grid, grid_path(job.out), columns=columns)
-        grid_record["sha256"] = _sha256(grid_path(job.out))  # how a later run knows the file is adm's
+        grid_record = {"file": grid_path(job.out).name, "count": shown, "order": "row-major",
+                       "sha256": _sha256(grid_path(job.out))}  # how a later run knows the file is adm's
     meta = {
         "num_samples": job.num_samples,
         "shape": list(images.shape),
