@@ -74,6 +74,24 @@ def test_sampler_options_change_the_key_and_the_images(tmp_path):
     assert not np.array_equal(images(tmp_path / "a.npz")[0], images(tmp_path / "b.npz")[0])
 
 
+def test_final_order_chooses_a_reference_rule_and_is_part_of_the_key(tmp_path):
+    base = ["sample", "--preset", "digits", "--sampler", "unipc", "--steps", "6", "-n", 2, "-q"]
+    for rule in ("dpm-solver", "k-diffusion"):
+        cli(*base, "--sampler-opt", f"final_order={rule}", "--out", tmp_path / f"{rule}.npz")
+        assert json.loads((tmp_path / f"{rule}.json").read_text())["key"]["options"]["final_order"] == rule
+    # 5 solver steps: DPM-Solver's rule makes the last one first order, k-diffusion's does not
+    assert not np.array_equal(images(tmp_path / "dpm-solver.npz")[0], images(tmp_path / "k-diffusion.npz")[0])
+    bad = runner.invoke(app, [str(a) for a in [*base, "--sampler-opt", "final_order=diffusers", "--out", tmp_path / "x.npz"]])
+    assert bad.exit_code == 2 and "bad value for sampler option final_order" in bad.output
+    assert "'dpm-solver', 'unipc' or 'k-diffusion'" in bad.output
+
+
+def test_samplers_lists_each_option_with_its_description():
+    listing = cli("samplers").output
+    assert "final_order (dpm++2m, dpm++2m-sde, unipc):" in listing
+    assert all(rule in listing for rule in ("dpm-solver", "k-diffusion", "docs/sampling.md"))
+
+
 PLUGIN = '''
 """A third-party sampler: Euler steps on the probability-flow ODE, with an option."""
 import torch

@@ -85,7 +85,7 @@ def ddpm_step(
     x: Tensor,
     t: Tensor,
     *,
-    noise: NoiseSource = torch.randn_like,
+    noise: NoiseSource,
     cond_fn: CondFn | None = None,
     cond_kwargs: dict | None = None,
 ) -> Step:
@@ -103,7 +103,7 @@ def ddim_step(
     x: Tensor,
     t: Tensor,
     *,
-    noise: NoiseSource = torch.randn_like,
+    noise: NoiseSource,
     cond_fn: CondFn | None = None,
     cond_kwargs: dict | None = None,
     eta: float = 0.0,

@@ -7,6 +7,10 @@ called once per sampler step (in loop order). Three are provided:
 * ``PerSampleNoise`` — one ``torch.Generator`` per sample, so sample i depends only on its own
   seed and never on the batch it was drawn in (EDM's ``StackedRandomGenerator``);
 * ``ReplayNoise`` — pre-recorded per-step tensors, for parity tests against the original.
+
+Every sampler and chain step that draws noise takes its source as a required keyword: there is
+no default, so the global RNG is used only where a caller passes ``torch.randn_like`` on purpose
+(``adm.compat``, which reproduces the original's calls).
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from adm.core.errors import UsageError
 from adm.core.suggest import did_you_mean
 from adm.diffusion.grids import SPACINGS
 from adm.sampling import samplers
+from adm.sampling.samplers import FinalOrder
 from adm.sampling.unipc import sample_unipc
 
 Tensor = torch.Tensor
@@ -42,9 +43,14 @@ class DDIMOptions(SamplerOptions):
     eta: float = Field(0.0, ge=0, le=1, description="noise of each step: 0 deterministic, 1 like DDPM")
 
 
+FINAL_ORDER_HELP = ("which reference's rule sets the last steps' order: dpm-solver lowers it (the last step first "
+                    "order) below 10 solver steps, unipc at any count, k-diffusion never; solver steps = evaluations "
+                    "− 1. The default was chosen by measurement on digits (docs/sampling.md, Final-step order)")
+
+
 class DPMSolverOptions(SamplerOptions):
     order: int = Field(2, ge=1, le=2, description="1: first order (DDIM-like), 2: second-order multistep")
-    lower_order_final: bool = Field(True, description="first order on the last steps when there are few")
+    final_order: FinalOrder = Field(samplers.DEFAULT_FINAL_ORDER, description=FINAL_ORDER_HELP)
 
 
 class SDEOptions(DPMSolverOptions):
@@ -54,7 +60,7 @@ class SDEOptions(DPMSolverOptions):
 class UniPCOptions(SamplerOptions):
     order: int = Field(2, ge=1, le=3, description="order of the predictor (the corrector adds one)")
     variant: Literal["bh1", "bh2"] = Field("bh2", description="B(h) = h (bh1) or e^h − 1 (bh2)")
-    lower_order_final: bool = Field(True, description="lower orders on the last steps when there are few")
+    final_order: FinalOrder = Field(samplers.DEFAULT_FINAL_ORDER, description=FINAL_ORDER_HELP)
 
 
 @dataclass(frozen=True)

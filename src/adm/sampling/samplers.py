@@ -12,7 +12,7 @@ Every sampler has the signature
 * ``noise(x)`` draws standard normal noise shaped like x (per-sample generators, see
   ``adm.sampling.noise``); deterministic samplers never call it;
 * ``callback`` receives ``{"i", "sigma", "sigma_next", "x", "denoised"}`` after every step, with
-  x in ADM's scaling at ``sigma_next``;
+  x in ADM's scaling at ``sigma_next`` (the multistep solvers add ``"order"``, the step's order);
 * the result is x at ``sigmas[-1]`` in ADM's scaling: the sample itself when the grid ends at 0.
 
 The solvers run in the variance-exploding form x = x_0 + σ·ε with λ = −log σ, in which the
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 
@@ -36,10 +37,37 @@ Tensor = torch.Tensor
 Callback = Callable[[dict], None]
 
 
-def report_step(callback: Callback | None, i: int, sigmas: Tensor, x: Tensor, denoised: Tensor) -> None:
+def report_step(callback: Callback | None, i: int, sigmas: Tensor, x: Tensor, denoised: Tensor, **extra) -> None:
     if callback is not None:
         s, s_next = float(sigmas[i]), float(sigmas[i + 1])
-        callback({"i": i, "sigma": s, "sigma_next": s_next, "x": to_variance_preserving(x, s_next), "denoised": denoised})
+        callback({"i": i, "sigma": s, "sigma_next": s_next, "x": to_variance_preserving(x, s_next), "denoised": denoised,
+                  **extra})
+
+
+# --- the order of a multistep solver's steps -------------------------------------------------
+
+FinalOrder = Literal["dpm-solver", "unipc", "k-diffusion"]
+# Each reference's rule for the last steps, as the number of solver steps below which it lowers
+# their order: DPM-Solver's ``lower_order_final`` acts below 10 steps (its code; its docstring
+# says 15), UniPC's at any count, k-diffusion's DPM-Solver++(2M) never lowers.
+LOWER_FINAL_BELOW: dict[str, float] = {"dpm-solver": 10, "unipc": math.inf, "k-diffusion": 0}
+# adm's default for dpm++2m, dpm++2m-sde and unipc, chosen by measurement on digits
+# (docs/sampling.md, "Final-step order"); one value, so that dpm++2m-sde with η = 0 is dpm++2m.
+DEFAULT_FINAL_ORDER: FinalOrder = "unipc"
+
+
+def step_orders(sigmas: Tensor, order: int, final_order: FinalOrder) -> list[int]:
+    """The order of each step of a multistep solver of ``order`` on the grid ``sigmas``.
+
+    Counted as the references count ``steps``: the steps between non-zero levels (a step to σ = 0
+    returns x̂_0, the references' ``denoise_to_zero``, and is first order). Step k (from 1) of n
+    has at most k points to use (the warm-up every reference shares); where ``final_order``'s
+    reference lowers the last steps for n steps, it also uses at most n + 1 − k (the last step
+    first order), which is what makes very few steps stable.
+    """
+    n = int((sigmas[1:] > 0).sum())
+    cool_down = n < LOWER_FINAL_BELOW[final_order]
+    return [min(order, k, n + 1 - k) if cool_down else min(order, k) for k in range(1, n + 1)] + [1] * (len(sigmas) - 1 - n)
 
 
 # --- the original's discrete chain ---------------------------------------------------------
@@ -54,14 +82,14 @@ def _walk_chain(step, chain: ChainDenoiser, x: Tensor, sigmas: Tensor, callback,
     return x
 
 
-def sample_ddpm(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource = torch.randn_like,
+def sample_ddpm(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource,
                 callback: Callback | None = None) -> Tensor:
     """Ancestral sampling (DDPM) on the respaced chain, guided by the mean shift, as the original."""
     chain, cond_fn = denoiser.chain(sigmas)
     return _walk_chain(ddpm_step, chain, x, sigmas, callback, noise=noise, cond_fn=cond_fn)
 
 
-def sample_ddim(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource = torch.randn_like,
+def sample_ddim(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource,
                 callback: Callback | None = None, eta: float = 0.0) -> Tensor:
     """DDIM on the respaced chain (deterministic for eta = 0), guided by the score shift, as the original."""
     chain, cond_fn = denoiser.chain(sigmas)
@@ -77,20 +105,21 @@ def _log_step(sigma: float, sigma_next: float) -> float:
 
 
 def sample_dpmpp_2m(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource | None = None,
-                    callback: Callback | None = None, order: int = 2, lower_order_final: bool = True) -> Tensor:
+                    callback: Callback | None = None, order: int = 2,
+                    final_order: FinalOrder = DEFAULT_FINAL_ORDER) -> Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): multistep, one evaluation per step.
 
     x_{i+1} = (σ_{i+1}/σ_i)·x_i − (e^{−h} − 1)·D with D = x̂_0 (first order) or
     D = (1 + 1/(2r))·x̂_0 − (1/(2r))·x̂_0^{prev}, r = h_{prev}/h. The step to σ = 0 returns x̂_0.
-    With ``lower_order_final`` and fewer than 15 steps, the last step before it is first order too
-    (DPM-Solver's advice for few steps). It is ``dpm++2m-sde`` with η = 0.
+    ``final_order`` names the reference whose rule sets the last steps' order (``step_orders``).
+    It is ``dpm++2m-sde`` with η = 0.
     """
-    return _dpmpp_2m(denoiser, x, sigmas, None, callback, 0.0, order, lower_order_final)
+    return _dpmpp_2m(denoiser, x, sigmas, None, callback, 0.0, order, final_order)
 
 
-def sample_dpmpp_2m_sde(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource = torch.randn_like,
+def sample_dpmpp_2m_sde(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource,
                         callback: Callback | None = None, eta: float = 1.0, order: int = 2,
-                        lower_order_final: bool = True) -> Tensor:
+                        final_order: FinalOrder = DEFAULT_FINAL_ORDER) -> Tensor:
     """SDE-DPM-Solver++(2M) (Lu et al. 2022, §4 / Appendix): the stochastic form of 2M.
 
     With η = 1 it solves the reverse SDE: x_{i+1} = (σ_{i+1}/σ_i)·e^{−h}·x_i + (1 − e^{−2h})·x̂_0
@@ -98,16 +127,16 @@ def sample_dpmpp_2m_sde(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise:
     ODE (η = 0 is 2M); in general e^{−h} → e^{−ηh}, (1 − e^{−2h}) → (1 − e^{−(1+η)h}) and the noise
     has variance 1 − e^{−2ηh}.
     """
-    return _dpmpp_2m(denoiser, x, sigmas, noise, callback, eta, order, lower_order_final)
+    return _dpmpp_2m(denoiser, x, sigmas, noise, callback, eta, order, final_order)
 
 
 def _dpmpp_2m(denoiser, x: Tensor, sigmas: Tensor, noise, callback, eta: float, order: int,
-              lower_order_final: bool) -> Tensor:
+              final_order: FinalOrder) -> Tensor:
     x = to_variance_exploding(x, sigmas[0])
-    steps = len(sigmas) - 1
+    orders = step_orders(sigmas, order, final_order)
     previous: tuple[Tensor, float] | None = None  # (x̂_0, h) of the previous step
     with torch.no_grad():
-        for i in range(steps):
+        for i in range(len(sigmas) - 1):
             s, s_next = float(sigmas[i]), float(sigmas[i + 1])
             denoised = denoiser(x, s)
             if s_next == 0:
@@ -117,14 +146,13 @@ def _dpmpp_2m(denoiser, x: Tensor, sigmas: Tensor, noise, callback, eta: float, 
                 eta_h = eta * h
                 data_coef = -math.expm1(-h - eta_h)
                 x = (s_next / s) * math.exp(-eta_h) * x + data_coef * denoised
-                final = lower_order_final and steps < 15 and i >= steps - 2
-                if order >= 2 and previous is not None and not final:
+                if orders[i] == 2:
                     r = previous[1] / h
                     x = x + (0.5 * data_coef / r) * (denoised - previous[0])
                 if eta > 0:
                     x = x + (s_next * math.sqrt(-math.expm1(-2 * eta_h))) * noise(x)
                 previous = (denoised, h)
-            report_step(callback, i, sigmas, x, denoised)
+            report_step(callback, i, sigmas, x, denoised, order=orders[i])
     return to_variance_preserving(x, sigmas[-1])
 
 

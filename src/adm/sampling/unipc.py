@@ -23,7 +23,13 @@ import torch
 
 from adm.sampling.denoiser import Denoiser, to_variance_exploding, to_variance_preserving
 from adm.sampling.noise import NoiseSource
-from adm.sampling.samplers import Callback, report_step
+from adm.sampling.samplers import (
+    DEFAULT_FINAL_ORDER,
+    Callback,
+    FinalOrder,
+    report_step,
+    step_orders,
+)
 
 Tensor = torch.Tensor
 
@@ -51,14 +57,15 @@ def _solve(rks: list[float], b: list[float]) -> list[float]:
 
 def sample_unipc(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource | None = None,
                  callback: Callback | None = None, order: int = 2, variant: str = "bh2",
-                 lower_order_final: bool = True) -> Tensor:
+                 final_order: FinalOrder = DEFAULT_FINAL_ORDER) -> Tensor:
     """UniPC-``order`` with its free corrector; the step to σ = 0 returns the last x̂_0.
 
-    The first steps warm up with lower orders; with ``lower_order_final`` and fewer than 10 steps
-    the order also drops towards the end (the reference implementation's choice).
+    The first steps warm up with lower orders; ``final_order`` names the reference whose rule
+    sets the last steps' order (``adm.sampling.samplers.step_orders``).
     """
     x = to_variance_exploding(x, sigmas[0])
     steps = len(sigmas) - 1
+    orders = step_orders(sigmas, order, final_order)
     last_landing = steps - 2 if float(sigmas[-1]) == 0 else steps - 1  # the last step to a level σ > 0
     lambdas: list[float] = []
     history: list[Tensor] = []  # x̂_0 at the previous levels, newest last
@@ -70,12 +77,9 @@ def sample_unipc(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseS
             history.append(denoised)
             if s_next == 0:
                 x = denoised
-                report_step(callback, i, sigmas, x, denoised)
+                report_step(callback, i, sigmas, x, denoised, order=orders[i])
                 break
-            step_order = min(order, len(history))
-            if lower_order_final and steps < 10:
-                step_order = min(step_order, steps - 1 - i)
-            step_order = max(step_order, 1)
+            step_order = orders[i]
             h = -math.log(s_next) - lambdas[-1]
             m_s = history[-1]
             rks = [(lambdas[-1 - k] - lambdas[-1]) / h for k in range(1, step_order)]
@@ -97,5 +101,5 @@ def sample_unipc(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseS
                 rho_c = _solve(rks + [1.0], b)
                 correction = sum(r * d for r, d in zip(rho_c[:-1], diffs, strict=True)) + rho_c[-1] * (denoised - m_s)
                 x = base - b_h * correction
-            report_step(callback, i, sigmas, x, history[-1])
+            report_step(callback, i, sigmas, x, history[-1], order=step_order)
     return to_variance_preserving(x, sigmas[-1])
