@@ -242,6 +242,8 @@ class GaussianDiffusion:
     # --- losses and likelihood ---
 
     def training_losses(self, model, x_start, t, model_kwargs=None, noise=None):
+        if noise is None:  # the original draws from the global RNG here
+            noise = torch.randn_like(x_start)
         return losses.training_losses(
             self.process, self.param, self.loss_type, self._unwrapped(model), x_start, t, noise=noise,
             model_kwargs=model_kwargs,
@@ -260,7 +262,7 @@ class GaussianDiffusion:
     def calc_bpd_loop(self, model, x_start, clip_denoised=True, model_kwargs=None):
         return losses.calc_bpd_loop(
             self.process, self.param, self._unwrapped(model), x_start, clip_denoised=clip_denoised,
-            model_kwargs=model_kwargs,
+            model_kwargs=model_kwargs, noise_fn=torch.randn_like,  # the original's global RNG
         )
 
 

@@ -100,10 +100,13 @@ def training_losses(
     model_fn: ModelFn,
     x0: Tensor,
     t: Tensor,
-    noise: Tensor | None = None,
+    *,
+    noise: Tensor,
     model_kwargs: dict | None = None,
 ) -> dict[str, Tensor]:
     """Per-sample losses at chain indices ``t``: keys ``loss``, and ``mse``/``vb`` when used.
+
+    ``noise`` is the ε of ``x_t``, drawn by the caller from its own generator (no global RNG).
 
     KL / RESCALED_KL: the bound term itself (times T for RESCALED_KL).
     MSE / RESCALED_MSE: ``mse`` against eps, x_0 or the posterior mean; with a learned variance
@@ -111,8 +114,6 @@ def training_losses(
     trains the variance (times T/1000 for RESCALED_MSE).
     """
     model_kwargs = model_kwargs or {}
-    if noise is None:
-        noise = torch.randn_like(x0)
     x_t = q_sample(process, x0, t, noise)
     model_t = process.model_timesteps(t)
     terms: dict[str, Tensor] = {}
@@ -159,9 +160,12 @@ def calc_bpd_loop(
     x_start: Tensor,
     clip_denoised: bool = True,
     model_kwargs: dict | None = None,
-    noise_fn: Callable[[Tensor], Tensor] = torch.randn_like,
+    *,
+    noise_fn: Callable[[Tensor], Tensor],
 ) -> dict[str, Tensor]:
     """The full variational bound of ``x_start`` in bits/dim, one chain step at a time.
+
+    ``noise_fn(x)`` draws each step's ε (``torch.randn_like``'s signature), from the caller's generator.
 
     Returns ``total_bpd`` [B], ``prior_bpd`` [B] and the per-step ``vb``, ``xstart_mse`` and
     ``mse`` (eps error) [B, T], whose column 0 is chain step T − 1 (the loop order, as the
