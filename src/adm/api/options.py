@@ -46,8 +46,8 @@ class SamplingOptions(BaseModel):
     clip_denoised: bool | None = Field(None, description="clamp the x0 estimate to [-1, 1]; unset: the preset's, "
                                        "else on, as the original")
     precision: str | None = Field(None, description="fp32, bf16 or fp16; unset: fp16 on CUDA for models released "
-                                  "with use_fp16, else fp32 (on CPUs with native bf16, bf16 runs ImageNet-size networks about "
-                                  "2x faster; docs/performance.md)")
+                                  "with use_fp16, else fp32 (on CPUs with native bf16, bf16 is the fast choice for ImageNet-size "
+                                  "networks: docs/performance.md)")
     compile: bool = Field(False, description="torch.compile the diffusion model (a one-time cost; pays off for "
                           "long GPU runs; results may differ in the last bits)")
 

@@ -1,10 +1,9 @@
 """Running the networks for sampling: precision, layout, inference mode, optional compilation.
 
-Measured on the ImageNet-64 architecture (docs/performance.md, ``benchmarks/forward_latency.py``):
-a bf16 trunk with channels_last, Winograd convolutions and blocked attention on the CPU
-(``adm.models.optimize_for_inference``) runs about 1.6x the original under plain bf16 autocast
-and 2.6x its fp32 at batch 4 (1.3x at batch 1), with relative error 2.4e-3 (the
-original's autocast: 3.4e-3); fp32 runs as built.
+On the CPU a bf16 trunk with channels_last, Winograd convolutions and blocked attention
+(``adm.models.optimize_for_inference``) is the fast path; fp32 runs as built. How fast, and at
+what error, against the original's autocast is measured in docs/performance.md
+(``benchmarks/forward_latency.py``).
 
 * ``prepare`` converts a network once, in place, for the chosen precision: bf16/fp16 cast the
   trunk (no autocast needed), except fp16 on the CPU, which stays float32 under autocast (CPU
@@ -14,7 +13,7 @@ original's autocast: 3.4e-3); fp32 runs as built.
   classifier with autograd for its input gradient (``inference=False``).
 * ``default_precision`` is per device: fp16 on CUDA for models released with ``use_fp16`` (as
   the original samples them), else fp32. On the CPU bf16 is the fast choice where the CPU has
-  native bf16 (``cpu_has_native_bf16``: about 2x fp32 there) but it is opt-in: in fp32 another
+  native bf16 kernels (AVX-512 BF16 or AMX), but it is opt-in: in fp32 another
   batch size moves at most a handful of pixels by one level (docs/sampling.md, Reproducibility),
   in bf16 the rounding of every layer depends on the batch shape and the CPU's kernels.
 """
@@ -23,8 +22,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import nullcontext
-from functools import cache
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -68,16 +65,6 @@ def network_call(module: Callable, device: torch.device, precision: str, *, infe
         return out.float().clone() if inference else out.float()
 
     return call
-
-
-@cache
-def cpu_has_native_bf16() -> bool:
-    """AVX-512 BF16 or AMX: where bf16 convolutions and matmuls beat fp32 (measured 1.7-2x)."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.is_file():
-        return False
-    flags = cpuinfo.read_text()
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def precision_warnings(device: torch.device, precision: str) -> list[str]:
