@@ -6,7 +6,7 @@ with hooks), interleaved rounds after a warm-up time, in bf16 at the given batch
 * oneDNN's direct convolution (channels_last, what ``winograd=False`` runs) against
   ``adm.models.winograd.winograd_conv3x3`` at several tile budgets (``TILE_BUDGET`` is the
   default), with each one's relative error against a float64 convolution;
-* CPU flash attention (``F.scaled_dot_product_attention``) against ``attend_tokens``' blocked
+* CPU flash attention (``F.scaled_dot_product_attention``) against ``blocked_attention``'s
   GEMM-softmax-GEMM at several query-row counts (``query_rows`` picks one per map).
 
 The convolutions Winograd is not used for (``MIN_CHANNELS``) are listed too, to show why.
@@ -111,7 +111,7 @@ def conv_rows(convs, batch: int, rounds: int, threads: int) -> list[str]:
 
 
 def attention_rows(maps, batch: int, rounds: int, threads: int) -> list[str]:
-    from adm.models.attention import attend_tokens, query_rows
+    from adm.models.blocked_attention import blocked_attention, query_rows
 
     lines = []
     for tokens, channels, heads in maps:
@@ -120,7 +120,7 @@ def attention_rows(maps, batch: int, rounds: int, threads: int) -> list[str]:
                    for _ in range(3))
         rows = [r for r in ROWS if r < tokens] + [tokens]
         fns = {"flash": partial(F.scaled_dot_product_attention, q, k, v),
-               **{r: partial(attend_tokens, q, k, v, rows=r) for r in rows}}
+               **{r: partial(blocked_attention, q, k, v, rows=r) for r in rows}}
         t = interleaved(fns, rounds)
         cells = " ".join(f"{r}: {t['flash'] / t[r]:.2f}x" + ("*" if r == query_rows(tokens) else "") for r in rows)
         lines.append(f"| {threads} | {tokens} | {channels} / {heads} | {t['flash'] * 1e3:.1f} | {cells} |")

@@ -8,9 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import adm.models.blocked_attention as blocked_module
 import adm.models.winograd as winograd
 from adm.models import optimize_for_inference
-from adm.models.attention import attend_tokens, query_rows
+from adm.models.attention import AttentionBlock, attend_tokens
+from adm.models.blocked_attention import BlockedAttentionBlock, blocked_attention, query_rows
 from adm.models.winograd import WinogradConv2d, winograd_conv3x3, winograd_weight
 from adm.spec.factory import build_model
 from adm.spec.flags import parse_model_flags
@@ -91,25 +93,36 @@ def test_the_bf16_trunk_on_the_cpu_uses_winograd_and_stays_close_to_float32():
     assert not any(isinstance(m, WinogradConv2d) for m in optimize_for_inference(wide_net()).modules())
 
 
-def test_winograd_follows_reloaded_weights_and_steps_aside_for_autograd_and_compile(monkeypatch):
+def test_winograd_filters_are_made_at_conversion_and_follow_loads_and_moves():
+    fast = optimize_for_inference(wide_net(), dtype=torch.bfloat16)
+    conv = next(m for m in fast.modules() if isinstance(m, WinogradConv2d))
+    assert set(conv.state_dict()) == {"weight", "bias"}  # the filters are not saved
+    assert torch.equal(conv.filters, winograd_weight(conv.weight))
+    x = torch.randn(1, conv.in_channels, 8, 8).bfloat16()
+    direct = lambda: F.conv2d(x, conv.weight, conv.bias, padding=1)  # noqa: E731
+    with torch.inference_mode():
+        before = conv(x)
+    fast.load_state_dict(randomize(wide_net(), 9).state_dict())  # copies in place: same storage, new weights
+    with torch.inference_mode():
+        after, reference = conv(x), direct()
+    assert relerr(after, reference) < 1e-2 and relerr(before, reference) > 0.5
+    assert not torch.equal(after, reference)  # Winograd ran, not oneDNN
+    fast.to("meta")  # .to() takes the filters along with the weights
+    assert conv.filters.device.type == "meta" and conv.filters.shape == (16, conv.in_channels, conv.out_channels)
+
+
+def test_winograd_runs_only_for_even_bf16_maps_without_autograd_or_compile(monkeypatch):
     fast = optimize_for_inference(wide_net(), dtype=torch.bfloat16)
     conv = next(m for m in fast.modules() if isinstance(m, WinogradConv2d))
     x = torch.randn(1, conv.in_channels, 8, 8).bfloat16()
     direct = lambda: F.conv2d(x, conv.weight, conv.bias, padding=1)  # noqa: E731
     with torch.inference_mode():
-        before = conv(x)
-    other = randomize(wide_net(), 9).state_dict()
-    fast.load_state_dict(other)  # copies in place: same storage, new weights
-    with torch.inference_mode():
-        after = conv(x)
-        assert relerr(after, direct()) < 1e-2 and relerr(before, direct()) > 0.5
-        assert conv._filters is not None and not torch.equal(after, direct())  # Winograd ran, not oneDNN
         calls = []
         monkeypatch.setattr(winograd, "winograd_conv3x3", lambda *a: calls.append(a) or direct())
         conv(x)
         torch.nn.Conv2d.forward(conv, x)
         conv(x[:0])  # an empty batch goes to the ordinary convolution
-        assert len(calls) == 1
+        assert len(calls) == 1 and calls[0][1] is conv.filters
         monkeypatch.undo()
     with torch.inference_mode():
         monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
@@ -120,23 +133,50 @@ def test_winograd_follows_reloaded_weights_and_steps_aside_for_autograd_and_comp
     assert out.requires_grad and torch.equal(out, direct())
 
 
-def test_blocked_attention_matches_sdpa_and_is_used_only_for_bf16_inference():
+def test_the_blocked_kernel_matches_sdpa_within_rounding():
     g = torch.Generator().manual_seed(3)
     q, k, v = (torch.randn(2, 300, 3, 16, generator=g).transpose(1, 2) for _ in range(3))  # token-major
     assert query_rows(300) == 256 and query_rows(64) == 64  # blocks of 256 and 44 query rows
     exact = F.scaled_dot_product_attention(q.double(), k.double(), v.double()).transpose(1, 2).reshape(2, 300, 48)
     with torch.inference_mode():
-        blocked = attend_tokens(q.bfloat16(), k.bfloat16(), v.bfloat16())
-        fused = F.scaled_dot_product_attention(q.bfloat16(), k.bfloat16(), v.bfloat16())
+        blocked = blocked_attention(q.bfloat16(), k.bfloat16(), v.bfloat16())
+        fused = attend_tokens(q.bfloat16(), k.bfloat16(), v.bfloat16())  # the generic path: SDPA
+        sdpa = F.scaled_dot_product_attention(q.bfloat16(), k.bfloat16(), v.bfloat16())
+    assert torch.equal(fused, sdpa.transpose(1, 2).reshape(2, 300, 48))
     assert blocked.shape == (2, 300, 48) and relerr(blocked, exact) < 1e-2
-    assert not torch.equal(blocked, fused.transpose(1, 2).reshape(2, 300, 48))  # not SDPA's kernel
-    assert relerr(blocked, exact) < 3 * relerr(fused.transpose(1, 2).reshape(2, 300, 48), exact)
-    with torch.no_grad():  # float32 is SDPA's
-        torch.testing.assert_close(attend_tokens(q, k, v), exact.float(), rtol=1e-5, atol=1e-5)
+    assert not torch.equal(blocked, fused)  # not SDPA's kernel
+    assert relerr(blocked, exact) < 3 * relerr(fused, exact)
 
 
-def test_weights_made_in_inference_mode_run_the_ordinary_convolution():
-    with torch.inference_mode():  # no version counter to key a filter cache on
+def test_bf16_conversion_swaps_in_blocked_attention_used_only_for_bf16_inference(monkeypatch):
+    net = wide_net()
+    fast = optimize_for_inference(copy.deepcopy(net), dtype=torch.bfloat16)
+    plain = optimize_for_inference(copy.deepcopy(net), dtype=torch.bfloat16, blocked_attention=False)
+    assert {k: v.shape for k, v in fast.state_dict().items()} == {k: v.shape for k, v in net.state_dict().items()}
+    pairs = [(m, p) for m, p in zip(fast.modules(), plain.modules(), strict=True) if isinstance(m, AttentionBlock)]
+    assert pairs and all(type(m) is BlockedAttentionBlock and type(p) is AttentionBlock for m, p in pairs)
+    assert not any(isinstance(m, BlockedAttentionBlock) for m in optimize_for_inference(wide_net()).modules())
+    block, reference = pairs[0]
+    x = torch.randn(2, block.channels, 8, 8).bfloat16()
+    with torch.inference_mode():
+        out, sdpa = block(x), reference(x)
+        calls = []
+        monkeypatch.setattr(blocked_module, "blocked_attention", lambda *a: calls.append(a) or attend_tokens(*a))
+        block(x)
+        assert len(calls) == 1
+        monkeypatch.undo()
+    assert relerr(out, sdpa) < 1e-2 and not torch.equal(out, sdpa)  # blocked, not SDPA's kernel
+    with torch.enable_grad():  # the guidance classifier's input gradient: SDPA, bit for bit
+        assert torch.equal(block(x.requires_grad_(True)), reference(x))
+    wide = next(m for m in net.modules() if isinstance(m, AttentionBlock))  # float32: SDPA
+    y = torch.randn(2, wide.channels, 8, 8)
+    with torch.inference_mode():
+        assert torch.equal(BlockedAttentionBlock.from_block(wide)(y), wide(y))
+
+
+def test_weights_made_in_inference_mode_run_winograd_too():
+    with torch.inference_mode():  # inference tensors: nothing of the filters depends on version counters
         conv = WinogradConv2d.from_conv(torch.nn.Conv2d(256, 256, 3, padding=1).bfloat16())
         x = torch.randn(1, 256, 4, 4).bfloat16()
-        assert torch.equal(conv(x), F.conv2d(x, conv.weight, conv.bias, padding=1))
+        out, direct = conv(x), F.conv2d(x, conv.weight, conv.bias, padding=1)
+    assert not torch.equal(out, direct) and relerr(out, direct) < 1e-2

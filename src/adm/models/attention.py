@@ -85,38 +85,14 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return out.transpose(-1, -2).reshape(b, h * ch, t)
 
 
-def query_rows(tokens: int) -> int:
-    """Query rows per block of ``attend_tokens``' blocked path: 256, or the whole map if smaller.
+def attend_tokens(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Softmax attention of [B, H, T, ch] tensors (fused SDPA), returned token-major as [B, T, H*ch].
 
-    Measured on the CPU in bf16 (``benchmarks/cpu_kernels.py``, interleaved, one and two threads):
-    whole 64- and 256-token maps were fastest in one block; at 1024 tokens 256-384 rows were, and
-    all 1024 at once was slower than flash attention (its logits no longer stay in cache).
-    """
-    return min(tokens, 256)
-
-
-def attend_tokens(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: int | None = None) -> torch.Tensor:
-    """Softmax attention of [B, H, T, ch] tensors, returned token-major as [B, T, H*ch].
-
-    In bf16 on the CPU without autograd (sampling), this is GEMM, softmax, GEMM over blocks of
-    query rows instead of fused SDPA: CPU flash attention is 1.3-1.7x slower than that at the
-    1024 and 256 token maps of the ImageNet networks, where attention is ~15% of a bf16 forward.
-    The precision is the original's under autocast: bf16 logits, a softmax accumulated in float32
-    by the CPU kernel, bf16 weights times v. Everywhere else (float32, CUDA, training) SDPA is
-    faster, or needed to keep activation memory linear in T. ``rows``: query rows per block
-    (default ``query_rows(T)``).
+    bf16 inference on the CPU has a faster kernel, swapped in by ``optimize_for_inference``
+    (``adm.models.blocked_attention``).
     """
     b, h, t, ch = q.shape
-    if q.device.type != "cpu" or q.dtype != torch.bfloat16 or torch.is_grad_enabled():
-        return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, t, h * ch)
-    out = q.new_empty(b, t, h, ch)
-    q = q * ch**-0.5  # the original's 1/sqrt(ch) logit scale, applied to the smaller operand
-    keys = k.transpose(-1, -2)
-    rows = rows or query_rows(t)
-    for start in range(0, t, rows):
-        weights = torch.softmax(torch.matmul(q[:, :, start : start + rows], keys), dim=-1)
-        out[:, start : start + rows].copy_(torch.matmul(weights, v).transpose(1, 2))
-    return out.reshape(b, t, h * ch)
+    return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, t, h * ch)
 
 
 class AttentionBlock(nn.Module):
@@ -161,8 +137,12 @@ class AttentionBlock(nn.Module):
         b, c, *spatial = x.shape
         tokens = self.norm(x).flatten(2).transpose(1, 2)
         q, k, v = split_qkv_tokens(pointwise(self.qkv, tokens), self.num_heads, self.attention_order)
-        h = pointwise(self.proj_out, attend_tokens(q, k, v)).transpose(1, 2).reshape(b, c, *spatial)
+        h = pointwise(self.proj_out, self.attend(q, k, v)).transpose(1, 2).reshape(b, c, *spatial)
         return x + h  # x first: the sum keeps x's memory format
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Attention of the split heads [B, H, T, ch], token-major [B, T, C]: what subclasses replace."""
+        return attend_tokens(q, k, v)
 
 
 class AttentionPool2d(nn.Module):

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .attention import AttentionBlock
+from .blocked_attention import BlockedAttentionBlock
 from .layers import GroupNorm32
 from .winograd import WinogradConv2d, winograd_eligible
 
@@ -38,6 +40,7 @@ def optimize_for_inference(
     channels_last: bool | None = None,
     dtype: torch.dtype | None = None,
     winograd: bool | None = None,
+    blocked_attention: bool | None = None,
 ) -> nn.Module:
     """Make a UNet / SuperResUNet / NoisyClassifier faster to evaluate; returns ``module`` itself.
 
@@ -56,10 +59,16 @@ def optimize_for_inference(
       without autocast and without re-casting every weight on every call. The cast rounds the
       weights in place; reload them to go back.
     * ``winograd``: run the trunk's 3x3 convolutions of 256+ channels through Winograd F(2x2, 3x3)
-      (``adm.models.winograd``) for bf16 inference on the CPU: 1.2-1.8x faster than oneDNN's
-      bf16 convolution at the 32x32 and smaller maps, at about twice its rounding error. ``None``
-      means on for ``dtype=torch.bfloat16`` on the CPU; with autograd, in float32 or on another
-      device the replaced convolutions run as before.
+      (``adm.models.winograd``) for bf16 inference on the CPU: faster than oneDNN's bf16
+      convolution at the 32x32 and smaller maps, at about twice its rounding error
+      (docs/performance.md). The transformed filters are computed here, once; load new weights
+      with ``load_state_dict`` (which recomputes them) or convert again.
+    * ``blocked_attention``: run the trunk's attention as GEMM, softmax, GEMM over blocks of query
+      rows (``adm.models.blocked_attention``) for bf16 inference on the CPU, where that beats
+      CPU flash attention, with the original autocast's precision.
+
+    ``None`` means on for ``dtype=torch.bfloat16`` on the CPU, for both. With autograd (the
+    guidance classifier), in float32 or on another device the replaced modules run as before.
 
     Channels_last parameters are not contiguous: save a ``state_dict`` only after making its
     tensors contiguous (safetensors refuses otherwise). For sampling, also run the diffusion model
@@ -81,14 +90,24 @@ def optimize_for_inference(
             for conv in part.modules():
                 if isinstance(conv, (nn.Conv1d, nn.Conv2d)):
                     conv.to(dtype)
+    cpu_bf16 = dtype is torch.bfloat16 and on_cpu  # where the CPU kernels below pay off
     if winograd is None:
-        winograd = dtype is torch.bfloat16 and on_cpu
+        winograd = cpu_bf16
+    if blocked_attention is None:
+        blocked_attention = cpu_bf16
     if winograd:
-        for part in parts:
-            for parent in list(part.modules()):
-                for name, child in list(parent.named_children()):
-                    if winograd_eligible(child):
-                        setattr(parent, name, WinogradConv2d.from_conv(child))
+        _replace(parts, winograd_eligible, WinogradConv2d.from_conv)
+    if blocked_attention:
+        _replace(parts, lambda m: type(m) is AttentionBlock, BlockedAttentionBlock.from_block)
     if channels_last:
         module.to(memory_format=torch.channels_last)  # moves only the 4-D (conv) weights
     return module
+
+
+def _replace(parts: list[nn.Module], eligible, convert) -> None:
+    """Swap every submodule of ``parts`` that is ``eligible`` for ``convert(submodule)``."""
+    for part in parts:
+        for parent in list(part.modules()):
+            for name, child in list(parent.named_children()):
+                if eligible(child):
+                    setattr(parent, name, convert(child))

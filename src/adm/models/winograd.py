@@ -8,12 +8,12 @@ independent GEMMs (one per tile position) between transformed inputs and transfo
 cheap add/subtract transforms around them (Lavin & Gray 2016, "Fast Algorithms for Convolutional
 Neural Networks"). The transforms' coefficients are 0, ±1 and ±1/2, so they lose little precision.
 
-Measured (``benchmarks/cpu_kernels.py``, interleaved, bf16, batch 4): 1.2-1.8x faster than
-oneDNN's direct bf16 convolution at 32x32 and smaller maps, 1.0-1.3x at 64x64, where the
-transforms' memory traffic eats most of the saved products, and no clear gain at 192 channels.
-Its relative error against a float64 convolution is about 2x the direct bf16 kernel's (6e-3
-against 3e-3 per layer), since the transformed tiles are rounded to bf16. The transformed filters
-are cached: 16/9 of the memory of the weights they come from.
+Where it gains and what it costs are measured in docs/performance.md (``benchmarks/cpu_kernels.py``,
+interleaved, per layer shape): faster than oneDNN's direct bf16 convolution at 32x32 and smaller
+maps, less so at 64x64, where the transforms' memory traffic eats most of the saved products, and
+no clear gain at 192 channels. Its error against a float64 convolution is about twice the direct
+bf16 kernel's, since the transformed tiles are rounded to bf16. The transformed filters are kept
+beside the weights: 16/9 of the memory of the weights they come from.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ _FILTER_TRANSFORM = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0
 # Tiles of 2x2 outputs processed per band, so the transformed band stays in cache: 512 was the
 # fastest of 256/512/1024, or tied, at one and two threads on the ImageNet-64 network's shapes.
 TILE_BUDGET = 512
-# Narrower convolutions are left to oneDNN: at 192 -> 192 channels Winograd was 0.9-1.2x, no clear gain.
+# Narrower convolutions are left to oneDNN: at 192 -> 192 channels Winograd showed no clear gain
+# (docs/performance.md).
 MIN_CHANNELS = 256
 
 
@@ -35,7 +36,7 @@ def winograd_weight(weight: torch.Tensor) -> torch.Tensor:
     """The transformed filters of a [C_out, C_in, 3, 3] weight, as 16 GEMM operands [16, C_in, C_out].
 
     Computed in float64 and rounded once to the weight's dtype. Each [C_in, C_out] operand is stored
-    transposed (C_out-major): bf16 batched GEMMs on the CPU ran 1.2-1.4x faster with that layout.
+    transposed (C_out-major): bf16 batched GEMMs on the CPU ran faster with that layout.
     """
     g = torch.tensor(_FILTER_TRANSFORM, dtype=torch.float64, device=weight.device)
     tiles = torch.einsum("ak,oikl,bl->abio", g, weight.double(), g)  # [4, 4, C_in, C_out]
@@ -105,11 +106,16 @@ class WinogradConv2d(nn.Conv2d):
     Same parameters and ``state_dict`` keys as the convolution it replaces (``from_conv`` shares
     its Parameters). Everything else (float32, other devices, autograd, odd feature maps, and
     ``torch.compile``, whose inductor makes its own convolution choices) runs the ordinary
-    convolution. The transformed filters are cached and recomputed whenever the weight changes
-    through PyTorch (a ``load_state_dict``, a ``.to()``, an in-place optimizer or EMA update),
-    keyed on its storage and version counter. Writes through ``weight.data`` bypass the
-    counter: call ``clear_cache()`` after them.
+    convolution.
+
+    The transformed filters are computed once, at conversion, into the non-persistent buffer
+    ``filters``: ``.to()`` moves and casts them with the weights, they are not in the
+    ``state_dict``, and ``load_state_dict`` recomputes them. adm changes no weight after
+    conversion; whoever changes ``weight`` any other way (in place, or by assigning a new one)
+    must call ``refresh_filters()``, or convert again.
     """
+
+    filters: torch.Tensor
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d) -> WinogradConv2d:
@@ -117,36 +123,33 @@ class WinogradConv2d(nn.Conv2d):
             raise ValueError(f"not a 3x3 stride-1 padding-1 convolution: {conv}")
         new = cls(conv.in_channels, conv.out_channels, 3, padding=1, bias=conv.bias is not None, device="meta")
         new.weight, new.bias = conv.weight, conv.bias  # the same Parameters: one set of weights
+        new.register_buffer("filters", None, persistent=False)
+        new.refresh_filters()
+        new.register_load_state_dict_post_hook(_refresh_after_load)
         new.train(conv.training)
         return new
 
-    _filters: tuple | None = None  # (key of the weight it was computed from, filters)
-
-    def clear_cache(self) -> None:
-        """Drop the transformed filters (recomputed on the next Winograd forward)."""
-        self._filters = None
-
-    def _cached_filters(self) -> torch.Tensor:
-        w = self.weight
-        key = (w.data_ptr(), w._version, w.dtype, w.device)
-        if self._filters is None or self._filters[0] != key:
-            with torch.no_grad():
-                self._filters = (key, winograd_weight(w))
-        return self._filters[1]
+    def refresh_filters(self) -> None:
+        """Recompute ``filters`` from ``weight``."""
+        with torch.no_grad():  # a constant of inference, not part of the weight's autograd graph
+            self.filters = winograd_weight(self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (
-            not torch.compiler.is_compiling()  # eager only: its cache check would break the graph
+            not torch.compiler.is_compiling()
             and x.device.type == "cpu"
             and x.dtype == torch.bfloat16 == self.weight.dtype
             and not torch.is_grad_enabled()
-            and not self.weight.is_inference()  # no version counter to key the cache on
             and x.numel() > 0
             and x.shape[-2] % 2 == 0
             and x.shape[-1] % 2 == 0
         ):
-            return winograd_conv3x3(x, self._cached_filters(), self.bias)
+            return winograd_conv3x3(x, self.filters, self.bias)
         return super().forward(x)
+
+
+def _refresh_after_load(module: WinogradConv2d, _incompatible_keys) -> None:
+    module.refresh_filters()
 
 
 def winograd_eligible(conv: nn.Module) -> bool:
