@@ -52,7 +52,7 @@ def worker(args: argparse.Namespace) -> dict:
     from adm.core.distributed import Dist, pick_device
     from adm.spec.flags import parse_model_flags
     from adm.training import TrainConfig
-    from adm.training.loop import DiffusionTask
+    from adm.training.diffusion import DiffusionTask
     from adm.training.trainer import DeviceBatch, Trainer, train_step
 
     torch.manual_seed(0)

@@ -67,11 +67,11 @@ def test_the_real_subapps_are_fixed():
 
 def test_train_help_shows_the_config_defaults():
     train_help = help_of(app, "train")
-    assert f"Default: {TrainConfig.model_fields['steps'].default}." in train_help  # 100000
+    assert f"Default: {TrainConfig.model_fields['iterations'].default}." in train_help  # 100000
     assert "AdamW learning rate. Default: 0.0001." in train_help
     assert "Default: 0.9999." in train_help and "Default: uniform." in train_help
     classifier_help = help_of(app, "train-classifier")
-    assert f"Default: {ClassifierTrainConfig.model_fields['steps'].default}." in classifier_help  # 150000
+    assert f"Default: {ClassifierTrainConfig.model_fields['iterations'].default}." in classifier_help  # 150000
     assert "Default: 0.0003." in classifier_help and "Default: none." in classifier_help  # lr, no EMA
     assert "from the training preset, else from the run being continued" in train_help
 
@@ -92,7 +92,7 @@ def data(tmp_path_factory):
 def test_old_steps_still_works_with_a_warning(data, tmp_path):
     result = CliRunner().invoke(app, ["train", "--preset", "tiny", "--data", str(data), "--run-dir", str(tmp_path / "r"), "--steps", "7", "--dry-run"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["train"]["steps"] == 7
+    assert json.loads(result.stdout)["train"]["iterations"] == 7
     warning = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(warning) == 1 and "--steps` is deprecated, use --iterations" in warning[0]
     result = CliRunner().invoke(app, ["train-classifier", "--preset", "tiny", "--data", str(data), "--run-dir", str(tmp_path / "r"),
@@ -102,13 +102,13 @@ def test_old_steps_still_works_with_a_warning(data, tmp_path):
 
 def test_a_finished_run_says_so_and_draws_no_bar(data, tmp_path):
     from adm.presets import default_registry, get_training_preset
-    from adm.training import train_diffusion
+    from adm.training import fit_diffusion
 
     preset = get_training_preset("tiny", "diffusion")
-    config = TrainConfig(data=str(data), **{**preset.train, "steps": 2, "batch_size": 2, "save_every": 2})
-    train_diffusion(config, default_registry().network_flags(preset), tmp_path / "run")
+    config = TrainConfig(data=str(data), **{**preset.train, "iterations": 2, "batch_size": 2, "save_every": 2})
+    fit_diffusion(config, default_registry().network_flags(preset), tmp_path / "run")
     events = []
-    again = train_diffusion(config.model_copy(update={"steps": 1}), default_registry().network_flags(preset), tmp_path / "run", on_progress=events.append)
+    again = fit_diffusion(config.model_copy(update={"iterations": 1}), default_registry().network_flags(preset), tmp_path / "run", on_progress=events.append)
     assert (again.step, again.start_step, events) == (2, 2, [])
     result = CliRunner(env={"COLUMNS": "300"}).invoke(app, ["train", "--run-dir", str(tmp_path / "run"), "--iterations", "1"])
     assert result.exit_code == 0 and "is already at step 2; raise --iterations to train further" in result.stdout

@@ -62,6 +62,29 @@ def test_the_guidance_gradient_survives_a_bf16_classifier():
     assert cosine > 0.99 and relerr(half, ref) < 0.1
 
 
+def test_the_guidance_classifier_gets_no_inference_only_kernels(monkeypatch):
+    """The classifier is always differentiated: Winograd and blocked attention would step aside at
+    every call, and Winograd's filters (98-156 MiB for the released classifiers) would sit unused."""
+    from adm.models.blocked_attention import BlockedAttentionBlock
+    from adm.models.winograd import WinogradConv2d
+
+    flags = parse_flags(ClassifierFlags, "--image_size 16 --classifier_width 256 --classifier_depth 1 "
+                        "--classifier_channel_mult 1,1 --classifier_attention_resolutions 8 "
+                        "--classifier_num_head_channels 64 --classifier_num_classes 10")
+
+    def swapped(net):
+        return {type(m).__name__ for m in net.modules() if isinstance(m, (WinogradConv2d, BlockedAttentionBlock))}
+
+    assert swapped(prepare(build_classifier(flags), "bf16")) == {"WinogradConv2d", "BlockedAttentionBlock"}
+    assert swapped(prepare(build_classifier(flags), "bf16", gradients=True)) == set()
+    import adm.api.setup as setup
+
+    prepared = []
+    monkeypatch.setattr(setup, "prepare", lambda net, precision, **how: prepared.append((type(net).__name__, how)) or net)
+    adm.sample("digits", num_samples=1, steps="2", precision="bf16")  # guided: the preset's classifier
+    assert ("NoisyClassifier", {"gradients": True}) in prepared and ("UNet", {"compile": False}) in prepared
+
+
 def test_the_diffusion_model_runs_in_inference_mode_and_hands_back_a_plain_tensor():
     seen = []
 

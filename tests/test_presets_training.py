@@ -38,7 +38,7 @@ def test_one_training_preset_as_json():
     assert set(doc["training"]) == {"diffusion", "classifier"}
     diffusion, classifier = doc["training"]["diffusion"], doc["training"]["classifier"]
     assert diffusion["command"] == "adm train --preset tiny"
-    assert diffusion["network_flags"]["image_size"] == 16 and diffusion["train"]["steps"] == 400
+    assert diffusion["network_flags"]["image_size"] == 16 and diffusion["train"]["iterations"] == 400
     assert classifier["command"] == "adm train-classifier --preset tiny"
     assert classifier["network_flags"]["classifier_num_classes"] == 10
     assert classifier["diffusion_flags"]["diffusion_steps"] == 100
@@ -47,7 +47,7 @@ def test_one_training_preset_as_json():
 def test_a_released_preset_shows_its_training_presets():
     doc = json.loads(invoke("presets", "imagenet128", "--json").stdout)
     assert doc["model_flags"]["image_size"] == 128 and doc["download"] == ["128-cond", "128-classifier"]
-    assert doc["training"]["classifier"]["train"]["steps"] == 300_000
+    assert doc["training"]["classifier"]["train"]["iterations"] == 300_000
     assert doc["training"]["classifier"]["source"].startswith("openai/guided-diffusion README")
     assert "batch_size" in doc["training"]["diffusion"]["unverified"]
 

@@ -14,7 +14,7 @@ from adm.cli.main import app
 from adm.core.errors import UsageError
 from adm.hub.checkpoints import read_signature
 from adm.spec.flags import ClassifierFlags, parse_flags, parse_model_flags
-from adm.training import ClassifierTrainConfig, TrainConfig, train_classifier, train_diffusion
+from adm.training import ClassifierTrainConfig, TrainConfig, fit_classifier, fit_diffusion
 from adm.training.data import open_training_data
 from adm.training.metrics import read_metrics
 
@@ -108,11 +108,11 @@ def test_with_init_the_count_must_fit_the_weights(data, tmp_path):
 
 def test_python_api_infers_too(data, tmp_path):
     flags = parse_flags(ClassifierFlags, CLASSIFIER)
-    config = ClassifierTrainConfig(data=str(data), steps=1, batch_size=4, workers=0, save_every=1)
-    train_classifier(config, flags, tmp_path / "c")
+    config = ClassifierTrainConfig(data=str(data), iterations=1, batch_size=4, workers=0, save_every=1)
+    fit_classifier(config, flags, tmp_path / "c")
     assert json.loads((tmp_path / "c" / "config.json").read_text())["classifier_flags"]["classifier_num_classes"] == 5
     model = parse_model_flags(MODEL)
-    train_diffusion(TrainConfig(data=str(data), steps=1, batch_size=4, workers=0, save_every=1), model, tmp_path / "d")
+    fit_diffusion(TrainConfig(data=str(data), iterations=1, batch_size=4, workers=0, save_every=1), model, tmp_path / "d")
     doc = json.loads((tmp_path / "d" / "config.json").read_text())
     assert doc["model_flags"]["num_classes"] == 5
     assert read_signature(tmp_path / "d" / "model000001.pt")["label_emb.weight"][0] == 5

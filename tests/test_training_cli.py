@@ -19,7 +19,7 @@ from adm.hub.checkpoints import load_state_dict
 from adm.presets import default_registry, get_training_preset
 from adm.training import TrainConfig
 from adm.training.checkpoint import read_records
-from adm.training.loop import DiffusionTask
+from adm.training.diffusion import DiffusionTask
 from adm.training.metrics import read_metrics
 
 BIN = Path(sys.executable).parent
@@ -94,7 +94,7 @@ def test_dry_run_prints_the_resolved_config(squares, tmp_path):
     doc = json.loads(result.output)
     assert doc["kind"] == "diffusion" and doc["preset"] == "tiny"
     assert doc["model_flags"]["dropout"] == 0.1 and doc["model_flags"]["image_size"] == 16
-    assert doc["train"]["ema_rates"] == [0.9999, 0.999] and doc["train"]["steps"] == 400
+    assert doc["train"]["ema_rates"] == [0.9999, 0.999] and doc["train"]["iterations"] == 400
     assert not (tmp_path / "run").exists()
     result = invoke(
         "train-classifier", "--run-dir", tmp_path / "c", "--preset", "tiny", "--data", squares,

@@ -12,12 +12,12 @@ from adm.spec.flags import parse_flags
 from adm.training import (
     ClassifierTrainConfig,
     TrainConfig,
+    fit_classifier,
+    fit_diffusion,
     latest_weights,
-    train_classifier,
-    train_diffusion,
 )
 from adm.training.data import collate, to_model_input
-from adm.training.loop import DiffusionTask
+from adm.training.diffusion import DiffusionTask
 from adm.training.metrics import read_metrics
 from adm.training.trainer import DeviceBatch, Trainer, train_step
 
@@ -46,8 +46,8 @@ def squares(tmp_path_factory):
 def pretrained(squares, tmp_path_factory):
     """A tiny model after 10 steps: every layer has left its zero initialisation."""
     run = tmp_path_factory.mktemp("pretrained")
-    flags, train = tiny(batch_size=8, steps=10, save_every=10)
-    train_diffusion(TrainConfig(data=str(squares), **train), flags, run)
+    flags, train = tiny(batch_size=8, iterations=10, save_every=10)
+    fit_diffusion(TrainConfig(data=str(squares), **train), flags, run)
     return run / "model000010.pt"
 
 
@@ -62,8 +62,8 @@ def mse_curve(run_dir):
 
 @pytest.mark.slow
 def test_base_model_loss_goes_down(squares, tmp_path):
-    flags, train = tiny(steps=80, batch_size=8, log_every=10, save_every=80)
-    result = train_diffusion(TrainConfig(data=str(squares), **train), flags, tmp_path)
+    flags, train = tiny(iterations=80, batch_size=8, log_every=10, save_every=80)
+    result = fit_diffusion(TrainConfig(data=str(squares), **train), flags, tmp_path)
     curve = mse_curve(tmp_path)
     assert result.step == 80 and len(curve) == 8
     assert curve[0] > 0.5 and curve[-1] < 0.35 * curve[0], curve  # eps-prediction starts at mse ~ 1
@@ -74,8 +74,8 @@ def test_base_model_loss_goes_down(squares, tmp_path):
 
 @pytest.mark.slow
 def test_upsampler_loss_goes_down(squares, tmp_path):
-    flags, train = tiny("tiny-sr", steps=60, batch_size=8, log_every=10, save_every=60)
-    train_diffusion(TrainConfig(data=str(squares), **train), flags, tmp_path)
+    flags, train = tiny("tiny-sr", iterations=60, batch_size=8, log_every=10, save_every=60)
+    fit_diffusion(TrainConfig(data=str(squares), **train), flags, tmp_path)
     curve = mse_curve(tmp_path)
     assert curve[-1] < 0.35 * curve[0], curve
     assert "low_res" not in load_state_dict(tmp_path / "model000060.pt")  # a plain SuperResUNet state_dict
@@ -83,8 +83,8 @@ def test_upsampler_loss_goes_down(squares, tmp_path):
 
 
 def test_class_conditional_training_uses_labels(squares, tmp_path):
-    flags, train = tiny("tiny-cond", steps=2, batch_size=4, save_every=2, log_every=1)
-    train_diffusion(TrainConfig(data=str(squares), **train), flags, tmp_path)
+    flags, train = tiny("tiny-cond", iterations=2, batch_size=4, save_every=2, log_every=1)
+    fit_diffusion(TrainConfig(data=str(squares), **train), flags, tmp_path)
     assert "label_emb.weight" in load_state_dict(tmp_path / "model000002.pt")
 
 
@@ -93,10 +93,10 @@ def test_noisy_classifier_learns_colors_far_above_chance(tmp_path):
     data = colored_squares(tmp_path / "data", n=120)
     preset = get_training_preset("tiny", "classifier")
     config = ClassifierTrainConfig(
-        data=str(data), **{**preset.train, "steps": 80, "batch_size": 16, "val_fraction": 0.25,
+        data=str(data), **{**preset.train, "iterations": 80, "batch_size": 16, "val_fraction": 0.25,
                            "eval_every": 40, "log_every": 10, "save_every": 80, "random_crop": False},
     )
-    result = train_classifier(config, default_registry().network_flags(preset), tmp_path, diffusion=preset.noise_flags())
+    result = fit_classifier(config, default_registry().network_flags(preset), tmp_path, diffusion=preset.noise_flags())
     records = read_metrics(tmp_path)
     losses = [r["loss"] for r in records if "loss" in r]
     assert losses[-1] < 0.5 * losses[0]
@@ -110,10 +110,10 @@ def test_clean_classifier_with_separate_validation_data(squares, tmp_path):
     val = colored_squares(tmp_path / "val", n=12, seed=1)
     preset = get_training_preset("tiny", "classifier")
     config = ClassifierTrainConfig(
-        data=str(squares), **{**preset.train, "steps": 30, "batch_size": 16, "val_data": str(val), "noised": False,
+        data=str(squares), **{**preset.train, "iterations": 30, "batch_size": 16, "val_data": str(val), "noised": False,
                               "eval_every": 30, "save_every": 30, "random_crop": False},
     )
-    result = train_classifier(config, default_registry().network_flags(preset), tmp_path / "run", diffusion=preset.noise_flags())
+    result = fit_classifier(config, default_registry().network_flags(preset), tmp_path / "run", diffusion=preset.noise_flags())
     assert result.metrics["val_acc@1"] > 0.9
 
 
@@ -144,11 +144,11 @@ def degenerate_parameters(grads, scale):
 
 @pytest.mark.slow
 def test_microbatching_gives_the_same_weights(squares, pretrained, tmp_path):
-    flags, train = tiny(batch_size=8, steps=3, save_every=3, init=str(pretrained))
+    flags, train = tiny(batch_size=8, iterations=3, save_every=3, init=str(pretrained))
     results = {}
     for micro in (0, 2):
         run = tmp_path / f"mb{micro}"
-        train_diffusion(TrainConfig(data=str(squares), **{**train, "microbatch": micro}), flags, run)
+        fit_diffusion(TrainConfig(data=str(squares), **{**train, "microbatch": micro}), flags, run)
         results[micro] = load_state_dict(run / "model000003.pt")
     grads = _grads(squares, 0, pretrained)
     skip = degenerate_parameters(grads, max(g.abs().max().item() for g in grads.values()))
@@ -181,8 +181,8 @@ def test_fp16_overflow_skips_the_step_and_the_ema_update(squares):
 
 
 def test_bf16_autocast_gradient_clipping_and_annealing(squares, tmp_path):
-    flags, train = tiny(batch_size=4, steps=4, precision="bf16", grad_clip=0.01, anneal_lr=True, log_every=1, save_every=4)
-    train_diffusion(TrainConfig(data=str(squares), **train), flags, tmp_path)
+    flags, train = tiny(batch_size=4, iterations=4, precision="bf16", grad_clip=0.01, anneal_lr=True, log_every=1, save_every=4)
+    fit_diffusion(TrainConfig(data=str(squares), **train), flags, tmp_path)
     records = read_metrics(tmp_path)
     assert [r["lr"] for r in records] == pytest.approx([1e-3, 0.75e-3, 0.5e-3, 0.25e-3])
     assert all(np.isfinite(r["loss"]) for r in records)
@@ -190,24 +190,24 @@ def test_bf16_autocast_gradient_clipping_and_annealing(squares, tmp_path):
 
 
 def test_finished_run_is_not_trained_again_and_extends_with_more_steps(squares, tmp_path):
-    flags, train = tiny(batch_size=4, steps=2, save_every=1, keep=1)
+    flags, train = tiny(batch_size=4, iterations=2, save_every=1, keep=1)
     config = TrainConfig(data=str(squares), **train)
-    assert train_diffusion(config, flags, tmp_path).step == 2
-    again = train_diffusion(config, flags, tmp_path)
+    assert fit_diffusion(config, flags, tmp_path).step == 2
+    again = fit_diffusion(config, flags, tmp_path)
     assert again.step == again.start_step == 2
-    longer = train_diffusion(config.model_copy(update={"steps": 3}), flags, tmp_path)
+    longer = fit_diffusion(config.model_copy(update={"iterations": 3}), flags, tmp_path)
     assert (longer.start_step, longer.step) == (2, 3)
     assert sorted(p.name for p in tmp_path.glob("model*.pt")) == ["model000003.pt"]
 
 
 def test_fine_tuning_starts_from_init_weights(squares, tmp_path):
-    flags, train = tiny(batch_size=4, steps=1, save_every=1, lr=1e-12, ema_rates=())
+    flags, train = tiny(batch_size=4, iterations=1, save_every=1, lr=1e-12, ema_rates=())
     config = TrainConfig(data=str(squares), **train)
-    train_diffusion(config, flags, tmp_path / "a")
+    fit_diffusion(config, flags, tmp_path / "a")
     start = load_state_dict(tmp_path / "a" / "model000001.pt")
     start = {k: v + 0.01 for k, v in start.items()}
     torch.save(start, tmp_path / "init.pt")
-    train_diffusion(config.model_copy(update={"init": str(tmp_path / "init.pt")}), flags, tmp_path / "b")
+    fit_diffusion(config.model_copy(update={"init": str(tmp_path / "init.pt")}), flags, tmp_path / "b")
     tuned = load_state_dict(tmp_path / "b" / "model000001.pt")
     assert all(torch.allclose(tuned[k], start[k], atol=1e-6) for k in start)
 
@@ -218,16 +218,16 @@ def test_classifier_flags_reject_more_classes_than_outputs(squares, tmp_path):
 
     preset = get_training_preset("tiny", "classifier")
     flags = parse_flags(ClassifierFlags, {**default_registry().network_flags(preset).flag_dict(), "classifier_num_classes": 2})
-    config = ClassifierTrainConfig(data=str(squares), **{**preset.train, "steps": 1})
+    config = ClassifierTrainConfig(data=str(squares), **{**preset.train, "iterations": 1})
     with pytest.raises(UsageError, match="3 classes but the classifier has 2 outputs"):
-        train_classifier(config, flags, tmp_path / "run")
+        fit_classifier(config, flags, tmp_path / "run")
     assert not (tmp_path / "run").exists()
 
 
 def test_loader_workers_do_not_change_the_result(squares, tmp_path):
-    flags, train = tiny(batch_size=4, steps=2, save_every=2, random_crop=True)
+    flags, train = tiny(batch_size=4, iterations=2, save_every=2, random_crop=True)
     for workers in (0, 2):
-        train_diffusion(TrainConfig(data=str(squares), **{**train, "workers": workers}), flags, tmp_path / str(workers))
+        fit_diffusion(TrainConfig(data=str(squares), **{**train, "workers": workers}), flags, tmp_path / str(workers))
     a, b = (load_state_dict(tmp_path / w / "model000002.pt") for w in ("0", "2"))
     assert all(torch.equal(a[k], b[k]) for k in a)
 
@@ -235,6 +235,6 @@ def test_loader_workers_do_not_change_the_result(squares, tmp_path):
 def test_class_conditional_training_from_an_npz(tmp_path):
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "d.npz", rng.integers(0, 255, (6, 20, 20, 3)).astype(np.uint8), np.array([0, 1, 2, 0, 1, 2]))
-    flags, train = tiny("tiny-cond", batch_size=2, steps=1, save_every=1)
-    result = train_diffusion(TrainConfig(data=str(tmp_path / "d.npz"), **train), flags, tmp_path / "run")
+    flags, train = tiny("tiny-cond", batch_size=2, iterations=1, save_every=1)
+    result = fit_diffusion(TrainConfig(data=str(tmp_path / "d.npz"), **train), flags, tmp_path / "run")
     assert result.step == 1 and np.isfinite(result.metrics["loss"])

@@ -67,8 +67,8 @@ def test_make_config_errors_are_one_line_and_name_the_option():
 
 
 def test_default_duration_is_finite():
-    assert TrainConfig(data="x").steps == 100_000
-    assert ClassifierTrainConfig(data="x").steps == 150_000
+    assert TrainConfig(data="x").iterations == 100_000
+    assert ClassifierTrainConfig(data="x").iterations == 150_000
 
 
 # --------------------------------------------------------------------------------------------
@@ -313,7 +313,7 @@ def test_metrics_truncate_on_resume_and_plot(tmp_path):
 
 def test_training_presets_record_published_values():
     classifier = get_training_preset("imagenet128", "classifier")
-    assert classifier.train == dict(steps=300_000, anneal_lr=True, batch_size=256, lr=3e-4, save_every=10_000, weight_decay=0.05)
+    assert classifier.train == dict(iterations=300_000, anneal_lr=True, batch_size=256, lr=3e-4, save_every=10_000, weight_decay=0.05)
     assert default_registry().network_flags(classifier).image_size == 128
     base = get_training_preset("imagenet64", "diffusion")
     assert base.train["batch_size"] == 2048 and default_registry().network_flags(base).num_channels == 192

@@ -41,12 +41,9 @@ _EXPORTS = {
 __all__ = ["__version__", *sorted(_EXPORTS)]
 
 
-_RENAMED = {"train_classifier": "train_noisy_classifier"}  # adm.train_classifier is the high-level API
-
-
 def __getattr__(name: str):
     if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), _RENAMED.get(name, name))
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'adm' has no attribute {name!r}")

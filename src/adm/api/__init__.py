@@ -11,7 +11,7 @@
 | ``adm.api.catalog`` | presets and samplers, built-in and plugins' |
 | ``adm.api.downloads`` | downloads, the cache, imports, conversion, the demo dataset |
 | ``adm.api.scoring`` | metrics (``evaluate_samples``) and reference batches |
-| ``adm.api.training`` | training runs (``train``, ``train_noisy_classifier``) |
+| ``adm.api.training`` | training runs (``train``, ``train_classifier``) |
 
 The package imports nothing on its own: ``import adm`` stays cheap until a name is used.
 """

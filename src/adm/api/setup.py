@@ -157,5 +157,5 @@ def resolve(
     plan = settings.plan(loaded.schedule, max_timestep=top)  # validates before the networks are converted
     loaded.model = prepare(loaded.model, settings.precision, compile=choice.compile)
     if loaded.classifier is not None:
-        loaded.classifier = prepare(loaded.classifier, settings.precision)
+        loaded.classifier = prepare(loaded.classifier, settings.precision, gradients=True)
     return Setup(preset, loaded, plan, rule, (*weights.warnings, *precision_warnings(loaded.device, settings.precision)))

@@ -9,7 +9,7 @@ from adm.training.runs import (
     resolve_run,
     start_run,
     train,
-    train_noisy_classifier,
+    train_classifier,
 )
 
 __all__ = [
@@ -22,5 +22,5 @@ __all__ = [
     "resolve_run",
     "start_run",
     "train",
-    "train_noisy_classifier",
+    "train_classifier",
 ]

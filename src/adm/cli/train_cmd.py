@@ -36,7 +36,6 @@ def _ema_rates(text: str) -> tuple[float, ...]:
 
 
 RENAMES = {
-    "steps": Rename("--iterations"),
     "ema_rates": Rename("--ema-rate", "EMA rates, comma separated (e.g. 0.9999,0.999); 'none' for no EMA.", _ema_rates),
     "data": Rename("--data", "Training images: a folder (searched recursively) or an npz (arr_0 uint8 NHWC, arr_1 labels)."),
     "init": Rename("--init", "Fine-tune: start from these weights (a state_dict .pt/.safetensors, e.g. a released checkpoint)."),
@@ -54,12 +53,12 @@ def _iterations(options: dict, steps: int | None, command: str) -> None:
     """
     if steps is None:
         return
-    if options.get("steps", steps) != steps:
-        raise UsageError(f"--iterations {options['steps']} and --steps {steps} disagree", "--steps is the old name of --iterations: give one")
+    if options.get("iterations", steps) != steps:
+        raise UsageError(f"--iterations {options['iterations']} and --steps {steps} disagree", "--steps is the old name of --iterations: give one")
     if int(os.environ.get("RANK", "0")) == 0:
         err_console.print(f"[yellow]warning:[/] `{command} --steps` is deprecated, use --iterations "
                           "(in `adm sample`, --steps is what the sampler walks)", highlight=False, soft_wrap=True)
-    options["steps"] = steps
+    options["iterations"] = steps
 
 
 def _run(kind: str, run_dir: Path, preset: str | None, flags: str | None, options: dict, *, resume: bool,

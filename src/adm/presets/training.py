@@ -43,15 +43,15 @@ TINY_CLASSIFIER = (
     "--classifier_attention_resolutions 8 --classifier_num_head_channels 32 --classifier_num_classes 10 "
     "--classifier_pool attention"
 )
-TINY_TRAIN = dict(steps=400, batch_size=16, lr=1e-3, ema_rates=(0.99,), save_every=100, log_every=10, workers=0)
+TINY_TRAIN = dict(iterations=400, batch_size=16, lr=1e-3, ema_rates=(0.99,), save_every=100, log_every=10, workers=0)
 
 
 def _diffusion(name: str, batch: int, lr: float, steps: int | None, fp16: bool = True, **extra: Any) -> TrainPreset:
     # precision follows the README's --use_fp16 for the model (the 512 model's is False)
     train: dict[str, Any] = {"batch_size": batch, "lr": lr, "ema_rates": (0.9999,), "precision": "fp16" if fp16 else "fp32"}
     if steps is not None:
-        train["steps"] = steps
-    unverified = ("batch_size", "lr") + (("steps",) if steps is not None else ())
+        train["iterations"] = steps
+    unverified = ("batch_size", "lr") + (("iterations",) if steps is not None else ())
     unknown = UNKNOWN_DIFFUSION + (() if steps is not None else ("training length (steps)",))
     return TrainPreset(
         name=name, kind="diffusion", released=name, train=train, source=PAPER,
@@ -60,7 +60,7 @@ def _diffusion(name: str, batch: int, lr: float, steps: int | None, fp16: bool =
 
 
 def _classifier(name: str, diffusion_flags: str = "", **extra: Any) -> TrainPreset:
-    readme_recipe = dict(steps=300_000, anneal_lr=True, batch_size=256, lr=3e-4, save_every=10_000, weight_decay=0.05)
+    readme_recipe = dict(iterations=300_000, anneal_lr=True, batch_size=256, lr=3e-4, save_every=10_000, weight_decay=0.05)
     return TrainPreset(name=name, kind="classifier", released=name, train=readme_recipe, diffusion_flags=diffusion_flags, **extra)
 
 
@@ -126,13 +126,13 @@ def builtin_training_presets() -> list[TrainPreset]:
         ),
         TrainPreset(
             name="digits", kind="diffusion", flags=DIGITS_MODEL,
-            train={**DIGITS_TRAIN, "steps": 8000, "lr": 5e-4, "ema_rates": (0.999,)},
+            train={**DIGITS_TRAIN, "iterations": 8000, "lr": 5e-4, "ema_rates": (0.999,)},
             description="the `digits` demo model: 16x16 class-conditional ADM on scikit-learn's digits (~2M parameters)",
         ),
         TrainPreset(
             name="digits", kind="classifier", flags=DIGITS_CLASSIFIER,
             diffusion_flags="--diffusion_steps 1000 --noise_schedule cosine",
-            train={**DIGITS_TRAIN, "steps": 3000, "lr": 1e-3, "ema_rates": (), "weight_decay": 0.05,
+            train={**DIGITS_TRAIN, "iterations": 3000, "lr": 1e-3, "ema_rates": (), "weight_decay": 0.05,
                    "random_crop": False, "val_fraction": 0.1},
             description="the `digits` demo's noisy classifier",
         ),

@@ -68,9 +68,9 @@ def run_recipe(out: str | Path, *, quick: bool = False, registry: Registry | Non
     from adm.training import (
         ClassifierTrainConfig,
         TrainConfig,
+        fit_classifier,
+        fit_diffusion,
         latest_weights,
-        train_classifier,
-        train_diffusion,
     )
     from adm.training.config import make_config
 
@@ -84,12 +84,12 @@ def run_recipe(out: str | Path, *, quick: bool = False, registry: Registry | Non
     real = load_digits()
     rep.seconds["data"] = clock() - start
 
-    shorten = {"steps": 20, "save_every": 20, "log_every": 5} if quick else {}
+    shorten = {"iterations": 20, "save_every": 20, "log_every": 5} if quick else {}
     diffusion = registry.training_preset("digits", "diffusion")
     start = clock()
     report(on_progress, "recipe", 1, 5, message="training the diffusion model (adm train --preset digits)")
     config = make_config(TrainConfig, {**diffusion.train, **shorten, "data": str(data)})
-    result = train_diffusion(config, registry.network_flags(diffusion), out / "runs" / "digits", preset="digits",
+    result = fit_diffusion(config, registry.network_flags(diffusion), out / "runs" / "digits", preset="digits",
                              on_progress=on_progress)
     rep.seconds["diffusion"] = clock() - start
     rep.numbers["diffusion_steps_trained"] = result.step
@@ -102,7 +102,7 @@ def run_recipe(out: str | Path, *, quick: bool = False, registry: Registry | Non
     cconfig = make_config(ClassifierTrainConfig, {
         **classifier.train, **shorten, "data": str(data), **({"eval_every": 10} if quick else {}),
     })
-    cresult = train_classifier(cconfig, registry.network_flags(classifier), out / "runs" / "digits-classifier",
+    cresult = fit_classifier(cconfig, registry.network_flags(classifier), out / "runs" / "digits-classifier",
                                diffusion=classifier.noise_flags(), preset="digits", on_progress=on_progress)
     rep.seconds["classifier"] = clock() - start
     for key in ("val_acc@1", "val_loss", "train_acc@1"):

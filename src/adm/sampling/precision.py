@@ -41,14 +41,20 @@ def _autocast_only(device: torch.device, dtype: torch.dtype | None) -> bool:
     return dtype is torch.float16 and device.type == "cpu"
 
 
-def prepare(module: nn.Module, precision: str, *, compile: bool = False) -> nn.Module:
-    """``module`` converted in place for ``precision`` (and compiled if asked); returns it."""
+def prepare(module: nn.Module, precision: str, *, compile: bool = False, gradients: bool = False) -> nn.Module:
+    """``module`` converted in place for ``precision`` (and compiled if asked); returns it.
+
+    ``gradients``: the module is always differentiated (the guidance classifier), so the kernels
+    that serve inference only (Winograd, blocked attention) are not swapped in: they would step
+    aside at every call, and Winograd's transformed filters would hold memory for nothing.
+    """
     from adm.models import optimize_for_inference
 
     dtype = _check(precision)
     device = next(module.parameters()).device
     if dtype is not None and not _autocast_only(device, dtype):
-        optimize_for_inference(module, dtype=dtype)
+        inference_kernels = False if gradients else None  # None: the per-device default
+        optimize_for_inference(module, dtype=dtype, winograd=inference_kernels, blocked_attention=inference_kernels)
     return torch.compile(module) if compile else module
 
 

@@ -154,7 +154,7 @@ class ClassifierTask:
         pass
 
 
-def train_classifier(
+def fit_classifier(
     config: ClassifierTrainConfig,
     flags: ClassifierFlags,
     run_dir: str | Path,
@@ -165,7 +165,7 @@ def train_classifier(
     preset: str | None = None,
     resume: bool = False,
 ) -> TrainResult:
-    """Train (or continue training) a noisy classifier into ``run_dir`` (see ``train_diffusion``).
+    """Train (or continue training) a noisy classifier into ``run_dir`` (see ``fit_diffusion``).
 
     Flags that leave ``classifier_num_classes`` unset get the data's class count.
     """

@@ -3,10 +3,10 @@
 ``TrainConfig`` (diffusion and super-resolution models) and ``ClassifierTrainConfig`` (the noisy
 classifier) share ``CommonTrainConfig``. The resolved config is written to the run dir's
 ``config.json`` before the first step, so a run can be resumed or sampled from with nothing else.
-Durations are in optimizer steps (``steps``, the CLI's ``--iterations``, is a real stopping
-point, unlike the original's ``lr_anneal_steps = 0`` that never stops); ``batch_size`` is the
-GLOBAL batch, split over ranks. The field keeps the name ``steps`` so that the ``config.json`` of
-existing runs and Python callers keep working.
+Durations are in optimizer steps (``iterations``, as the CLI's ``--iterations``, is a real
+stopping point, unlike the original's ``lr_anneal_steps = 0`` that never stops); ``batch_size`` is
+the GLOBAL batch, split over ranks. ``steps``, the field's old name, is still read (the
+``config.json`` of earlier runs, Python callers and plugin presets): ``OLD_NAMES``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class CommonTrainConfig(BaseModel):
     labels: LabelSource = Field("auto", description="class names from the file-name prefix before '_' or the sub-folder; auto: folder if every image is in one")
     random_crop: bool = Field(False, description="random-resized crop (smaller side in [S/1.0, S/0.8]) instead of the center crop")
     random_flip: bool = Field(True, description="horizontal flip with p = 0.5 (the original's default)")
-    steps: int = Field(100_000, ge=1, description="optimizer steps to train for (the run stops there)")
+    iterations: int = Field(100_000, ge=1, description="optimizer steps to train for (the run stops there)")
     batch_size: int = Field(64, ge=1, description="GLOBAL batch size: all ranks and micro-batches together")
     microbatch: int = Field(0, ge=0, description="per-rank micro-batch for gradient accumulation; 0 = the whole local batch")
     lr: float = Field(1e-4, gt=0, description="AdamW learning rate")
@@ -50,6 +50,11 @@ class CommonTrainConfig(BaseModel):
     plot: bool = Field(False, description="draw loss.png from metrics.jsonl at every checkpoint")
     workers: int = Field(2, ge=0, description="data-loading worker processes per rank")
     init: str | None = Field(None, description="fine-tune: initial weights (a state_dict file) for the network")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_names(cls, values: Any) -> Any:
+        return renamed_options(values) if isinstance(values, dict) else values
 
     @field_validator("ema_rates")
     @classmethod
@@ -91,7 +96,7 @@ class TrainConfig(CommonTrainConfig):
 class ClassifierTrainConfig(CommonTrainConfig):
     """Training the noisy classifier (classifier_train.py's defaults where they differ)."""
 
-    steps: int = Field(150_000, ge=1, description="optimizer steps to train for (the original's --iterations)")
+    iterations: int = Field(150_000, ge=1, description="optimizer steps to train for (the original's --iterations)")
     lr: float = Field(3e-4, gt=0, description="AdamW learning rate")
     random_crop: bool = Field(True, description="random-resized crop for training images (the original's choice)")
     ema_rates: tuple[float, ...] = Field((), description="EMA decay rates (the original kept none for classifiers)")
@@ -111,8 +116,23 @@ class ClassifierTrainConfig(CommonTrainConfig):
 C = TypeVar("C", bound=CommonTrainConfig)
 
 
+OLD_NAMES = {"steps": "iterations"}  # training options renamed since runs were first written
+
+
+def renamed_options(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with old option names replaced by the current ones (both given: they must agree)."""
+    values = dict(values)
+    for old, new in OLD_NAMES.items():
+        if old in values:
+            value = values.pop(old)
+            if values.setdefault(new, value) != value:
+                raise UsageError(f"{new}={values[new]} and {old}={value} disagree", f"{old} is the old name of {new}: give one")
+    return values
+
+
 def make_config(cls: type[C], values: dict[str, Any]) -> C:
     """Validate ``values`` into ``cls`` with a one-line error naming the CLI option."""
+    values = renamed_options(values)
     unknown = [k for k in values if k not in cls.model_fields]
     if unknown:
         raise UsageError(f"unknown training option {unknown[0]!r}")
@@ -120,9 +140,8 @@ def make_config(cls: type[C], values: dict[str, Any]) -> C:
 
 
 def option_name(field: str) -> str:
-    """The command-line option of a config field (``steps`` is ``--iterations``: in ``adm sample``
-    ``--steps`` is a respacing, so training says what it counts)."""
+    """The command-line option of a config field."""
     return _OPTION_NAMES.get(field, "--" + field.replace("_", "-"))
 
 
-_OPTION_NAMES = {"steps": "--iterations", "ema_rates": "--ema-rate"}
+_OPTION_NAMES = {"ema_rates": "--ema-rate"}

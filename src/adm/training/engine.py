@@ -130,18 +130,18 @@ def fit(
     dist: Dist,
     on_progress: ProgressFn | None = None,
 ) -> TrainResult:
-    """Train ``task`` until ``config.steps`` (resuming from ``run_dir`` when it holds a checkpoint)."""
+    """Train ``task`` until ``config.iterations`` (resuming from ``run_dir`` when it holds a checkpoint)."""
     on_progress = on_progress if dist.is_main else None
     micro = config.micro_size(dist.world_size)
     trainer = Trainer(task.model, config, dist)
     records = read_records(run_dir)
-    if records and records[-1].step >= config.steps:
+    if records and records[-1].step >= config.iterations:
         # nothing to train: no progress bar (it would read "30/20 step"), nothing rewritten
         return TrainResult(run_dir=run_dir, step=records[-1].step, start_step=records[-1].step)
     ckpt = load_latest(run_dir)
     if ckpt is not None:
         start, position = restore(trainer, task, ckpt, config, dist, on_progress)
-        report(on_progress, "train", start, config.steps, "step", message=f"resumed from step {start}")
+        report(on_progress, "train", start, config.iterations, "step", message=f"resumed from step {start}")
     else:
         start, position = 0, 0
         torch.manual_seed(derive_seed(config.seed, "torch", dist.rank))
@@ -151,17 +151,17 @@ def fit(
     result = TrainResult(run_dir=run_dir, step=start, start_step=start)
 
     batches = stream_batches(
-        task.dataset, plan, start, config.steps, workers=config.workers, pin_memory=dist.device.type == "cuda"
+        task.dataset, plan, start, config.iterations, workers=config.workers, pin_memory=dist.device.type == "cuda"
     )
     meter = _Meter(config, dist, start)
     eval_every = getattr(config, "eval_every", 0)
     trainer.model.train()
     with GracefulStop() as stop:
-        for step in range(start, config.steps):
+        for step in range(start, config.iterations):
             batch = next(batches)
             for line in batch.broken:
                 if meter.broken(line):
-                    report(on_progress, "train", step, config.steps, "step", message=f"skipped unreadable image {line}")
+                    report(on_progress, "train", step, config.iterations, "step", message=f"skipped unreadable image {line}")
             lr = trainer.set_lr(step)
             device_batch = DeviceBatch(
                 to_model_input(batch.images, dist.device), batch.labels.to(dist.device), batch.positions
@@ -170,17 +170,17 @@ def fit(
             task.after_step(outs, dist)
             meter.add(outs, norm, took)
             done = step + 1
-            record = meter.record(trainer, done) if done % config.log_every == 0 or done == config.steps else {}
+            record = meter.record(trainer, done) if done % config.log_every == 0 or done == config.iterations else {}
             if eval_every and done % eval_every == 0:
                 record.update(task.evaluate(trainer, done))
             if record:
                 result.metrics = {"step": done, "samples": plan.step_start(done), "lr": lr, **record}
                 result.skipped_images = meter.skipped_total
                 log.append(result.metrics)
-                report(on_progress, "train", done, config.steps, "step", info=_shown(result.metrics))
+                report(on_progress, "train", done, config.iterations, "step", info=_shown(result.metrics))
 
             stopping = _any_rank(stop.requested, dist)
-            if done % config.save_every == 0 or done == config.steps or stopping:
+            if done % config.save_every == 0 or done == config.iterations or stopping:
                 save(trainer, task, run_dir, done, plan, config)
             result.step = done
             if stopping:

@@ -50,7 +50,7 @@ def restore(
         if rate in ckpt.emas:
             trainer.ema.load(rate, ckpt.emas[rate])
         elif dist.is_main:
-            report(on_progress, "train", step, config.steps, "step", message=f"EMA {rate} is new: it starts from the step-{step} weights")
+            report(on_progress, "train", step, config.iterations, "step", message=f"EMA {rate} is new: it starts from the step-{step} weights")
     try:
         trainer.optimizer.load_state_dict(ckpt.optimizer)
     except (ValueError, KeyError) as err:
@@ -67,7 +67,7 @@ def restore(
         torch.manual_seed(derive_seed(config.seed, "torch", dist.rank, step))
         if dist.is_main:
             report(
-                on_progress, "train", step, config.steps, "step",
+                on_progress, "train", step, config.iterations, "step",
                 message=f"resuming on {dist.world_size} process(es) (saved on {state.get('world_size')}): dropout RNGs reseeded",
             )
     return step, int(state["data_position"])

@@ -7,7 +7,7 @@ with the request's flags on top. With the original's ``--use_fp16 True`` and no 
 for, the run uses fp16 autocast.
 
 >>> import adm
->>> adm.train("tiny", data="digits.npz", run_dir="runs/tiny", steps=200)   # again: continues
+>>> adm.train("tiny", data="digits.npz", run_dir="runs/tiny", iterations=200)   # again: continues
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from adm.spec.flags import (
     split_flag_string,
 )
 from adm.training.checkpoint import read_records
-from adm.training.config import ClassifierTrainConfig, TrainConfig, make_config
+from adm.training.config import ClassifierTrainConfig, TrainConfig, make_config, renamed_options
 from adm.training.engine import TrainResult
 from adm.training.rundir import read_run_config, run_config
 
@@ -129,7 +129,8 @@ def resolve_run(request: RunRequest, registry: Registry | None = None) -> Resolv
         if flags is None:
             raise UsageError("no network given", "pass --preset NAME or --model-flags \"--image_size 64 ...\"")
         fp16, cls = flags.use_fp16, TrainConfig
-    values = {**preset_train, **(saved["train"] if saved else {}), **request.options}
+    layers = (preset_train, saved["train"] if saved else {}, request.options)
+    values = {k: v for layer in layers for k, v in renamed_options(layer).items()}  # later layers win
     if "data" not in values:
         raise UsageError("no training data given", "pass --data FOLDER_OR_NPZ")
     if "precision" not in values and fp16:
@@ -141,13 +142,13 @@ def start_run(run: ResolvedRun, *, dist: Dist | None = None, on_progress: Progre
               resume: bool = False) -> TrainResult:
     """Train (or continue) a resolved run into its run dir."""
     if run.kind == "classifier":
-        from adm.training.classifier import train_classifier
+        from adm.training.classifier import fit_classifier
 
-        return train_classifier(run.config, run.flags, run.run_dir, diffusion=run.noise, dist=dist,
+        return fit_classifier(run.config, run.flags, run.run_dir, diffusion=run.noise, dist=dist,
                                 on_progress=on_progress, preset=run.preset, resume=resume)
-    from adm.training.loop import train_diffusion
+    from adm.training.diffusion import fit_diffusion
 
-    return train_diffusion(run.config, run.flags, run.run_dir, dist=dist, on_progress=on_progress, preset=run.preset,
+    return fit_diffusion(run.config, run.flags, run.run_dir, dist=dist, on_progress=on_progress, preset=run.preset,
                            resume=resume)
 
 
@@ -161,13 +162,13 @@ def train(preset: str | None = None, *, run_dir: str | Path, model_flags: str | 
           registry: Registry | None = None, **options: Any) -> TrainResult:
     """Train a diffusion model (or an upsampler) into ``run_dir``; calling it again continues it.
 
-    ``options`` are ``TrainConfig`` fields (``data=``, ``steps=``, ``batch_size=``, ...).
+    ``options`` are ``TrainConfig`` fields (``data=``, ``iterations=``, ``batch_size=``, ...).
     """
     request = _request("diffusion", preset, run_dir, model_flags, options)
     return start_run(resolve_run(request, registry), dist=dist, on_progress=on_progress, resume=resume)
 
 
-def train_noisy_classifier(preset: str | None = None, *, run_dir: str | Path, classifier_flags: str | Mapping | None = None,
+def train_classifier(preset: str | None = None, *, run_dir: str | Path, classifier_flags: str | Mapping | None = None,
                            resume: bool = False, dist: Dist | None = None, on_progress: ProgressFn | None = None,
                            registry: Registry | None = None, **options: Any) -> TrainResult:
     """Train the noisy classifier used for guidance into ``run_dir`` (``ClassifierTrainConfig`` options)."""

@@ -73,7 +73,7 @@ class Trainer:
     def lr_at(self, step: int) -> float:
         if not self.config.anneal_lr:
             return self.config.lr
-        return self.config.lr * (1.0 - step / self.config.steps)
+        return self.config.lr * (1.0 - step / self.config.iterations)
 
     def set_lr(self, step: int) -> float:
         lr = self.lr_at(step)

@@ -104,7 +104,7 @@ class DiffusionTask:
         self.sampler.load_state_dict(state.get("sampler", {}))
 
 
-def train_diffusion(
+def fit_diffusion(
     config: TrainConfig,
     flags: ModelFlags | SuperResFlags,
     run_dir: str | Path,
@@ -119,7 +119,7 @@ def train_diffusion(
     Everything is validated before the run dir is touched: flags, data, batch split and
     ``config.init``. A class-conditional model whose flags leave ``num_classes`` unset gets the
     data's class count (``open_training_data``). Then ``config.json`` is written (rank 0, atomically) and the loop runs until
-    ``config.steps``, resuming from the run dir's newest checkpoint when it has one.
+    ``config.iterations``, resuming from the run dir's newest checkpoint when it has one.
     """
     dist = dist or Dist()
     run_dir = Path(run_dir)
