@@ -83,3 +83,34 @@ def test_in_memory_sampling_writes_nothing(count):
     assert count["npz files written"] == 0
     assert count["preset look-ups"] == 1 and count["checkpoints read"] == 2
     np.testing.assert_array_equal(samples.labels, [0, 1, 2])
+
+
+def test_sampling_a_run_dir_guided_by_a_classifier_run_reads_each_run_file_once(count, tmp_path, monkeypatch):
+    """`adm sample --run-dir R --classifier-run-dir C`: each run's config.json and checkpoint.json
+    is read once (they were read twice: the kind check, then the weights and the EMA warning)."""
+    import pathlib
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "d.npz"
+    np.savez(data, arr_0=rng.integers(0, 256, (8, 16, 16, 3), dtype=np.uint8), arr_1=np.arange(8) % 2)
+    fast = ["--iterations", "1", "--batch-size", "4", "--save-every", "1", "--device", "cpu", "--data", str(data)]
+    for command, preset, run in (("train", "tiny-cond", "tc"), ("train-classifier", "tiny", "cls")):
+        trained = CliRunner().invoke(app, [command, "--preset", preset, "--run-dir", str(tmp_path / run), *fast])
+        assert trained.exit_code == 0, trained.output
+
+    reads: collections.Counter = collections.Counter()
+    read_text = pathlib.Path.read_text
+
+    def counted(self, *args, **kwargs):
+        if self.name in ("config.json", "checkpoint.json"):
+            reads[f"{self.parent.name}/{self.name}"] += 1
+        return read_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "read_text", counted)
+    count.clear()
+    result = CliRunner().invoke(app, ["sample", "--run-dir", str(tmp_path / "tc"), "--classifier-run-dir",
+                                      str(tmp_path / "cls"), "--steps", "3", "-n", "2", "--out", str(tmp_path / "s.npz"), "-q"])
+    assert result.exit_code == 0, result.output
+    assert reads == collections.Counter({"tc/config.json": 1, "tc/checkpoint.json": 1,
+                                         "cls/config.json": 1, "cls/checkpoint.json": 1})
+    assert count["checkpoints read"] == 2 and count["weights fingerprinted"] == 2

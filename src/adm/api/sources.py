@@ -100,26 +100,24 @@ def _model_weights(source: ModelSource, preset: Preset | None) -> tuple[ModelFla
         return preset.model_flags, source.model_path, []
     if source.run_dir is None:
         return _recorded(source.model_path, "diffusion")[0], source.model_path, []
-    from adm.training.rundir import latest_weights, read_run_config
+    from adm.training.rundir import read_run
 
-    if read_run_config(source.run_dir)["kind"] != "diffusion":
+    run = read_run(source.run_dir)
+    if run.kind != "diffusion":
         raise UsageError(
             f"{source.run_dir} is a classifier run (adm train-classifier), not a diffusion model",
             "sample a diffusion run; guide it with this classifier via --classifier-run-dir",
         )
-    flags, weights = latest_weights(source.run_dir, source.weights, rate=source.ema_rate)
-    return flags, source.model_path or weights, _ema_warnings(source)
+    weights = run.weights(source.weights, rate=source.ema_rate)
+    return run.flags, source.model_path or weights, _ema_warnings(run, source)
 
 
-def _ema_warnings(source: ModelSource) -> list[str]:
+def _ema_warnings(run, source: ModelSource) -> list[str]:
     """Right after a short run, the slow EMA is still mostly the initial weights: say how to choose."""
-    from adm.training.checkpoint import read_records
-
-    records = read_records(source.run_dir)
-    if source.weights != "ema" or not records or not records[-1].emas:
+    if source.weights != "ema" or not run.emas:
         return []
-    rates = sorted(float(r) for r in records[-1].emas)
-    rate, step = (source.ema_rate or rates[-1]), records[-1].step
+    rates = sorted(run.emas)
+    rate, step = (source.ema_rate or rates[-1]), run.step
     if rate**step <= 0.5:
         return []
     return [
@@ -134,14 +132,13 @@ def _classifier_weights(source: ModelSource, preset: Preset | None) -> tuple[Cla
     if source.classifier_flags is not None:
         return parse_flags(ClassifierFlags, source.classifier_flags), source.classifier_path, None
     if source.classifier_run_dir is not None:
-        from adm.training.rundir import latest_weights, read_run_config
+        from adm.training.rundir import read_run
 
-        doc = read_run_config(source.classifier_run_dir)
-        if doc["kind"] != "classifier":
+        run = read_run(source.classifier_run_dir)
+        if run.kind != "classifier":
             raise UsageError(f"{source.classifier_run_dir} is a diffusion run, not a classifier (adm train-classifier)",
                              "sample it with --run-dir; guide with a run of adm train-classifier")
-        flags, path = latest_weights(source.classifier_run_dir)
-        return flags, path, doc.get("diffusion_flags")
+        return run.flags, run.weights(), run.doc.get("diffusion_flags")
     if preset is not None and preset.classifier_flags is not None:
         return preset.classifier_flags, source.classifier_path, None
     if source.classifier_path is None:

@@ -139,12 +139,8 @@ def _load_object(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"cannot read {path} ({err})", "the checkpoint is damaged; delete it from checkpoint.json") from None
 
 
-def load_latest(run_dir: Path) -> LoadedCheckpoint | None:
-    """The newest committed checkpoint of ``run_dir``, or None for a fresh run."""
-    records = read_records(run_dir)
-    if not records:
-        return None
-    record = records[-1]
+def load_checkpoint(run_dir: Path, record: CheckpointRecord) -> LoadedCheckpoint:
+    """The files of the committed checkpoint ``record`` of ``run_dir``, read back."""
     run_dir = Path(run_dir)
     return LoadedCheckpoint(
         record=record,

@@ -18,12 +18,12 @@ import torch
 
 from adm.core.distributed import Dist
 from adm.core.progress import ProgressFn, report
-from adm.training.checkpoint import load_latest, read_records
+from adm.training.checkpoint import load_checkpoint
 from adm.training.config import CommonTrainConfig
 from adm.training.data import StreamPlan, stream_batches, to_model_input
 from adm.training.metrics import MetricsLog, RunningSums
 from adm.training.resume import restore, save
-from adm.training.rundir import open_run
+from adm.training.rundir import newest_checkpoint, open_run, write_run_config
 from adm.training.seeding import derive_seed
 from adm.training.signals import GracefulStop
 from adm.training.trainer import DeviceBatch, Task, Trainer, train_step
@@ -111,8 +111,6 @@ def run_task(
     initialisation, build the task (``make_task(resuming)``), record ``config.json`` (rank 0,
     atomically), then ``fit``.
     """
-    from adm.training.rundir import write_run_config
-
     resuming = open_run(run_dir, doc, resume=resume)
     config.local_batch(dist.world_size)  # checks the split
     torch.manual_seed(derive_seed(config.seed, "init"))
@@ -134,13 +132,12 @@ def fit(
     on_progress = on_progress if dist.is_main else None
     micro = config.micro_size(dist.world_size)
     trainer = Trainer(task.model, config, dist)
-    records = read_records(run_dir)
-    if records and records[-1].step >= config.iterations:
+    newest = newest_checkpoint(run_dir)
+    if newest is not None and newest.step >= config.iterations:
         # nothing to train: no progress bar (it would read "30/20 step"), nothing rewritten
-        return TrainResult(run_dir=run_dir, step=records[-1].step, start_step=records[-1].step)
-    ckpt = load_latest(run_dir)
-    if ckpt is not None:
-        start, position = restore(trainer, task, ckpt, config, dist, on_progress)
+        return TrainResult(run_dir=run_dir, step=newest.step, start_step=newest.step)
+    if newest is not None:
+        start, position = restore(trainer, task, load_checkpoint(run_dir, newest), config, dist, on_progress)
         report(on_progress, "train", start, config.iterations, "step", message=f"resumed from step {start}")
     else:
         start, position = 0, 0

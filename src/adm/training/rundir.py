@@ -9,14 +9,16 @@
 * ``train``: the resolved ``TrainConfig`` / ``ClassifierTrainConfig``;
 * ``adm_version``; ``preset`` (the preset name, or null).
 
-``latest_weights`` picks the weights to sample with: the newest checkpoint's EMA of the slowest
-rate by default, its model weights otherwise.
+``read_run`` reads a run dir once (``config.json`` and the commit record); its ``weights`` picks
+the weights to sample with: the newest checkpoint's EMA of the slowest rate by default, its model
+weights otherwise. ``newest_checkpoint`` is the one rule for "can this run dir be continued".
 """
 
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,7 +33,7 @@ from adm.spec.flags import (
     parse_flags,
     parse_model_flags,
 )
-from adm.training.checkpoint import read_records
+from adm.training.checkpoint import CheckpointRecord, read_records
 
 CONFIG = "config.json"
 Kind = Literal["diffusion", "classifier"]
@@ -103,6 +105,59 @@ def _scan(run_dir: Path) -> tuple[int, str | None, dict[float, str]] | None:
     return step, models.get(step), emas.get(step, {})
 
 
+def newest_checkpoint(run_dir: str | Path) -> CheckpointRecord | None:
+    """The committed checkpoint a run in ``run_dir`` continues from; None: there is nothing to
+    continue (no folder, or no commit record yet), so a run there starts fresh."""
+    run_dir = Path(run_dir)
+    records = read_records(run_dir) if run_dir.is_dir() else []
+    return records[-1] if records else None
+
+
+@dataclass(frozen=True)
+class SavedRun:
+    """A run dir as sampling reads it, each file once: its ``config.json`` and newest checkpoint
+    (from the commit record, or file names for the original's files beside a ``config.json``)."""
+
+    path: Path
+    doc: dict[str, Any]
+    step: int | None = None  # None: no checkpoint yet
+    model: str | None = None
+    emas: dict[float, str] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return self.doc["kind"]
+
+    @property
+    def flags(self) -> ModelFlags | SuperResFlags | ClassifierFlags:
+        return run_flags(self.doc)
+
+    def weights(self, prefer: Literal["ema", "model"] = "ema", *, rate: float | None = None) -> Path:
+        """The newest checkpoint's weights file: an EMA (slowest rate, or ``rate``) or the model."""
+        if self.step is None:
+            raise UsageError(f"{self.path} has no checkpoints yet", "train longer or lower --save-every")
+        emas = self.emas
+        if rate is not None and float(rate) not in emas:
+            have = ", ".join(str(r) for r in sorted(emas)) or "none"
+            raise UsageError(f"{self.path} has no EMA of rate {rate} at step {self.step} (it has: {have})")
+        if prefer == "ema" and emas:
+            chosen = emas[float(rate)] if rate is not None else emas[max(emas)]
+        else:
+            chosen = self.model if self.model is not None else emas[max(emas)]
+        return self.path / chosen
+
+
+def read_run(run_dir: str | Path) -> SavedRun:
+    """Read a run dir once: ``config.json`` (a one-line error if missing) and its newest checkpoint."""
+    run_dir = Path(run_dir)
+    doc = read_run_config(run_dir)
+    record = newest_checkpoint(run_dir)
+    if record is not None:
+        return SavedRun(run_dir, doc, record.step, record.model, {float(k): v for k, v in record.emas.items()})
+    scanned = _scan(run_dir)
+    return SavedRun(run_dir, doc) if scanned is None else SavedRun(run_dir, doc, *scanned)
+
+
 def latest_weights(
     run_dir: str | Path,
     prefer: Literal["ema", "model"] = "ema",
@@ -110,27 +165,8 @@ def latest_weights(
     rate: float | None = None,
 ) -> tuple[ModelFlags | SuperResFlags | ClassifierFlags, Path]:
     """(flags, weights file) of the newest checkpoint: an EMA (slowest rate, or ``rate``) or the model."""
-    run_dir = Path(run_dir)
-    flags = run_flags(read_run_config(run_dir))
-    records = read_records(run_dir)
-    if records:
-        last = records[-1]
-        step, model, emas = last.step, last.model, {float(k): v for k, v in last.emas.items()}
-    else:
-        scanned = _scan(run_dir)
-        if scanned is None:
-            raise UsageError(f"{run_dir} has no checkpoints yet", "train longer or lower --save-every")
-        step, model, emas = scanned
-    if rate is not None and float(rate) not in emas:
-        have = ", ".join(str(r) for r in sorted(emas)) or "none"
-        raise UsageError(f"{run_dir} has no EMA of rate {rate} at step {step} (it has: {have})")
-    if prefer == "ema" and emas:
-        chosen = emas[float(rate)] if rate is not None else emas[max(emas)]
-    elif model is not None:
-        chosen = model
-    else:
-        chosen = emas[max(emas)]
-    return flags, run_dir / chosen
+    run = read_run(run_dir)
+    return run.flags, run.weights(prefer, rate=rate)
 
 
 NETWORK_KEYS = ("model_flags", "classifier_flags", "diffusion_flags")
@@ -143,8 +179,7 @@ def open_run(run_dir: Path, doc: dict[str, Any], *, resume: bool) -> bool:
     A run dir with checkpoints continues only with the same kind and network flags; ``resume``
     insists that there is something to continue.
     """
-    records = read_records(run_dir) if run_dir.is_dir() else []
-    if not records:
+    if newest_checkpoint(run_dir) is None:
         if resume:
             raise UsageError(f"nothing to resume: {run_dir} has no checkpoint", "drop --resume to start a new run")
         return False

@@ -30,10 +30,9 @@ from adm.spec.flags import (
     parse_model_flags,
     split_flag_string,
 )
-from adm.training.checkpoint import read_records
 from adm.training.config import ClassifierTrainConfig, TrainConfig, make_config, renamed_options
 from adm.training.engine import TrainResult
-from adm.training.rundir import read_run_config, run_config
+from adm.training.rundir import newest_checkpoint, read_run_config, run_config
 
 Kind = Literal["diffusion", "classifier"]
 
@@ -71,7 +70,7 @@ class ResolvedRun:
 
 def _saved(run_dir: Path, kind: Kind) -> dict[str, Any] | None:
     """The run dir's config when it holds a checkpoint of the same kind (to continue it)."""
-    if not (Path(run_dir) / "config.json").is_file() or not read_records(Path(run_dir)):
+    if newest_checkpoint(run_dir) is None:
         return None
     doc = read_run_config(run_dir)
     return doc if doc["kind"] == kind else None
