@@ -16,10 +16,11 @@ Nothing here runs a network or reads a file. The formulas and their numerical ch
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from adm.core.errors import AdmError, UsageError
 
@@ -38,17 +39,29 @@ FID_EPS = 1e-6
 # ------------------------------------------------------------------------------ moments
 
 
+MOMENTS_FOLD_ROWS = 2048
+"""Feature vectors ``Moments`` collects before adding their outer products in one multiplication."""
+
+
 @dataclass
 class Moments:
     """Streaming float64 sums of feature vectors, enough for their mean and covariance.
 
     ``update`` adds a batch; ``merge`` adds another ``Moments`` (another rank's share). The
     covariance is ``np.cov(x, rowvar=False)``'s, normalised by N − 1.
+
+    Batches are copied into a buffer of ``MOMENTS_FOLD_ROWS`` rows, which is folded into the sums
+    with one product when full: Σ x xᵀ one 64-image batch at a time spends most of its time
+    reading and writing the D×D sum, not multiplying. On the CPU the product goes through NumPy,
+    whose ``xᵀ @ x`` is BLAS's symmetric rank-k update (half the multiplications of a general
+    product, and the result exactly symmetric).
     """
 
-    count: int
+    count: int  # vectors seen, buffered ones included
     total: torch.Tensor  # [D] float64, Σ x
     outer: torch.Tensor  # [D, D] float64, Σ x xᵀ
+    buffer: torch.Tensor | None = field(default=None, repr=False)  # [FOLD_ROWS, D] float64
+    buffered: int = 0  # rows of ``buffer`` not yet in the sums
 
     @classmethod
     def zeros(cls, dim: int, device: torch.device | str = "cpu") -> Moments:
@@ -62,28 +75,56 @@ class Moments:
         )
 
     def update(self, features: torch.Tensor) -> None:
-        x = features.to(device=self.total.device, dtype=torch.float64)
+        x = features.detach().reshape(-1, self.total.shape[0])
         self.count += x.shape[0]
+        while x.shape[0]:
+            if self.buffer is None:
+                self.buffer = self.total.new_empty(MOMENTS_FOLD_ROWS, self.total.shape[0])
+            take = min(x.shape[0], MOMENTS_FOLD_ROWS - self.buffered)
+            self.buffer[self.buffered : self.buffered + take] = x[:take]  # to float64 on the way
+            self.buffered += take
+            x = x[take:]
+            if self.buffered == MOMENTS_FOLD_ROWS:
+                self._fold()
+
+    def _fold(self) -> None:
+        """Add the buffered rows to the sums (and free the buffer if it is not full: the end)."""
+        if not self.buffered:
+            return
+        x = self.buffer[: self.buffered]
         self.total += x.sum(0)
-        self.outer += x.T @ x
+        if x.device.type == "cpu":
+            rows = x.numpy()
+            self.outer += torch.from_numpy(rows.T @ rows)
+        else:
+            self.outer.addmm_(x.T, x)
+        if self.buffered < MOMENTS_FOLD_ROWS:
+            self.buffer = None
+        self.buffered = 0
 
     def merge(self, other: Moments) -> None:
+        self._fold()
+        other._fold()
         self.count += other.count
         self.total += other.total.to(self.total.device)
         self.outer += other.outer.to(self.outer.device)
 
     def to(self, device: torch.device | str) -> Moments:
+        self._fold()
         return Moments(self.count, self.total.to(device), self.outer.to(device))
 
     def mean(self) -> np.ndarray:
+        self._fold()
         return (self.total / self.count).cpu().numpy()
 
     def cov(self) -> np.ndarray:
+        self._fold()
         if self.count < 2:
             raise UsageError(f"a covariance needs at least 2 feature vectors, got {self.count}")
         mu = self.total / self.count
-        sigma = (self.outer - self.count * torch.outer(mu, mu)) / (self.count - 1)
-        sigma = (sigma + sigma.T) / 2
+        # (Σ x xᵀ − N μ μᵀ) / (N − 1), in place: the D×D temporaries are what this step costs
+        sigma = torch.outer(mu, mu).mul_(-self.count).add_(self.outer).div_(self.count - 1)
+        sigma = (sigma + sigma.T).div_(2)
         return sigma.cpu().numpy()
 
 
@@ -159,6 +200,27 @@ def frechet_distance(
 # ------------------------------------------------------------------------------ Inception Score
 
 
+def _split_kl(logits: torch.Tensor, log_p: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """``mean_i KL(p_i ‖ mean_j p_j)`` of one split, in the float64 buffers ``log_p`` and ``p``.
+
+    ``log_p = (x − max) − log Σ exp(x − max)`` as ``log_softmax`` computes it; the KL as
+    ``Σ p log p − p·log(mean p)``: two reductions instead of four temporaries. A class whose mean is
+    0 has p = 0 in every row and adds nothing; ``0·log 0 = 0``.
+    """
+    log_p.copy_(logits)
+    log_p.sub_(log_p.amax(1, keepdim=True))
+    torch.exp(log_p, out=p)
+    total = p.sum(1, keepdim=True)
+    log_p.sub_(total.log())
+    p.div_(total)
+    mean = p.mean(0)
+    log_mean = torch.where(mean > 0, mean.log(), 0.0)
+    entropy = log_p.mul_(p).sum(1)  # Σ p log p per row (log_p is spent)
+    if not bool(torch.isfinite(entropy).all()):  # a logit of −inf: 0·(−inf)
+        entropy = log_p.nan_to_num_(nan=0.0).sum(1)
+    return (entropy - p @ log_mean).mean()
+
+
 def inception_score(logits: np.ndarray | torch.Tensor, split_size: int = IS_SPLIT_SIZE) -> float:
     """Mean over contiguous splits of ``exp(mean_i KL(p_i ‖ mean_j p_j))``, ``p = softmax(logits)``.
 
@@ -166,25 +228,69 @@ def inception_score(logits: np.ndarray | torch.Tensor, split_size: int = IS_SPLI
     split holds the remainder, as ``range(0, N, split_size)`` in the original. Computed in float64
     (the original: float32) with ``0·log 0 = 0``.
     """
-    logits = torch.as_tensor(logits).to(torch.float64)
+    logits = torch.as_tensor(logits)
     if logits.ndim != 2 or logits.shape[0] < 1:
         raise UsageError(f"inception_score needs [N, classes] logits, got {list(logits.shape)}")
+    # two float64 buffers of one split, reused: fresh split-sized tensors per operation cost more
+    # in page faults than in arithmetic
+    log_p = torch.empty(min(split_size, logits.shape[0]), logits.shape[1], dtype=torch.float64)
+    p = torch.empty_like(log_p)
     scores = []
     for begin in range(0, logits.shape[0], split_size):
-        log_p = torch.log_softmax(logits[begin : begin + split_size], dim=1)
-        p = log_p.exp()
-        log_mean = torch.log(p.mean(0, keepdim=True))
-        kl = torch.where(p > 0, p * (log_p - log_mean), torch.zeros_like(p)).sum(1).mean()
+        part = logits[begin : begin + split_size]
+        kl = _split_kl(part, log_p[: len(part)], p[: len(part)])
         scores.append(float(torch.exp(kl)))
     return float(np.mean(scores))
 
 
 # ------------------------------------------------------------------------------ precision / recall
 
+PR_TILE_SIZE = 2500
+"""Rows and columns of one tile: the unit of work inside a block (results do not depend on it)."""
+
+FLOAT16_MAX = 65504.0
+
 
 def _round16(x: torch.Tensor) -> torch.Tensor:
     """Round to float16 (overflow → inf) and back, as one float16 operation in TF would."""
     return x.half().float()
+
+
+def _sq_norms16(x16: torch.Tensor) -> torch.Tensor:
+    """``‖x‖²`` of float16-valued rows as TF's float16 graph: squares rounded, summed, the sum rounded."""
+    return _round16(_round16(x16 * x16).sum(1))
+
+
+def _finish16(product: torch.Tensor, norm_u: torch.Tensor, norm_v: torch.Tensor) -> torch.Tensor:
+    """``max(‖u‖² − 2 u·v + ‖v‖², 0)`` from the float32 product, each operation rounded to float16.
+
+    Works in float16 storage, in place: CPU float16 arithmetic computes each operation in float32
+    and rounds the result, which is exactly the rounding TF's float16 graph does (and half the
+    memory traffic of rounding float32 tensors back and forth).
+    """
+    d = product.half()
+    d.mul_(2)
+    torch.sub(norm_u.half()[:, None], d, out=d)
+    d.add_(norm_v.half()[None, :])
+    return d.clamp_min_(0)
+
+
+def _finish32(product: torch.Tensor, norm_u: torch.Tensor, norm_v: torch.Tensor) -> torch.Tensor:
+    """The same in float32: ``(‖u‖² − 2 u·v) + ‖v‖²``, without temporaries."""
+    d = product * -2
+    return d.add_(norm_u[:, None]).add_(norm_v[None, :]).clamp_min_(0)
+
+
+def _block_distances(u: torch.Tensor, v: torch.Tensor, fp16: bool) -> torch.Tensor:
+    """One block as the original computes it: float16 (a float16 tensor) unless anything in the
+    block is not finite, then float32 (a float32 tensor)."""
+    u, v = u.float(), v.float()
+    if fp16:
+        u16, v16 = _round16(u), _round16(v)
+        d = _finish16(u16 @ v16.T, _sq_norms16(u16), _sq_norms16(v16))
+        if bool(torch.isfinite(d.max())):  # clamped: max is inf or NaN iff anything is
+            return d
+    return _finish32(u @ v.T, (u * u).sum(1), (v * v).sum(1))
 
 
 def pairwise_sq_distances(u: torch.Tensor, v: torch.Tensor, fp16: bool = True) -> torch.Tensor:
@@ -195,23 +301,111 @@ def pairwise_sq_distances(u: torch.Tensor, v: torch.Tensor, fp16: bool = True) -
     block is computed again in float32. Accumulation inside the sums and the matrix product is
     float32 here (on GPUs TF accumulates float16 matmuls in float32 too).
     """
-    u, v = u.float(), v.float()
-    if fp16:
-        u16, v16 = _round16(u), _round16(v)
-        norm_u = _round16(_round16(u16 * u16).sum(1))
-        norm_v = _round16(_round16(v16 * v16).sum(1))
-        prod2 = _round16(2 * _round16(u16 @ v16.T))
-        d = _round16(_round16(norm_u[:, None] - prod2) + norm_v[None, :]).clamp_min_(0)
-        if bool(torch.isfinite(d).all()):
-            return d
-    norm_u = (u * u).sum(1)
-    norm_v = (v * v).sum(1)
-    return (norm_u[:, None] - 2 * (u @ v.T) + norm_v[None, :]).clamp_min_(0)
+    return _block_distances(u, v, fp16).float()
 
 
 def _blocks(n: int, size: int):
     for begin in range(0, n, size):
         yield begin, min(begin + size, n)
+
+
+def _tiles(n: int, block_size: int, tile_size: int):
+    """``(start, stop)`` tiles of at most ``tile_size`` that never straddle a block boundary."""
+    for b0, b1 in _blocks(n, block_size):
+        yield from ((b0 + t0, b0 + t1) for t0, t1 in _blocks(b1 - b0, tile_size))
+
+
+@dataclass
+class _FeatureSet:
+    """One set of feature vectors with what every tile of distances needs of it, computed once."""
+
+    x: torch.Tensor  # float32 [N, D], contiguous
+    fp16: bool
+    norms: torch.Tensor  # [N] float32: float16-rounded squared norms (fp16) or exact ones
+
+    @classmethod
+    def of(cls, features: torch.Tensor, fp16: bool) -> _FeatureSet:
+        x = features.float().contiguous()
+        norms = torch.empty(x.shape[0], dtype=torch.float32, device=x.device)
+        for t0, t1 in _blocks(x.shape[0], PR_TILE_SIZE):  # never a rounded copy of the whole set
+            xt = _round16(x[t0:t1]) if fp16 else x[t0:t1]
+            norms[t0:t1] = _sq_norms16(xt) if fp16 else (xt * xt).sum(1)
+        return cls(x, fp16, norms)
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def operand(self, t0: int, t1: int) -> torch.Tensor:
+        """Rows ``t0..t1`` ready for ``_product``: float16-rounded (fp16), in oneDNN's layout on the
+        CPU when PyTorch has oneDNN (what TF's CPU matmul uses: on these tiles about twice as fast
+        as PyTorch's default BLAS, docs/performance.md)."""
+        x = _round16(self.x[t0:t1]) if self.fp16 else self.x[t0:t1]
+        if x.device.type == "cpu" and torch.backends.mkldnn.is_available():
+            return x.to_mkldnn()
+        return x
+
+
+def _product(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``u @ v.T`` in float32 (dense) of two ``_FeatureSet.operand``s."""
+    return F.linear(u, v).to_dense() if u.is_mkldnn else u @ v.T
+
+
+def _cannot_overflow16(*sets: _FeatureSet) -> bool:
+    """Whether no float16 distance between these sets can overflow, so no block needs float32.
+
+    Every squared distance is at most ``(‖u‖ + ‖v‖)² ≤ 4·max‖·‖²`` (a little more after rounding);
+    with eight times the largest float16-rounded squared norm below float16's largest value,
+    nothing in any block can be infinite, which is what the original checks block by block.
+    Inputs that are not finite fail the test (a NaN maximum compares false).
+    """
+    return 8 * max(float(s.norms.max()) for s in sets) <= FLOAT16_MAX
+
+
+def _distance_tiles(rows: _FeatureSet, cols: _FeatureSet | None, *, block_size: int):
+    """Every squared distance between ``rows`` and ``cols`` (``None``: ``rows`` itself), as
+    ``(row start, column start, tile)``, each entry exactly once, as the original's blocks of
+    ``block_size`` give it (a float16 tile, or float32 where the original falls back).
+
+    Tiles are small enough to keep the float16 rounding in the CPU's caches. Within one set the
+    product of tiles i and j is computed once and serves both (i, j) and (j, i), nearly halving the
+    multiplications. When a float16 overflow is possible, the original's block-by-block rule is
+    followed verbatim instead.
+    """
+    symmetric = cols is None
+    cols = rows if symmetric else cols
+    if rows.fp16 and not _cannot_overflow16(rows, cols):
+        for r0, r1 in _blocks(len(rows), block_size):
+            for c0, c1 in _blocks(len(cols), block_size):
+                yield r0, c0, _block_distances(rows.x[r0:r1], cols.x[c0:c1], fp16=True)
+        return
+    finish = _finish16 if rows.fp16 else _finish32
+    row_tiles = list(_tiles(len(rows), block_size, PR_TILE_SIZE))
+    col_tiles = row_tiles if symmetric else list(_tiles(len(cols), block_size, PR_TILE_SIZE))
+    for i, (r0, r1) in enumerate(row_tiles):
+        u = rows.operand(r0, r1)
+        for c0, c1 in col_tiles[i:] if symmetric else col_tiles:
+            product = _product(u, u if symmetric and c0 == r0 else cols.operand(c0, c1))
+            yield r0, c0, finish(product, rows.norms[r0:r1], cols.norms[c0:c1])
+            if symmetric and c0 != r0:  # the mirror tile, from the same product
+                yield c0, r0, finish(product.T, cols.norms[c0:c1], rows.norms[r0:r1])
+
+
+def _smallest(values: torch.Tensor, k: int) -> torch.Tensor:
+    return torch.topk(values, min(k, values.shape[1]), dim=1, largest=False).values
+
+
+def _radii(points: _FeatureSet, k: int, block_size: int) -> torch.Tensor:
+    # the k+1 smallest distances seen so far per point, merged tile by tile
+    best = torch.full((len(points), k + 1), float("inf"), dtype=torch.float32, device=points.x.device)
+    for r0, _, d in _distance_tiles(points, None, block_size=block_size):
+        r1 = r0 + d.shape[0]
+        best[r0:r1] = _smallest(torch.cat([best[r0:r1], _smallest(d, k + 1).float()], dim=1), k + 1)
+    return best[:, k].contiguous()
+
+
+def _check_neighbourhood(n: int, k: int) -> None:
+    if n <= k:
+        raise UsageError(f"precision/recall with k={k} needs more than {k} images per set, got {n}")
 
 
 def manifold_radii(
@@ -222,18 +416,17 @@ def manifold_radii(
     block_size: int = PR_BLOCK_SIZE,
 ) -> torch.Tensor:
     """The squared distance of each point to its (k+1)-th nearest point of the set, itself included."""
-    n = features.shape[0]
-    if n <= k:
-        raise UsageError(f"precision/recall with k={k} needs more than {k} images per set, got {n}")
-    radii = torch.empty(n, dtype=torch.float32, device=features.device)
-    for r0, r1 in _blocks(n, block_size):
-        best = None
-        for c0, c1 in _blocks(n, block_size):
-            d = pairwise_sq_distances(features[r0:r1], features[c0:c1], fp16)
-            cand = d if best is None else torch.cat([best, d], dim=1)
-            best = torch.topk(cand, min(k + 1, cand.shape[1]), dim=1, largest=False).values
-        radii[r0:r1] = best[:, k]
-    return radii
+    _check_neighbourhood(features.shape[0], k)
+    return _radii(_FeatureSet.of(features, fp16), k, block_size)
+
+
+def _at_most16(radii: torch.Tensor) -> torch.Tensor:
+    """The largest float16 ≤ each radius: for a float16 ``d``, ``d <= r`` iff ``d <= _at_most16(r)``
+    (so comparisons run in float16, without converting the distances)."""
+    r16 = radii.half()
+    rounded_up = r16.float() > radii
+    # radii are >= 0, where float16's bit patterns are in value order: one less is one step down
+    return torch.where(rounded_up, (r16.view(torch.int16) - 1).view(torch.float16), r16)
 
 
 def precision_recall(
@@ -250,15 +443,20 @@ def precision_recall(
     precision: the share of samples within (≤) the k-NN radius of ANY reference point; recall: the
     share of reference points within the radius of ANY sample.
     """
-    ref = torch.as_tensor(ref_features, device=device).float()
-    smp = torch.as_tensor(sample_features, device=device).float()
-    ref_radii = manifold_radii(ref, k, fp16=fp16, block_size=block_size)
-    smp_radii = manifold_radii(smp, k, fp16=fp16, block_size=block_size)
-    ref_in = torch.zeros(ref.shape[0], dtype=torch.bool, device=ref.device)
-    smp_in = torch.zeros(smp.shape[0], dtype=torch.bool, device=ref.device)
-    for r0, r1 in _blocks(ref.shape[0], block_size):
-        for c0, c1 in _blocks(smp.shape[0], block_size):
-            d = pairwise_sq_distances(ref[r0:r1], smp[c0:c1], fp16)
-            ref_in[r0:r1] |= (d <= smp_radii[None, c0:c1]).any(1)
-            smp_in[c0:c1] |= (d <= ref_radii[r0:r1, None]).any(0)
+    ref = _FeatureSet.of(torch.as_tensor(ref_features, device=device), fp16)
+    smp = _FeatureSet.of(torch.as_tensor(sample_features, device=device), fp16)
+    for points in (ref, smp):
+        _check_neighbourhood(len(points), k)
+    ref_radii, smp_radii = _radii(ref, k, block_size), _radii(smp, k, block_size)
+    radii = {
+        torch.float32: (ref_radii, smp_radii),
+        torch.float16: (_at_most16(ref_radii), _at_most16(smp_radii)),
+    }
+    ref_in = torch.zeros(len(ref), dtype=torch.bool, device=ref.x.device)
+    smp_in = torch.zeros(len(smp), dtype=torch.bool, device=ref.x.device)
+    for r0, c0, d in _distance_tiles(ref, smp, block_size=block_size):
+        r1, c1 = r0 + d.shape[0], c0 + d.shape[1]
+        ref_r, smp_r = radii[d.dtype]
+        ref_in[r0:r1] |= (d <= smp_r[None, c0:c1]).any(1)
+        smp_in[c0:c1] |= (d <= ref_r[r0:r1, None]).any(0)
     return float(smp_in.double().mean()), float(ref_in.double().mean())
