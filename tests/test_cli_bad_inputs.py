@@ -96,6 +96,7 @@ ROWS = [
     Row("evaluate {samples32} --json {out}/m.json", 2, "no built-in reference batch for 32x32"),
     Row("evaluate {samples32} --ref {png} --json {out}/m.json", 2, "image.png is not a readable npz file"),
     Row("evaluate {samples16} --json {out}/m.json", 1, "m.json: No space left on device", fault="disk full"),
+    Row("evaluate {badlabels}", 2, "badlabels.npz: label 99 (image 1) is out of range for the digits judge's 10 classes (0..9)"),
     # train
     Row("train --run-dir {out}/run --data {data}", 2, "no network given"),
     Row("train --run-dir {out}/run --preset tiny", 2, "no training data given"),
@@ -239,7 +240,8 @@ def inputs(tmp_path_factory) -> dict[str, str]:
     rng = np.random.default_rng(0)
     np.savez(root / "data.npz", rng.integers(0, 255, (6, 16, 16, 3), dtype=np.uint8), np.arange(6) % 3)
     np.savez(root / "unlabelled.npz", np.zeros((6, 16, 16, 3), np.uint8))
-    np.savez(root / "samples16.npz", rng.integers(0, 255, (4, 16, 16, 3), dtype=np.uint8))
+    # more samples than the digits judge's 128 features: fewer draw a covariance warning in evaluate
+    np.savez(root / "samples16.npz", rng.integers(0, 255, (130, 16, 16, 3), dtype=np.uint8))
     np.savez(root / "samples32.npz", np.zeros((4, 32, 32, 3), np.uint8))
     (root / "file").write_text("not a folder")
     (root / "text.pt").write_text("hello")  # the unpickler reads these bytes as opcodes: KeyError 101

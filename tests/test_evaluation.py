@@ -187,9 +187,31 @@ def test_cli_table_json_and_the_reference_cache(setup, monkeypatch):
     ):
         assert label in result.output
     assert f"{setup['result']['fid']:.4f}" in result.output
+    assert [line for line in result.stderr.splitlines() if line.startswith("warning:")] == [FEW_SAMPLES]
     record = json.loads(out.read_text())
     assert {k: record[k] for k in METRIC_KEYS} == setup["result"]  # same features → same numbers
     assert record["ref"] == str(root / "ref.npz")
+
+
+FEW_SAMPLES = (
+    "warning: FID and sFID from 16 samples: no more than the 2048 features, so their covariance is "
+    "singular and the distance mostly reflects how few there are; use more than 2048"
+)
+
+
+@pytest.mark.slow
+def test_distances_from_fewer_vectors_than_features_warn(setup):
+    # the samples' covariances are singular; the reference's are stored (whole-dataset) statistics
+    warnings = [e.message for e in setup["events"] if e.message and e.message.startswith("warning:")]
+    assert warnings == [FEW_SAMPLES]
+    # a reference of images: its statistics come from its 20 images
+    root = setup["root"]
+    np.savez(root / "images_ref.npz", arr_0=setup["ref_images"])
+    events = []
+    evaluate(root / "samples.npz", root / "images_ref.npz", inception_weights=setup["weights"],
+             cache_dir=setup["cache"], on_progress=events.append)
+    warnings = [e.message for e in events if e.message and e.message.startswith("warning:")]
+    assert warnings == [FEW_SAMPLES, FEW_SAMPLES.replace("16 samples", "20 reference images")]
 
 
 @pytest.mark.slow

@@ -28,7 +28,8 @@ def evaluate(
         None,
         "--ref",
         help="Reference: an ADM reference batch (mu/sigma/mu_s/sigma_s + arr_0), an npz of images or a "
-        "folder. Default: OpenAI's ImageNet batch for the samples' resolution, from the cache.",
+        "folder. Default: OpenAI's ImageNet batch for the samples' resolution, from the cache. With the digits "
+        "metric: 16x16 images whose judge features digits-FD is measured against (default: the real digits).",
         show_default=False,
     ),
     json_out: Path | None = typer.Option(

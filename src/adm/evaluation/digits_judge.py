@@ -19,8 +19,9 @@ from torch import nn
 
 from adm.core.errors import UsageError
 from adm.core.fileio import atomic_path
+from adm.core.progress import ProgressFn, report
 from adm.data.digits import Digits
-from adm.evaluation.stats import frechet_distance, mean_and_cov
+from adm.evaluation.stats import covariance_warning, frechet_distance, mean_and_cov
 from adm.hub.checkpoints import load_state_dict
 
 FEATURES = 128
@@ -107,7 +108,7 @@ def judge(
 @dataclass(frozen=True)
 class DigitScores:
     accuracy: float | None  # fraction of samples the judge reads as their requested label
-    digits_fd: float  # Fréchet distance to the real digits in the judge's feature space
+    digits_fd: float  # Fréchet distance to the reference (the real digits) in the judge's feature space
     num_samples: int
 
     def as_dict(self) -> dict:
@@ -144,22 +145,81 @@ class Judge:
         net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
         return cls(net.eval(), tensors["real.mu"].numpy(), tensors["real.sigma"].numpy())
 
-    def score(self, images: np.ndarray, labels: np.ndarray | None) -> DigitScores:
-        """Judge accuracy against ``labels`` (when given) and digits-FD against the real digits."""
+    def score(self, images: np.ndarray, labels: np.ndarray | None, reference: np.ndarray | None = None) -> DigitScores:
+        """Judge accuracy against ``labels`` (when given) and digits-FD against ``reference`` images
+        (their features' statistics), by default against the real digits."""
         if len(images) < 2:
             raise UsageError(f"need at least 2 samples for a Fréchet distance, got {len(images)}")
         predicted, features = judge(self.net, images)
         accuracy = float((predicted == labels).mean()) if labels is not None else None
         mu, sigma = mean_and_cov(features)
-        return DigitScores(accuracy, float(frechet_distance(mu, sigma, self.real_mu, self.real_sigma)), len(images))
+        ref_mu, ref_sigma = self.real_mu, self.real_sigma
+        if reference is not None:
+            ref_mu, ref_sigma = mean_and_cov(judge(self.net, reference)[1])
+        return DigitScores(accuracy, float(frechet_distance(mu, sigma, ref_mu, ref_sigma)), len(images))
 
 
-def evaluate_digits(samples: str | Path, judge_path: str | Path) -> dict:
-    """``adm evaluate --metric digits``: judge accuracy (when the npz has labels) and digits-FD."""
-    from adm.data.images import npz_labels, open_images
+REAL_DIGITS = "the real digits (built in)"
+"""What digits-FD is measured against without a reference."""
 
-    collection = open_images(samples, name="samples")
-    images = np.concatenate(list(collection.batches(1024)))
-    labels = npz_labels(samples)
-    labels = labels[: len(images)] if labels is not None else None
-    return Judge.load(judge_path).score(images, labels).as_dict()
+
+def _read_digits(path: str | Path, name: str) -> np.ndarray:
+    """Every image of an npz or folder of 16x16 digits (named ``name`` in errors)."""
+    from adm.data.images import npz_keys, open_images
+
+    path = Path(path)
+    if path.suffix.lower() == ".npz" and path.is_file():
+        keys = npz_keys(path)
+        if "arr_0" not in keys and "mu" in keys:
+            raise UsageError(f"{name} {path} holds Inception statistics but no images; the digits metric compares "
+                             "the judge's features of images", "pass an npz whose arr_0 holds images, or a folder")
+    collection = open_images(path, name=name)
+    if (collection.height, collection.width) != (16, 16):
+        raise UsageError(f"the digits judge reads 16x16 images; {name} {path} holds "
+                         f"{collection.width}x{collection.height}")
+    if collection.count < 2:
+        raise UsageError(f"{name} {path} holds {collection.count} image(s); a Fréchet distance needs at least 2")
+    return np.concatenate(list(collection.batches(1024)))
+
+
+def _requested_labels(path: str | Path, count: int, num_classes: int) -> np.ndarray | None:
+    """``arr_1``: the labels the samples were asked for, all of them classes the judge knows."""
+    from adm.data.images import npz_labels
+
+    labels = npz_labels(path)
+    if labels is None:
+        return None
+    if len(labels) < count:
+        raise UsageError(f"{path}: arr_1 holds {len(labels)} labels for {count} images")
+    labels = labels[:count]
+    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if bad.size:
+        raise UsageError(f"{path}: label {int(labels[bad[0]])} (image {int(bad[0])}) is out of range for the digits "
+                         f"judge's {num_classes} classes (0..{num_classes - 1})")
+    return labels
+
+
+def evaluate_digits(
+    samples: str | Path,
+    judge_path: str | Path,
+    *,
+    ref: str | Path | None = None,
+    on_progress: ProgressFn | None = None,
+) -> dict:
+    """``adm evaluate --metric digits``: judge accuracy (when the npz has labels) and digits-FD,
+    against the images of ``ref`` (npz or folder of 16x16 images) or else the real digits.
+
+    A Fréchet distance from no more vectors than the judge's 128 features is reported, with a
+    warning through ``on_progress`` (``covariance_warning``).
+    """
+    images = _read_digits(samples, "samples")
+    referee = Judge.load(judge_path)
+    labels = _requested_labels(samples, len(images), referee.net.head.out_features)
+    reference = None if ref is None else _read_digits(ref, "reference")
+    counts = {"samples": len(images)} if reference is None else {"samples": len(images), "reference images": len(reference)}
+    for whose, count in counts.items():
+        warning = covariance_warning("digits-FD", count, FEATURES, whose)
+        if warning:
+            report(on_progress, "digits", 0, None, message=f"warning: {warning}")
+    scores = referee.score(images, labels, reference)
+    return {**scores.as_dict(), "ref": REAL_DIGITS if ref is None else str(ref)}

@@ -41,6 +41,7 @@ from adm.evaluation.reference import (
 )
 from adm.evaluation.stats import (
     PR_NEIGHBOURHOOD,
+    covariance_warning,
     frechet_distance,
     inception_score,
     precision_recall,
@@ -162,6 +163,7 @@ def compute_statistics(
 class _ReferenceSide:
     stats: Statistics | None  # on rank 0
     pool: np.ndarray | None  # on rank 0; None when the reference has no images
+    stats_from: int | None = None  # images the statistics were computed from; None: stored ones
 
 
 def _reference_side(
@@ -198,7 +200,7 @@ def _reference_side(
         if hit is None:  # not rank 0: only rank 0 computes the metrics
             return _ReferenceSide(None, None)
         pool, stats = hit
-        return _ReferenceSide(stats if need_stats else reference.stats, pool)
+        return _ReferenceSide(stats if need_stats else reference.stats, pool, len(pool) if need_stats else None)
     features = extract_all(
         reference.images,
         model,
@@ -219,7 +221,7 @@ def _reference_side(
             report(
                 on_progress, "reference", features.count, features.count, unit="img", message=note
             )
-    return _ReferenceSide(stats, features.pool)
+    return _ReferenceSide(stats, features.pool, features.count if need_stats else None)
 
 
 def _from_cache(arrays, count: int, need_stats: bool):
@@ -326,9 +328,24 @@ def evaluate(
     return dist.broadcast_object(result)
 
 
+def _covariance_warnings(features: Features, ref: _ReferenceSide) -> list[str]:
+    """FID / sFID computed from covariances of no more vectors than features (either side)."""
+    counts = {"samples": features.count}
+    if ref.stats_from is not None:
+        counts["reference images"] = ref.stats_from
+    warnings = []
+    for whose, count in counts.items():
+        names = [name for name, dim in (("FID", POOL_DIM), ("sFID", SPATIAL_DIM)) if count <= dim]
+        if names:
+            warnings.append(covariance_warning(" and ".join(names), count, POOL_DIM, whose))
+    return warnings
+
+
 def _metrics(features: Features, ref: _ReferenceSide, device: torch.device, on_progress) -> dict:
     """The five metrics on rank 0, reporting one step per Fréchet distance and for P/R."""
     stats = _statistics(features)
+    for warning in _covariance_warnings(features, ref):
+        report(on_progress, "metrics", 0, 3, unit="step", message=f"warning: {warning}")
     report(on_progress, "metrics", 0, 3, unit="step")
     result: dict[str, float | int | None] = {KEY_INCEPTION_SCORE: inception_score(features.logits)}
     result[KEY_FID] = frechet_distance(stats.mu, stats.sigma, ref.stats.mu, ref.stats.sigma)

@@ -5,8 +5,8 @@ reference, batch size, weights, device, ...) returning named numbers, the rows t
 and, for ``--metric auto``, which samples it is the natural choice for. Built in:
 
 * ``inception``: OpenAI's evaluator protocol (IS, FID, sFID, precision, recall; ``evaluate``);
-* ``digits``: the offline demo's judge (accuracy on the requested labels, digits-FD), the natural
-  choice for 16x16 samples.
+* ``digits``: the offline demo's judge (accuracy on the requested labels, digits-FD against the
+  reference's images or else the real digits), the natural choice for 16x16 samples.
 
 Other packages add metrics under the entry-point group ``adm.metrics`` (a ``MetricSpec``).
 """
@@ -43,7 +43,7 @@ Row = tuple[str, str, str]  # (label, key of the result, format, e.g. "{:.4f}")
 class EvaluationRequest:
     """Everything a metric may need besides the samples; each metric reads what it uses."""
 
-    ref: Path | None = None  # reference images / batch (inception: default from the cache)
+    ref: Path | None = None  # reference (inception: a batch, default from the cache; digits: images, default the real digits)
     batch_size: int = 64
     inception_weights: Path | None = None
     judge: Path | None = None  # digits judge weights (default: the shipped one)
@@ -83,7 +83,8 @@ def _digits(samples: ImageCollection, request: EvaluationRequest) -> dict[str, A
     from adm.evaluation.digits_judge import evaluate_digits
     from adm.hub.download import ensure_artifact
 
-    return evaluate_digits(samples.path, request.judge or ensure_artifact("digits-judge"))
+    return evaluate_digits(samples.path, request.judge or ensure_artifact("digits-judge"), ref=request.ref,
+                           on_progress=request.on_progress)
 
 
 BUILTIN = {
@@ -98,9 +99,9 @@ BUILTIN = {
         ),
         MetricSpec(
             "digits", _digits, natural_for=lambda s: (s.height, s.width) == (16, 16),
-            description="the digits demo's judge: accuracy on the requested labels, digits-FD",
+            description="the digits demo's judge: accuracy on the requested labels, digits-FD (vs --ref, else the real digits)",
             rows=(("judge accuracy (vs requested labels)", "digits_accuracy", "{:.4f}"),
-                  ("digits-FD (vs real digits)", "digits_fd", "{:.4f}"), ("samples", "num_samples", "{:d}")),
+                  ("digits-FD", "digits_fd", "{:.4f}"), ("samples", "num_samples", "{:d}")),
         ),
     )
 }

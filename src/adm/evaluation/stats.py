@@ -173,6 +173,20 @@ def trace_sqrt_product(
     return float(np.trace(covmean)), offset
 
 
+def covariance_warning(distance: str, count: int, dim: int, whose: str = "samples") -> str | None:
+    """Why ``distance`` computed from ``count`` vectors of ``dim`` features means little, or None.
+
+    A covariance estimated from N vectors has rank at most N − 1: with N ≤ D it is singular, the
+    square root in the distance works on a degenerate matrix, and the value mostly reflects how few
+    vectors there were (docs/evaluate.md). More than D vectors is the least that makes the estimate full rank; the distance stays biased
+    upwards at small N (by about a constant over N), so only distances from equal counts compare.
+    """
+    if count > dim:
+        return None
+    return (f"{distance} from {count} {whose}: no more than the {dim} features, so their covariance is "
+            f"singular and the distance mostly reflects how few there are; use more than {dim}")
+
+
 def frechet_distance(
     mu1: np.ndarray,
     sigma1: np.ndarray,
