@@ -278,10 +278,14 @@ def _sq_norms16(x16: torch.Tensor) -> torch.Tensor:
 def _finish16(product: torch.Tensor, norm_u: torch.Tensor, norm_v: torch.Tensor) -> torch.Tensor:
     """``max(‖u‖² − 2 u·v + ‖v‖², 0)`` from the float32 product, each operation rounded to float16.
 
-    Works in float16 storage, in place: CPU float16 arithmetic computes each operation in float32
-    and rounds the result, which is exactly the rounding TF's float16 graph does (and half the
-    memory traffic of rounding float32 tensors back and forth).
+    Works in float16 storage, in place: PyTorch's CPU and CUDA float16 arithmetic computes each
+    operation in float32 and rounds the result, exactly the rounding emulated here (and half the
+    memory traffic of rounding float32 tensors back and forth). Other backends may compute in
+    float16 natively, so they round float32 results explicitly (a float32 tile).
     """
+    if product.device.type not in ("cpu", "cuda"):
+        prod2 = _round16(2 * _round16(product))
+        return _round16(_round16(norm_u[:, None] - prod2) + norm_v[None, :]).clamp_min_(0)
     d = product.half()
     d.mul_(2)
     torch.sub(norm_u.half()[:, None], d, out=d)
