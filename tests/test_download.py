@@ -604,9 +604,11 @@ def test_cli_list(server, cache, monkeypatch, runner):
     rows = {line.split()[1]: line for line in result.output.splitlines() if "t-list-" in line}
     assert set(rows) == {"t-list-a", "t-list-b", "t-list-c"}
     assert "300.0 kB" in rows["t-list-a"] and " yes " in rows["t-list-a"]
-    assert str(cache_path(fetched, cache)) in rows["t-list-a"]
+    assert f"in the cache {cache} (a file there is NAME/FILE)" in result.output  # the folder, said once
+    assert f" {cache_path(fetched, cache).name} " in rows["t-list-a"]
     assert "123.5 kB" in rows["t-list-b"] and " no " in rows["t-list-b"]
-    assert "reference" in rows["t-list-c"] and " ? " in rows["t-list-c"]
+    references = result.output.partition("reference batches")[2]
+    assert "t-list-c" in references and " unknown " in rows["t-list-c"]  # no size published, none cached
     entries = {
         e.artifact.name: e
         for e in cache_entries(cache_dir=cache, registry=make_registry(fetched, other))

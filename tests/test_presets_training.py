@@ -28,8 +28,10 @@ def test_listing_has_a_training_table():
         ("tiny", "diffusion"), ("tiny-cond", "diffusion"), ("tiny-sr", "diffusion"), ("tiny", "classifier"),
     }
     tiny = next(row for row in rows if "diffusion" in row and row.split("│")[1].strip() == "tiny")
-    assert "--iterations 400" in tiny and "--batch-size 16" in tiny and "own flags (16)" in tiny
-    assert "released imagenet128 (128)" in training
+    assert "own flags (16)" in tiny and "CPU tests" in tiny
+    assert "--iterations 400 --batch-size 16" in invoke("presets", "tiny").stdout  # the options it sets: in full
+    imagenet128 = next(line for line in training.splitlines() if line.startswith("│ imagenet128 "))
+    assert "released (128)" in imagenet128  # the released model of the same name
 
 
 def test_one_training_preset_as_json():

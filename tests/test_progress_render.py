@@ -68,3 +68,24 @@ def test_no_blank_line_when_nothing_was_reported():
     with RichProgress(console=console):
         pass
     assert console.file.getvalue() == ""
+
+
+LONG = ("heun is a single-step high-order solver; at classifier scale 8 such solvers are known to degrade: "
+        "consider --threshold 0.995 or a multistep sampler (dpm++2m, unipc) [arr_0]")
+
+
+def test_a_message_is_one_line_at_80_columns():
+    """Logs are read by line: a warning wrapped by rich at 80 columns was three (issue 21)."""
+    console = Console(file=io.StringIO(), width=80, color_system=None)
+    with RichProgress(console=console) as bars:
+        bars(Progress("sampling", 0, 4, "img", message=f"warning: {LONG}"))
+    assert console.file.getvalue() == f"warning: {LONG}\n"  # whole, markup-like text included
+
+
+def test_a_cli_warning_is_one_line_at_80_columns(monkeypatch):
+    from adm.cli import common
+
+    console = Console(file=io.StringIO(), width=80, color_system=None)
+    monkeypatch.setattr(common, "err_console", console)
+    common.warn(LONG)
+    assert console.file.getvalue() == f"warning: {LONG}\n"

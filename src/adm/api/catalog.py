@@ -1,4 +1,8 @@
-"""What is installed: presets (released and training) and samplers, built-in or from plugins."""
+"""What is installed: presets (released and training) and samplers, built-in or from plugins.
+
+The presets are plain settings; the sampler registry holds the samplers themselves (torch), so
+its names are imported on first use: listing presets or the cache never loads torch.
+"""
 
 from adm.presets import (
     Preset,
@@ -9,21 +13,30 @@ from adm.presets import (
     get_training_preset,
     list_presets,
 )
-from adm.sampling.registry import SamplerSpec, available_samplers, get_sampler
 from adm.spec.flags import ModelFlags, SuperResFlags, image_size
+
+_SAMPLERS = ("SamplerSpec", "available_samplers", "get_sampler")  # adm.sampling.registry, on first use
 
 __all__ = [
     "ModelFlags",
     "Preset",
     "Registry",
-    "SamplerSpec",
     "SuperResFlags",
     "TrainPreset",
-    "available_samplers",
     "default_registry",
     "get_preset",
-    "get_sampler",
     "get_training_preset",
     "image_size",
     "list_presets",
+    *_SAMPLERS,
 ]
+
+
+def __getattr__(name: str):
+    if name in _SAMPLERS:
+        from adm.sampling import registry
+
+        value = getattr(registry, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,8 +8,10 @@ code, an ``OSError`` (the operating system refused a read or write) with 1, a st
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
+import inspect
 import sys
 from collections.abc import Callable
 from typing import TypeVar
@@ -44,6 +46,12 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     """Print a one-line error; return the Exit to raise."""
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True, markup=True)
     return typer.Exit(code)
+
+
+def warn(message: str) -> None:
+    """Print a warning on stderr as one line, however narrow the terminal: logs are read (and
+    grepped) by line, so the terminal wraps it, rich does not."""
+    err_console.print(f"[yellow]warning:[/] {_plain(message)}", highlight=False, soft_wrap=True)
 
 
 def os_error_line(err: OSError) -> str:
@@ -89,6 +97,18 @@ def _plain(text: str) -> str:
 # own metavar takes precedence there, so a flag with an empty metavar shows no placeholder. The
 # command classes below give every flag of a command that empty metavar, typer's own --help
 # included, so no option declaration has to remember it.
+#
+# The same panel gives the `--no-x` of a `--x/--no-x` switch a column of its own, as wide as the
+# longest such name: at 80 columns `adm edit --help` (`--no-clip-denoised`) had about 20
+# characters left for the descriptions. While help is drawn, a switch's two names share the
+# option's own column, one under the other, so that column costs no width. And typer keeps the
+# line breaks of a docstring's later paragraphs, which rich then wraps again at the terminal's
+# width (a long line and a stub, by turns, at 80 columns): each paragraph becomes one line.
+
+
+def _one_line_paragraphs(text: str) -> str:
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(" ".join(line.strip() for line in paragraph.splitlines()) for paragraph in paragraphs)
 
 
 def _blank_flag_metavar(param) -> None:
@@ -96,19 +116,41 @@ def _blank_flag_metavar(param) -> None:
         param.metavar = ""
 
 
+@contextlib.contextmanager
+def _switch_names_stacked(params):
+    """While help is drawn: ``--x`` and ``--no-x`` as one name on two lines (parsing never sees it)."""
+    switches = [(param, param.opts, param.secondary_opts) for param in params if getattr(param, "secondary_opts", None)]
+    try:
+        for param, opts, secondary in switches:
+            long = [o for o in opts if o.startswith("--")]
+            param.opts = ["\n".join(long + secondary)] + [o for o in opts if o not in long]
+            param.secondary_opts = []
+        yield
+    finally:
+        for param, opts, secondary in switches:
+            param.opts, param.secondary_opts = opts, secondary
+
+
 class _FlagsWithoutPlaceholder:
-    """Mixin for typer's command classes: every flag, --help included, gets an empty metavar."""
+    """Mixin for typer's command classes: every flag, --help included, gets an empty metavar, a
+    switch's ``--no-x`` takes no column of its own, and a paragraph of help is one line."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         for param in self.params:
             _blank_flag_metavar(param)
+        if self.help:
+            self.help = _one_line_paragraphs(self.help)
 
     def get_help_option(self, ctx):
         option = super().get_help_option(ctx)
         if option is not None:
             _blank_flag_metavar(option)
         return option
+
+    def format_help(self, ctx, formatter):
+        with _switch_names_stacked(self.get_params(ctx)):
+            return super().format_help(ctx, formatter)
 
 
 class AdmCommand(_FlagsWithoutPlaceholder, TyperCommand):

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import typer
 
-from adm.api.downloads import convert_checkpoint
 from adm.cli.common import console, guarded
 from adm.core.errors import UsageError
 
@@ -23,5 +22,7 @@ def convert(
         raise UsageError(f"cannot tell the output format from {dst.name!r}", "name it *.safetensors or *.pt")
     if dst.resolve() == src.resolve():
         raise UsageError("input and output are the same file")
+    from adm.api.downloads import convert_checkpoint  # torch: loaded when the command runs
+
     convert_checkpoint(src, dst)
-    console.print(f"wrote {dst}")
+    console.print(f"wrote {dst}", highlight=False, soft_wrap=True)

@@ -22,4 +22,4 @@ def digits(
 ) -> None:
     """scikit-learn's 1,797 handwritten digits as 16x16 RGB images with labels."""
     path = write_digits(out, split=split, image_format=image_format, overwrite=overwrite)
-    console.print(f"wrote {path}")
+    console.print(f"wrote {path}", highlight=False, soft_wrap=True)

@@ -19,7 +19,7 @@ from adm.api.downloads import (
     resolve_artifacts,
     verify_artifact,
 )
-from adm.cli.common import console, err_console, guarded
+from adm.cli.common import console, guarded, warn
 from adm.cli.progress import RichProgress
 from adm.core.errors import ChecksumError, MissingFileError, UsageError
 
@@ -72,7 +72,7 @@ def download(
     """
     registry = default_registry()
     for problem in registry.plugin_errors:
-        err_console.print(f"[yellow]warning:[/] {problem}", highlight=False)
+        warn(problem)
     names = names or []
     modes = [
         flag
@@ -120,22 +120,43 @@ def download(
         console.print(f"{art.name}: {what} -> {got.path}", highlight=False, soft_wrap=True)
 
 
+KIND_TITLES = {"checkpoint": "checkpoints", "reference": "reference batches", "weights": "weights"}
+UNKNOWN_SIZE = "unknown"  # no size published, nothing cached yet
+
+
 def _list(entries: list[CacheEntry], cache_dir: Path | None) -> None:
-    table = Table(title=f"adm artifacts (cache: {cache_root(cache_dir)})")
-    for column in ("name", "kind", "size", "cached", "path"):
-        table.add_column(column, overflow="fold")
+    """One table per kind of artifact, each row one line at 80 columns: the folder is said once
+    (a file is ROOT/NAME/FILE), so a row shows the file's name, not its path."""
+    root = cache_root(cache_dir)
+    console.print(f"adm artifacts in the cache {root} (a file there is NAME/FILE)", highlight=False, soft_wrap=True)
+    kinds: dict[str, list[CacheEntry]] = {}
     for entry in entries:
-        cached = STATE_TEXT[entry.state]
-        if entry.state == "missing" and entry.partial:
-            cached = f"partial ({decimal(entry.partial)})"
-        table.add_row(
-            entry.artifact.name,
-            entry.artifact.kind,
-            decimal(entry.size) if entry.size is not None else "?",
-            cached,
-            str(entry.path),
-        )
-    console.print(table)
+        kinds.setdefault(entry.artifact.kind, []).append(entry)
+    for kind, group in kinds.items():
+        table = Table(title=KIND_TITLES.get(kind, f"{kind} artifacts"))
+        for column in ("name", "size", "cached", "file"):
+            table.add_column(column, no_wrap=column != "cached")
+        shipped = []
+        for entry in group:
+            if not entry.path.is_relative_to(root):  # a file adm ships: its place is the package
+                shipped.append(entry.artifact.name)
+            table.add_row(entry.artifact.name, _size(entry), _cached(entry), entry.path.name)
+        if shipped:
+            table.caption = f"{', '.join(shipped)}: part of adm itself, no download"
+        console.print(table)
+    if any(entry.size is None for entry in entries):
+        console.print(f"size {UNKNOWN_SIZE}: not published; known once the file is downloaded", highlight=False,
+                      soft_wrap=True)
+
+
+def _size(entry: CacheEntry) -> str:
+    return decimal(entry.size) if entry.size is not None else UNKNOWN_SIZE
+
+
+def _cached(entry: CacheEntry) -> str:
+    if entry.state == "missing" and entry.partial:
+        return f"partial ({decimal(entry.partial)})"
+    return STATE_TEXT[entry.state]
 
 
 def _verify(artifacts, cache_dir: Path | None, registry, *, explicit: bool) -> None:
@@ -146,7 +167,7 @@ def _verify(artifacts, cache_dir: Path | None, registry, *, explicit: bool) -> N
             if e.state != "missing"
         ]
         if not artifacts:
-            console.print(f"nothing cached in {cache_root(cache_dir)}", highlight=False)
+            console.print(f"nothing cached in {cache_root(cache_dir)}", highlight=False, soft_wrap=True)
             return
     failed, missing = [], []
     for art in artifacts:
@@ -164,7 +185,7 @@ def _verify(artifacts, cache_dir: Path | None, registry, *, explicit: bool) -> N
             got = f"got {result.sha256[:12]}…, " if result.sha256 else ""
             exp = f"expected {result.expected[:12]}…" if result.expected else "size changed"
             console.print(
-                f"[red]mismatch[/] {art.name}: {got}{exp}; removed from the cache", highlight=False
+                f"[red]mismatch[/] {art.name}: {got}{exp}; removed from the cache", highlight=False, soft_wrap=True
             )
         elif result.status == "invalid":
             failed.append(art.name)
@@ -182,7 +203,7 @@ def _verify(artifacts, cache_dir: Path | None, registry, *, explicit: bool) -> N
             )
         else:
             missing.append(art.name)
-            console.print(f"[dim]missing[/] {art.name}: not in the cache", highlight=False)
+            console.print(f"[dim]missing[/] {art.name}: not in the cache", highlight=False, soft_wrap=True)
     if failed:
         raise ChecksumError(
             f"{len(failed)} cached file(s) failed verification and were removed: {', '.join(failed)}",

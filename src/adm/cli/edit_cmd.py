@@ -11,8 +11,6 @@ from pathlib import Path
 import typer
 
 from adm.api.editing import EditSettings
-from adm.api.editing import edit as edit_images
-from adm.api.sources import ModelSource
 from adm.cli.common import guarded
 from adm.cli.config_options import Rename, config_options
 from adm.cli.sample_cmd import (
@@ -69,6 +67,9 @@ def edit(
     quiet: bool = QUIET,
 ) -> None:
     """Edit real images: image-to-image (SDEdit), class transfer, inpainting, DDIM inversion."""
+    from adm.api.editing import edit as edit_images
+    from adm.api.sources import ModelSource
+
     source = ModelSource(preset, model_flags, model_path, run_dir, classifier_flags, classifier_path, weights, ema_rate,
                          classifier_run_dir)
     render(edit_images, run, inputs.with_name(inputs.stem + "-edit.npz"), quiet, source=source, inputs=inputs,

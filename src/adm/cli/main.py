@@ -1,4 +1,11 @@
-"""The `adm` command: one Typer app, one module per command, each a thin call into the library."""
+"""The `adm` command: one Typer app, one module per command, each a thin call into the library.
+
+Typer reads every command's signature when the app starts, so importing a command module must be
+cheap: at module level a command imports only what its options are made of (the API's settings
+models, constants); the API's functions, and with them torch, are imported in the command's
+body. `adm --help`, `adm presets` and `adm download --list` never load torch
+(tests/test_startup.py).
+"""
 
 from __future__ import annotations
 
@@ -34,6 +41,8 @@ def _version(value: bool) -> None:
 
 
 def _threads(value: int | None) -> int | None:
+    if value is None:  # torch's own default: nothing to set, and no reason to load torch
+        return value
     from adm.core.errors import UsageError
     from adm.core.threads import set_threads
 

@@ -23,7 +23,7 @@ from adm.api.catalog import (
     image_size,
 )
 from adm.api.training import option_name
-from adm.cli.common import console, err_console, guarded
+from adm.cli.common import console, guarded, warn
 
 COMMAND = {"diffusion": "adm train", "classifier": "adm train-classifier"}
 
@@ -40,7 +40,7 @@ def presets(
     """
     registry = default_registry()
     for problem in registry.plugin_errors:
-        err_console.print(f"[yellow]warning:[/] {problem}")
+        warn(problem)
     if name is not None:
         released, training = registry.lookup(name)
         if as_json:
@@ -86,19 +86,23 @@ def _training_json(preset: TrainPreset, registry: Registry) -> dict[str, Any]:
     return doc
 
 
+# The two lists are overviews that fit 80 columns: short facts whole (no_wrap), one prose column
+# that wraps; the rest of a preset (its files, its training values) is `adm presets NAME`.
+
+
 def _released_list(registry: Registry) -> Table:
-    table = Table(title="adm presets: released models", caption="`adm presets NAME` shows one preset in full")
-    for column in ("name", "kind", "size", "guidance", "steps", "download"):
-        table.add_column(column, no_wrap=column in ("name", "download"))
+    table = Table(title="adm presets: released models (adm sample --preset NAME)",
+                  caption="size a→b: an upsampler; `adm presets NAME` shows one preset in full, its downloads too")
+    for column in ("name", "size", "classes", "guidance", "sampler"):
+        table.add_column(column, no_wrap=True)
     for preset in registry.presets.values():
         flags = preset.model_flags
         table.add_row(
             preset.name,
-            ("upsampler" if preset.is_upsampler else "diffusion") + (" (cond)" if flags.class_cond else ""),
             _size(flags),
+            str(flags.num_classes) if flags.class_cond else "-",
             f"scale {preset.classifier_scale:g}" if preset.classifier_flags else "-",
             f"{preset.sampling.sampler} {preset.sampling.steps}",
-            " ".join(preset.artifacts),
         )
     return table
 
@@ -106,12 +110,12 @@ def _released_list(registry: Registry) -> Table:
 def _training_list(registry: Registry) -> Table:
     table = Table(
         title="training presets: adm train / adm train-classifier --preset NAME",
-        caption="values are the options a preset sets; the rest are the command's defaults",
+        caption="`adm presets NAME` shows the options a preset sets; the rest are the command's defaults",
     )
-    for column in ("name", "kind", "network", "values", "description"):
-        table.add_column(column, no_wrap=column in ("name", "kind"))
+    for column in ("name", "kind", "network", "description"):
+        table.add_column(column, no_wrap=column != "description")
     for preset in registry.all_training_presets:
-        table.add_row(preset.name, preset.kind, _network(preset, registry), _values(preset), preset.description)
+        table.add_row(preset.name, preset.kind, _network(preset, registry), preset.description)
     return table
 
 
@@ -131,9 +135,11 @@ def _training_table(preset: TrainPreset, registry: Registry) -> Table:
 
 
 def _network(preset: TrainPreset, registry: Registry) -> str:
-    flags = registry.network_flags(preset)
-    size = _size(flags)
-    return f"released {preset.released} ({size})" if preset.released else f"own flags ({size})"
+    """``released (64)``: the network of the released model of the same name (named when another)."""
+    size = _size(registry.network_flags(preset))
+    if not preset.released:
+        return f"own flags ({size})"
+    return f"released ({size})" if preset.released == preset.name else f"released {preset.released} ({size})"
 
 
 def _size(flags) -> str:

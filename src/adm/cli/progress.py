@@ -92,7 +92,8 @@ class RichProgress:
     The bars start with the first event: a command that fails before reporting anything prints
     its one error line and nothing else (rich draws an empty frame, a blank line, on stop). They
     are drawn only on a terminal: in a log or a pipe, rich would print each bar's last state on
-    stderr, where scripts read errors. Messages (notes, warnings) are printed either way.
+    stderr, where scripts read errors. Messages (notes, warnings) are printed either way, each as
+    one line.
     """
 
     def __init__(self, enabled: bool = True, console: Console | None = None):
@@ -129,8 +130,8 @@ class RichProgress:
         if not self._started:
             self._bars.start()
             self._started = True
-        if event.message:
-            self._bars.console.print(event.message, highlight=False)
+        if event.message:  # one line in a log however long (the terminal wraps it); the library's text, no markup
+            self._bars.console.print(event.message, highlight=False, markup=False, soft_wrap=True)
         info = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in event.info.items())
         completed, total = _bounded(event.completed, event.total)
         if event.task not in self._tasks:

@@ -2,25 +2,25 @@
 
 The sampling and run options are generated from the API's ``SamplingOptions`` and
 ``RunOptions`` (``sampling_options`` / ``run_options`` below), so the three image commands and
-the Python API share one list; each command declares only what is its own.
+the Python API share one list; each command declares only what is its own. The API's sampling
+modules (torch) are imported when a command runs, not to build its options.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from adm.api.generation import Samples
-from adm.api.generation import sample as sample_images
-from adm.api.generation import upsample as upsample_images
 from adm.api.options import RunOptions, SamplingOptions
-from adm.api.sources import ModelSource
 from adm.cli.common import console, guarded
 from adm.cli.config_options import Rename, config_options
 from adm.cli.progress import RichProgress
-from adm.core.distributed import joined
 from adm.core.errors import UsageError
+
+if TYPE_CHECKING:
+    from adm.api.generation import Samples
 
 PRESET = typer.Option(None, "--preset", "-p", help="Named preset (`adm presets` lists them).")
 MODEL_FLAGS = typer.Option(None, "--model-flags", help='Model flags in the original syntax, e.g. "--image_size 64 ..." (instead of --preset).')
@@ -88,9 +88,9 @@ def summary(samples: Samples, quiet: bool) -> None:
         return
     result = samples.result
     how = f"{result.already_done} reused, {result.computed} sampled" if result.already_done else f"{result.computed} sampled"
-    console.print(f"wrote {samples.path} ({result.num_samples} images; {how})")
+    console.print(f"wrote {samples.path} ({result.num_samples} images; {how})", soft_wrap=True)
     if samples.grid is not None:
-        console.print(f"grid  {samples.grid}")
+        console.print(f"grid  {samples.grid}", soft_wrap=True)
 
 
 def render(call, run: dict, default_out: Path, quiet: bool, **kwargs) -> None:
@@ -98,6 +98,8 @@ def render(call, run: dict, default_out: Path, quiet: bool, **kwargs) -> None:
 
     The option dicts go in as keywords: the API validates them into its typed objects.
     """
+    from adm.core.distributed import joined
+
     run = dict(run)
     out = run.pop("out", None) or default_out
     with joined(run.pop("device", None)) as dist:
@@ -130,6 +132,9 @@ def sample(
     quiet: bool = QUIET,
 ) -> None:
     """Sample images from a preset or your own model, with classifier guidance."""
+    from adm.api.generation import sample as sample_images
+    from adm.api.sources import ModelSource
+
     source = ModelSource(preset, model_flags, model_path, run_dir, classifier_flags, classifier_path, weights, ema_rate,
                          classifier_run_dir)
     render(sample_images, run, Path(f"{preset or 'model'}_samples.npz"), quiet, source=source, classes=classes,
@@ -153,6 +158,9 @@ def upsample(
     quiet: bool = QUIET,
 ) -> None:
     """Upsample low-resolution samples with an upsampler (a preset, flags + checkpoint, or a run dir), conditioned on their labels."""
+    from adm.api.generation import upsample as upsample_images
+    from adm.api.sources import ModelSource
+
     source = ModelSource(preset, model_flags, model_path, run_dir, weights=weights, ema_rate=ema_rate)
     render(upsample_images, run, base_samples.with_name(base_samples.stem + "-up.npz"), quiet,
            source=source, base_samples=base_samples, **sampling)

@@ -1,30 +1,37 @@
-"""`adm samplers`: every sampler (built-in and plugins) with its options and defaults."""
+"""`adm samplers`: every sampler (built-in and plugins) with its options and defaults.
+
+Unlike `adm presets`, this command loads torch: a sampler's entry in the registry is the sampler
+itself (``SamplerSpec.fn``), and the built-in ones live beside the tensor code they run.
+"""
 
 from __future__ import annotations
 
+from rich.padding import Padding
 from rich.table import Table
+from rich.text import Text
 
-from adm.api.catalog import available_samplers, get_sampler
 from adm.cli.common import console, guarded
 
 
 @guarded
 def samplers() -> None:
     """List the samplers, their options (--sampler-opt KEY=VALUE) and default spacing."""
-    table = Table(title="adm samplers", caption="--steps counts network evaluations, except for ddpm/ddim (a respacing)")
-    for column in ("name", "what", "spacing", "evals/step", "options (default)"):
-        table.add_column(column, no_wrap=column == "name")
+    from adm.api.catalog import available_samplers, get_sampler
+
+    table = Table(title="adm samplers",
+                  caption="--steps counts network evaluations (ddpm/ddim: a respacing); evals: per step")
+    for column in ("name", "what", "spacing", "evals", "options (default)"):
+        table.add_column(column, no_wrap=column != "what")  # only prose wraps: names and values stay whole
     described: dict[tuple[str, str], list[str]] = {}  # (option, description) -> the samplers that have it
     for name in available_samplers():
         spec = get_sampler(name)
         for key, field in spec.options.model_fields.items():
             described.setdefault((key, field.description or ""), []).append(name)
-        options = ", ".join(
-            f"{key}={field.default}" for key, field in spec.options.model_fields.items()
-        ) or "-"
+        options = "\n".join(f"{key}={field.default}" for key, field in spec.options.model_fields.items()) or "-"
         kind = " (stochastic)" if spec.stochastic else ""
         table.add_row(name, spec.description + kind, spec.spacing, str(spec.evals_per_step), options)
     console.print(table)
     console.print("Options (--sampler-opt KEY=VALUE):")
     for (key, description), names in described.items():
-        console.print(f"  {key} ({', '.join(names)}): {description}", markup=False, highlight=False)
+        console.print(f"  {key} ({', '.join(names)}):", markup=False, highlight=False)
+        console.print(Padding(Text(description), (0, 0, 0, 4), expand=False), highlight=False)

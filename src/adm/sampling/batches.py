@@ -8,6 +8,7 @@ record, not a loaded model to read flags off.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -57,6 +58,20 @@ class Producer(Protocol):
     def grid(self, images: np.ndarray, start: int) -> tuple[np.ndarray, int | None]:
         """The images the PNG grid shows for samples ``start..`` (and its columns)."""
         ...
+
+
+def grouped_columns(count: int, group: int) -> int:
+    """Grid columns for ``count`` samples shown as ``group`` square images side by side (an edit's
+    input | mask | output): whole groups on each row, as many as bring the grid closest to square.
+
+    One group a row made 20 edits (input | output) a strip 2 images wide and 20 tall; they come out
+    3 groups a row, 6 by 7 images.
+    """
+
+    def squareness(per_row: int) -> float:  # |log(width / height)|, in images
+        return abs(math.log(per_row * group / math.ceil(count / per_row)))
+
+    return group * min(range(1, max(count, 1) + 1), key=squareness)
 
 
 def sample_batch(

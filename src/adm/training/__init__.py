@@ -8,37 +8,44 @@
 values (the CLI uses it too); ``fit_diffusion`` / ``fit_classifier`` run a resolved config. A
 run dir holds ``config.json`` and checkpoints in the original's names; ``latest_weights`` finds
 the weights to sample with. See docs/training.md.
+
+The names below are imported on first use: ``adm.training.config`` (the settings ``adm train``
+builds its options from) loads without torch, so ``adm --help`` starts at once.
 """
 
-from adm.training.classifier import fit_classifier
-from adm.training.config import ClassifierTrainConfig, CommonTrainConfig, TrainConfig, make_config
-from adm.training.diffusion import fit_diffusion
-from adm.training.engine import TrainResult
-from adm.training.rundir import latest_weights, read_run_config, run_flags
-from adm.training.runs import (
-    ResolvedRun,
-    RunRequest,
-    resolve_run,
-    start_run,
-    train,
-    train_classifier,
-)
+from __future__ import annotations
 
-__all__ = [
-    "ClassifierTrainConfig",
-    "CommonTrainConfig",
-    "ResolvedRun",
-    "RunRequest",
-    "TrainConfig",
-    "TrainResult",
-    "latest_weights",
-    "make_config",
-    "read_run_config",
-    "resolve_run",
-    "run_flags",
-    "start_run",
-    "train",
-    "fit_classifier",
-    "fit_diffusion",
-    "train_classifier",
-]
+import importlib
+
+_SUBMODULE = {  # name -> the submodule that defines it
+    "ClassifierTrainConfig": "config",
+    "CommonTrainConfig": "config",
+    "TrainConfig": "config",
+    "make_config": "config",
+    "fit_classifier": "classifier",
+    "fit_diffusion": "diffusion",
+    "TrainResult": "engine",
+    "latest_weights": "rundir",
+    "read_run_config": "rundir",
+    "run_flags": "rundir",
+    "ResolvedRun": "runs",
+    "RunRequest": "runs",
+    "resolve_run": "runs",
+    "start_run": "runs",
+    "train": "runs",
+    "train_classifier": "runs",
+}
+
+__all__ = sorted(_SUBMODULE)
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULE:
+        value = getattr(importlib.import_module(f"{__name__}.{_SUBMODULE[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__
