@@ -132,7 +132,7 @@ def test_guidance_raises_judge_accuracy_over_scale_zero(tmp_path):
     accuracy = {}
     for scale in ("0", "4"):
         out = tmp_path / f"s{scale}.npz"
-        result = runner.invoke(app, ["sample", "--preset", "digits", "--scale", scale, "--steps", "4", "-n", "200",
+        result = runner.invoke(app, ["sample", "--preset", "digits", "--sampler", "ddpm", "--scale", scale, "--steps", "4", "-n", "200",
                                      "--seed", "0", "--out", str(out), "-q"])
         assert result.exit_code == 0, result.output
         accuracy[scale] = judge_scores(out).accuracy

@@ -168,3 +168,12 @@ def test_a_refined_inversion_reconstructs_more_exactly(digits):
 
     plain, refined = error(0), error(1)
     assert refined < 0.75 * plain, (plain, refined)
+
+
+@pytest.mark.parametrize("sampling", [{}, {"sampler": "ddim", "steps": "25"}], ids=["default", "plain-count"])
+def test_inversion_at_strength_1_reconstructs_with_the_default_and_plain_step_counts(digits, sampling):
+    """A plain count keeps t = 999 (√ᾱ ≈ 5e-5) in the original's chain: inverting up to it returned noise
+    (mean error ~106 of 255). Edits start at the schedule's start (t = 995), so the chain's top is 957."""
+    path, images, _ = digits
+    out = adm.edit("digits", inputs=path, invert=True, strength=1.0, scale=0.0, num_samples=4, **sampling)
+    assert np.abs(out.images.astype(int) - images[:4].astype(int)).mean() < 4.0  # of 255

@@ -265,3 +265,32 @@ def test_a_long_class_list_is_a_list_not_a_file_name(tmp_path):
     assert parse_classes(",".join(map(str, ids)), 10) == ids
     (tmp_path / "ids.txt").write_text("3 7\n9\n")
     assert parse_classes(str(tmp_path / "ids.txt"), 10) == [3, 7, 9]
+
+
+def test_guided_ddim_skips_the_classifier_above_the_schedules_start_unless_an_interval_is_given():
+    """The original's guided DDIM turns samples into noise at t = 999 of a cosine schedule: by default the
+    classifier starts at the schedule's start (with a note); an explicit interval, 0,1 included, is kept."""
+    from adm.sampling.settings import SamplerSettings
+
+    cosine, linear = NoiseSchedule.create("cosine", 1000), NoiseSchedule.create("linear", 1000)
+    plan = SamplerSettings(sampler="ddim", steps="25", scale=1.0).plan(cosine)
+    assert plan.settings.guidance_interval == (0.0, 0.995) and plan.key()["guidance_interval"] == [0.0, 0.995]
+    assert any("--guidance-interval 0,1" in w for w in plan.warnings)
+    original = SamplerSettings(sampler="ddim", steps="25", scale=1.0, guidance_interval=(0.0, 1.0)).plan(cosine)
+    assert original.settings.guidance_interval == (0.0, 1.0) and not original.warnings
+    for settings, schedule in [(dict(sampler="ddim", scale=1.0), linear), (dict(sampler="ddpm", scale=1.0), cosine),
+                               (dict(sampler="ddim", scale=0.0), cosine), (dict(sampler="dpm++2m", scale=1.0), cosine),
+                               (dict(sampler="ddim", scale=1.0, steps="ddim25"), cosine)]:
+        plan = SamplerSettings(**{"steps": "25", **settings}).plan(schedule)
+        assert plan.settings.guidance_interval == (0.0, 1.0) and not plan.warnings, settings
+
+
+def test_more_solver_levels_than_the_schedule_has_timesteps_are_warned_about():
+    from adm.sampling.settings import SamplerSettings
+
+    schedule = NoiseSchedule.create("cosine", 1000)
+    (warning,) = SamplerSettings(sampler="dpm++2m", steps="2000").plan(schedule).warnings
+    assert "--steps 2000" in warning and "1000 timesteps" in warning and "--steps 1000 or fewer" in warning
+    assert not SamplerSettings(sampler="dpm++2m", steps="1000").plan(schedule).warnings
+    assert not SamplerSettings(sampler="heun", steps="1999").plan(schedule).warnings  # 1000 levels
+    assert "--steps 1999 or fewer" in SamplerSettings(sampler="heun", steps="2001").plan(schedule).warnings[0]

@@ -132,3 +132,33 @@ def test_identity_respacing_recomputes_betas_like_the_original():
     process = GaussianProcess.create("linear", 1000)
     assert torch.equal(process.timestep_map, torch.arange(1000))
     torch.testing.assert_close(process.betas, beta_schedule("linear", 1000), rtol=1e-9, atol=0)
+
+
+def test_sampling_starts_at_the_schedules_start_on_an_integer_timestep():
+    """Grids start at the highest timestep with λ ≥ −5.1: t = 995 of the 1000-step cosine schedule (not
+    t = 999, σ = 20291, whose clipped β only amplifies the network's errors); a linear schedule whole."""
+    from adm.diffusion.continuous import START_LOG_SNR, NoiseSchedule
+    from adm.diffusion.grids import make_grid
+
+    cosine, linear = NoiseSchedule.create("cosine", 1000), NoiseSchedule.create("linear", 1000)
+    assert (cosine.start_timestep, linear.start_timestep) == (995, 999)
+    assert -float(cosine.log_sigmas[995]) >= START_LOG_SNR > -float(cosine.log_sigmas[996])
+    assert NoiseSchedule.create("cosine", 4000).sigma_start < 200 < cosine.sigma_max
+    for spacing in ("time", "logsnr", "karras"):
+        top = make_grid(cosine, spacing, "10")[0]
+        assert float(top) == pytest.approx(cosine.sigma_start, rel=1e-12)
+        assert float(cosine.tau_at(top)) == pytest.approx(995.0, abs=1e-9)  # a label the network was trained on
+        assert float(make_grid(linear, spacing, "10")[0]) == pytest.approx(linear.sigma_max, rel=1e-12)
+        capped = make_grid(cosine, spacing, "10", max_timestep=999.0)  # an edit at strength 1
+        assert float(capped[0]) == pytest.approx(cosine.sigma_start, rel=1e-12)
+
+
+def test_the_originals_respaced_chain_keeps_its_top_and_an_edit_starts_below_the_schedules_start():
+    from adm.diffusion.continuous import NoiseSchedule
+    from adm.diffusion.grids import respaced_timesteps
+
+    cosine = NoiseSchedule.create("cosine", 1000)
+    assert respaced_timesteps(cosine, "25")[-1] == 999  # ddpm/ddim from noise: the original's chain, exactly
+    assert respaced_timesteps(cosine, "25", max_timestep=999)[-1] == 957  # strength 1: its highest level <= 995
+    assert respaced_timesteps(cosine, "ddim25", max_timestep=999)[-1] == 960
+    assert respaced_timesteps(NoiseSchedule.create("linear", 1000), "25", max_timestep=999)[-1] == 999

@@ -10,9 +10,17 @@ solvers in ``adm.sampling`` work in that form (the DPM-Solver++ and Karras et al
 scale-free, so this loses nothing), while networks and callers see ADM's x_t.
 
 Between integer timesteps, log σ is interpolated linearly in τ (k-diffusion's choice for ADM
-models). The table is used whole: unlike DPM-Solver's discrete schedule, which clips the cosine
-schedule where λ < −5.1 and then stretches the timestep labels, every σ of the training schedule,
-up to the cosine schedule's σ_max ≈ e^9.9, keeps the timestep the network was trained with.
+models). The table is used whole for that mapping: every σ of the training schedule keeps the
+timestep the network was trained with (DPM-Solver's discrete schedule instead drops the cosine
+schedule's entries below λ = −5.1 and stretches the remaining timestep labels by 1000/996).
+
+Where sampling *starts* is a separate fact, ``NoiseSchedule.start_timestep``: the highest
+integer timestep whose λ is at least ``START_LOG_SNR`` (DPM-Solver's −5.1). On a linear schedule
+that is the whole table (its λ ends at −5.06); on the 1000-step cosine schedule it is t = 995
+(σ ≈ 160), not t = 999: there the last β is clipped to 0.999, σ jumps from 642 to 20291, and an
+x_0 estimate x − σ·ε̂ multiplies every error of ε̂ by 20291 (docs/sampling.md measures it). Pure
+noise is as good a start at t = 995 (√ᾱ ≈ 0.006, the linear schedule's own top) and the label
+stays an integer the network was trained on.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from adm.diffusion.process import GaussianProcess
 from adm.diffusion.schedules import beta_schedule, respace
 
 Tensor = torch.Tensor
+START_LOG_SNR = -5.1  # sampling starts at the highest timestep whose λ = −log σ is at least this
 
 
 @dataclass(frozen=True, eq=False)
@@ -76,6 +85,23 @@ class NoiseSchedule:
     @property
     def sigma_max(self) -> float:
         return math.exp(float(self.log_sigmas[-1]))
+
+    @cached_property
+    def start_timestep(self) -> int:
+        """Where sampling from pure noise starts: the highest integer timestep with λ ≥ ``START_LOG_SNR``.
+
+        The last timestep of a linear schedule; t = 995 of a 1000-step cosine schedule, whose
+        top entries (λ down to −9.9) only amplify the network's errors. Grids start here and
+        edits at strength 1 do; the original's respaced chains (``ddpm``/``ddim``) keep their
+        own top.
+        """
+        usable = int((-self.log_sigmas >= START_LOG_SNR).sum())  # λ decreases with t: a prefix
+        return usable - 1 if usable else self.num_steps - 1
+
+    @property
+    def sigma_start(self) -> float:
+        """σ at ``start_timestep``: the first level of every solver's grid."""
+        return math.exp(float(self.log_sigmas[self.start_timestep]))
 
     def sigma_at(self, tau: Tensor | float) -> Tensor:
         """σ at network times τ ∈ [0, T − 1] (float64, same shape as ``tau``)."""

@@ -6,6 +6,11 @@ built its grid. ``n`` is the number of non-zero levels, i.e. of network evaluati
 one-evaluation-per-step sampler; ``sigma_max`` lets a grid start part-way down the schedule
 (image-to-image editing starts from a noised real image).
 
+Grids start at the schedule's ``sigma_start`` (``NoiseSchedule.start_timestep``), never above:
+on a cosine schedule the levels above it only amplify the network's errors. The one exception
+is the original's respaced chain sampled from pure noise (``ddpm``, ``ddim`` without a cap),
+which keeps its own levels so that it stays bit-exact.
+
 * ``respaced_grid``: the original's respaced chain (``"250"``, ``"ddim25"``, ``"10,15,20"``),
   levels exactly at the kept integer timesteps — what ``ddpm`` and ``ddim`` walk;
 * ``uniform_time_grid``: equal steps in network time τ (DPM-Solver's "time_uniform");
@@ -36,18 +41,26 @@ def _check_count(n: int) -> None:
 
 
 def _top(schedule: NoiseSchedule, sigma_max: float | None) -> float:
+    """The grid's first level: ``sigma_max`` (inside the schedule) capped at the schedule's start."""
     if sigma_max is None:
-        return schedule.sigma_max
+        return schedule.sigma_start
     if not schedule.sigma_min <= sigma_max <= schedule.sigma_max * (1 + 1e-12):
         raise UsageError(f"a grid must start inside the schedule's noise levels, got sigma {sigma_max:g}")
-    return min(sigma_max, schedule.sigma_max)
+    return min(sigma_max, schedule.sigma_start)
 
 
 def respaced_timesteps(schedule: NoiseSchedule, spec: str, max_timestep: int | None = None) -> list[int]:
-    """The integer timesteps a respacing spec keeps (at most ``max_timestep``), ascending."""
+    """The integer timesteps a respacing spec keeps, ascending.
+
+    Without ``max_timestep`` this is the original's chain, top included. A cap (an edit's
+    strength) keeps those at or below it and at or below the schedule's start: an edit at
+    strength 1 on a cosine schedule starts at the chain's highest level under t = 995, where the
+    DDIM inversion still reconstructs (at t = 999, √ᾱ ≈ 5e-5, it returns noise).
+    """
     kept = space_timesteps(schedule.num_steps, spec)
     if max_timestep is not None:
-        kept = [t for t in kept if t <= max_timestep]
+        cap = min(max_timestep, schedule.start_timestep)
+        kept = [t for t in kept if t <= cap]
     if not kept:
         raise UsageError(f"respacing {spec!r} keeps no timestep at or below {max_timestep}")
     return kept
@@ -89,7 +102,8 @@ def make_grid(
     """The grid named by ``spacing`` (one of ``SPACINGS``) for ``steps``.
 
     ``steps`` is a respacing spec for ``respaced`` and a count of levels for the others.
-    ``max_timestep`` (network time) caps the start of the grid.
+    ``max_timestep`` (network time) caps the start of the grid; the schedule's start always does,
+    except for an uncapped respaced chain (the original's, exactly).
     """
     if spacing == "respaced":
         cap = None if max_timestep is None else int(max_timestep)

@@ -1,13 +1,16 @@
 """Editing real images with a diffusion model: image-to-image, class transfer, inpainting, inversion.
 
-* **Image-to-image (SDEdit, Meng et al. 2022).** Noise each input to network time S·(T − 1) and
-  sample back from there: the grid is the sampler's, cut at that level
-  (``SamplerSettings.plan(..., max_timestep=...)``). Small S keeps the image, large S keeps its
+* **Image-to-image (SDEdit, Meng et al. 2022).** Noise each input to network time S·(T − 1), at
+  most the schedule's start (``NoiseSchedule.start_timestep``), and sample back from there: the
+  grid is the sampler's, cut at that level (``SamplerSettings.plan(..., max_timestep=...)``; a
+  respaced chain keeps its levels at or below it). Small S keeps the image, large S keeps its
   layout only. The target class (``--classes``) conditions the model and the classifier: class
   transfer.
 * **Inversion.** Instead of fresh noise, run DDIM backwards (deterministic, unguided, conditioned
-  on the input's own class) from the image up to S·(T − 1), then regenerate with DDIM: with the
-  same class and no guidance this reconstructs the input; with another class it edits it.
+  on the input's own class) from the image up to the grid's top, then regenerate with DDIM: with
+  the same class and no guidance this reconstructs the input; with another class it edits it.
+  The cap at the schedule's start is what makes strength 1 invertible on a cosine schedule: at
+  its last timestep √ᾱ ≈ 5e-5, and regenerating from there divides every error by it.
 * **Inpainting** (``mask``: 1 = keep). ``x0`` (default): inside the denoiser, every x_0 estimate
   takes the known pixels, so any sampler inpaints and the network sees a consistent image.
   ``repaint`` (Lugmayr et al. 2022, ``ddpm`` only): at every step the known region of x_t is
@@ -51,7 +54,7 @@ class EditSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    strength: float = Field(0.6, gt=0.0, le=1.0, description="start at network time strength·(T − 1); 1 (from pure noise) by default with a mask")
+    strength: float = Field(0.6, gt=0.0, le=1.0, description="start at network time strength·(T − 1), at most the schedule's start; 1 (from pure noise) by default with a mask")
     invert: bool = Field(False, description="start from the DDIM inversion of the input, not fresh noise")
     inpaint: Literal["x0", "repaint"] = Field("x0", description="how masked edits keep the known pixels")
     jumps: int = Field(1, ge=1, description="repaint: passes over each stretch of jump_length steps")

@@ -15,6 +15,7 @@ from adm.diffusion.grids import make_grid
 from adm.sampling.registry import SamplerOptions, SamplerSpec, get_sampler
 
 STRONG_GUIDANCE = 4.0  # classifier scales from which single-step high-order solvers are warned about
+SCORE_SHIFT_CHAIN = "ddim"  # the original's guided DDIM, whose score shift diverges above the schedule's start
 
 
 class SamplerSettings(BaseModel):
@@ -22,9 +23,10 @@ class SamplerSettings(BaseModel):
 
     ``steps`` is a respacing spec for ``--spacing respaced`` (``"250"``, ``"ddim25"``) and a number
     of network evaluations otherwise; None means the caller's default. ``spacing`` None means the
-    sampler's own default. ``guidance_interval`` (lo, hi) limits the classifier to lo ≤ t/T ≤ hi.
-    ``threshold`` is the quantile of dynamic thresholding (None: plain clipping, if
-    ``clip_denoised``).
+    sampler's own default. ``guidance_interval`` (lo, hi) limits the classifier to lo ≤ t/T ≤ hi;
+    None means the whole trajectory, except that guided ``ddim`` skips the levels above the
+    schedule's start (``default_interval``). ``threshold`` is the quantile of dynamic
+    thresholding (None: plain clipping, if ``clip_denoised``).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -34,14 +36,16 @@ class SamplerSettings(BaseModel):
     spacing: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
     scale: float = Field(0.0, ge=0)
-    guidance_interval: tuple[float, float] = (0.0, 1.0)
+    guidance_interval: tuple[float, float] | None = None
     clip_denoised: bool = True
     threshold: float | None = Field(None, gt=0.5, le=1.0)
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"
 
     @field_validator("guidance_interval")
     @classmethod
-    def _interval(cls, value: tuple[float, float]) -> tuple[float, float]:
+    def _interval(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is None:
+            return None
         lo, hi = value
         if not 0.0 <= lo <= hi <= 1.0:
             raise ValueError(f"the guidance interval must satisfy 0 <= lo <= hi <= 1, got {lo:g},{hi:g}")
@@ -60,19 +64,56 @@ class SamplerSettings(BaseModel):
         if spec.chain_only and spacing != "respaced":
             raise UsageError(f"{spec.name} walks the model's respaced chain", "drop --spacing or use a solver such as dpm++2m")
         steps = self.steps or (str(schedule.num_steps) if spacing == "respaced" else "20")
+        warnings: list[str] = []
         if spacing != "respaced":  # a count of evaluations → of grid levels
             if not steps.strip().isdigit() or int(steps) < 1:
                 raise UsageError(f"--steps {steps!r}: {spec.name} takes a number of network evaluations (1 or more), "
                                  "e.g. 20", "respacings such as ddim25 or 10,15,20 are for --sampler ddpm or ddim")
-            steps = str(spec.levels_for(int(steps)))
+            levels = spec.levels_for(int(steps))
+            warnings += self._too_many_levels(spec, schedule, steps, levels)
+            steps = str(levels)
         sigmas = make_grid(schedule, spacing, steps, max_timestep=max_timestep)
-        warnings = []
         if spec.single_step_order > 1 and self.scale >= STRONG_GUIDANCE and self.threshold is None:
             warnings.append(
                 f"{spec.name} is a single-step high-order solver; at classifier scale {self.scale:g} such solvers "
                 "are known to degrade: consider --threshold 0.995 or a multistep sampler (dpm++2m, unipc)"
             )
-        return SamplingPlan(self, spec, options, spacing, sigmas, warnings)
+        interval, note = self.default_interval(spec, schedule, sigmas)
+        warnings += [note] if note else []
+        settings = self if interval == self.guidance_interval else self.model_copy(update={"guidance_interval": interval})
+        return SamplingPlan(settings, spec, options, spacing, sigmas, warnings)
+
+    @staticmethod
+    def _too_many_levels(spec: SamplerSpec, schedule: NoiseSchedule, steps: str, levels: int) -> list[str]:
+        """A solver asked for more levels than the model has timesteps: legal, but only slower."""
+        if levels <= schedule.num_steps:
+            return []
+        return [f"--steps {steps} gives {spec.name} {levels} noise levels, more than the {schedule.num_steps} timesteps "
+                "the model was trained on: the extra evaluations cost time without adding accuracy; "
+                f"use --steps {spec.evaluations(schedule.num_steps)} or fewer"]
+
+    def default_interval(self, spec: SamplerSpec, schedule: NoiseSchedule,
+                         sigmas: torch.Tensor) -> tuple[tuple[float, float], str | None]:
+        """The guidance interval to use, and a note when it is not the one asked for.
+
+        A given interval is used as it is (``0,1`` is the original's exact path). Unset, the
+        classifier guides the whole trajectory, except in guided ``ddim`` on a chain whose top
+        lies above the schedule's start (t = 999 of a cosine schedule, √ᾱ ≈ 5e-5): there the
+        original's score shift re-derives x_0 from the shifted ε without clipping it again and
+        divides the shift by √ᾱ, which turns the samples into noise. The classifier then starts
+        at the schedule's start instead (docs/sampling.md has the measurements).
+        """
+        if self.guidance_interval is not None:
+            return self.guidance_interval, None
+        top = float(schedule.tau_at(sigmas[0]))
+        if self.scale <= 0 or spec.name != SCORE_SHIFT_CHAIN or top <= schedule.start_timestep + 1e-6:
+            return (0.0, 1.0), None
+        hi = schedule.start_timestep / schedule.num_steps
+        return (0.0, hi), (
+            f"guided {spec.name} skips the classifier above t/T {hi:g} (timesteps over {schedule.start_timestep}): at "
+            "the top of this schedule the original's guided DDIM turns samples into noise; "
+            "--guidance-interval 0,1 runs the original exactly"
+        )
 
     def key(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
