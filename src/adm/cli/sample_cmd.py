@@ -63,7 +63,8 @@ def sampling_options(*, skip: tuple[str, ...] = (), scale_help: str | None = Non
         "eta": Rename("--eta", "Shorthand for --sampler-opt eta=VALUE (ddim, dpm++2m-sde); unset: the sampler's own."),
         "scale": Rename("--scale", scale_help, short="-s"),
         "guidance_interval": Rename("--guidance-interval", "Apply the classifier only where LO <= t/T <= HI "
-                                    "(e.g. 0,0.6); it is not run elsewhere. Default: 0,1.", parse_interval),
+                                    "(e.g. 0,0.6); it is not run elsewhere. Default: 0,1 (guided ddim on a cosine "
+                                    "schedule: 0,0.995; give 0,1 for the original's exact path).", parse_interval),
         "compile": Rename("--compile", flag=True),
     })
 
