@@ -24,11 +24,13 @@ no Inception graph is needed.
 Every (program, stage) runs in a fresh process; rounds are interleaved, the order alternating,
 and the medians and the ratio are reported, because the machine is shared. Peak memory is what
 the process's resident set grew to above what it held with its inputs loaded (Linux's VmHWM,
-reset after loading). adm runs as the ``adm`` command would (``OMP_WAIT_POLICY=PASSIVE``)::
+reset after loading). adm runs as the ``adm`` command would (``OMP_WAIT_POLICY=PASSIVE``);
+``--before-src`` adds a third program, adm imported from another source tree (``git archive
+COMMIT src | tar -x -C DIR`` gives one), to measure a change::
 
     python benchmarks/evaluate_metrics.py --original /path/to/guided-diffusion \\
         --original-python /path/to/tf-venv/bin/python [--num-samples 10000] [--num-ref 10000] \\
-        [--repeats 3] [--stages pr,is,stats] [--update-docs]
+        [--repeats 3] [--stages pr,is,is-fc,stats] [--before-src DIR/src] [--update-docs]
 
 This file is also the child process of both sides (``--child``), so it imports neither adm nor
 torch at the top: the original's side runs in a Python without them.
@@ -187,13 +189,15 @@ def evaluator_source(original: Path, folder: Path) -> Path:
     return path
 
 
-def run_child(program: str, stage: str, folder: Path, evaluator_py: Path, python: str) -> dict:
+def run_child(program: str, stage: str, folder: Path, evaluator_py: Path, args) -> dict:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    if program == "adm":
+    if program in ("adm", "adm before"):
         env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # what the adm command sets
+        if program == "adm before":
+            env["PYTHONPATH"] = os.pathsep.join([str(args.before_src), *filter(None, [env.get("PYTHONPATH")])])
         cmd = [sys.executable, __file__, "--child", "adm", "--stage", stage, "--data", str(folder)]
     else:
-        cmd = [python, __file__, "--child", "original", "--stage", stage, "--data", str(folder),
+        cmd = [args.original_python, __file__, "--child", "original", "--stage", stage, "--data", str(folder),
                "--original", str(evaluator_py)]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if done.returncode != 0:
@@ -210,26 +214,37 @@ def _agreement(stage: str, folder: Path, adm: list, original: list) -> str:
     return f"P/R {adm[0][0]:.4f}/{adm[0][1]:.4f} vs {original[0][0]:.4f}/{original[0][1]:.4f}"
 
 
+def _seconds(rows: list[dict]) -> float:
+    return statistics.median(r["seconds"] for r in rows)
+
+
+def _peak(rows: list[dict]) -> float:
+    return statistics.median(r["peak_mb"] for r in rows)
+
+
 def table(runs: dict, stages: list[str], folder: Path, args) -> str:
+    before = args.before_src is not None
     lines = [
         f"{args.num_samples:,} samples, {args.num_ref:,} reference vectors, {FEATURES} features "
         f"(synthetic pool3-like activations), {os.cpu_count()} logical CPUs shared with other work; "
-        f"each run a fresh process, {args.repeats} interleaved rounds, medians; ratio < 1: adm faster.",
+        f"each run a fresh process, {args.repeats} interleaved rounds, medians (the range of the "
+        f"rounds' ratios in brackets); ratio < 1: adm faster.",
         "",
-        "| stage | adm | original | adm / original | peak memory adm | peak memory original | results |",
-        "|---|---|---|---|---|---|---|",
+        "| stage | adm | " + ("adm before | " if before else "") + "original | adm / original | "
+        "peak memory adm | " + ("peak memory before | " if before else "") + "peak memory original | results |",
+        "|---|---|---|---|---|---|---|" + ("---|---|" if before else ""),
     ]
     for stage in stages:
         adm, orig = runs[stage, "adm"], runs[stage, "original"]
-        t_adm = statistics.median(r["seconds"] for r in adm)
-        t_orig = statistics.median(r["seconds"] for r in orig)
         ratios = sorted(a["seconds"] / o["seconds"] for a, o in zip(adm, orig, strict=True))
-        m_adm = statistics.median(r["peak_mb"] for r in adm)
-        m_orig = statistics.median(r["peak_mb"] for r in orig)
         agree = _agreement(stage, folder, [r["result"] for r in adm], [r["result"] for r in orig])
+        old = runs.get((stage, "adm before"))
         lines.append(
-            f"| {STAGES[stage]} | {t_adm:.1f} s | {t_orig:.1f} s | {t_adm / t_orig:.2f} "
-            f"({ratios[0]:.2f}–{ratios[-1]:.2f}) | {m_adm:.0f} MB | {m_orig:.0f} MB | {agree} |"
+            f"| {STAGES[stage]} | {_seconds(adm):.1f} s | "
+            + (f"{_seconds(old):.1f} s | " if before else "")
+            + f"{_seconds(orig):.1f} s | {_seconds(adm) / _seconds(orig):.2f} ({ratios[0]:.2f}–{ratios[-1]:.2f}) | "
+            f"{_peak(adm):.0f} MB | " + (f"{_peak(old):.0f} MB | " if before else "")
+            + f"{_peak(orig):.0f} MB | {agree} |"
         )
     return "\n".join(lines)
 
@@ -242,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-ref", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--stages", default="pr,is,is-fc,stats")
+    parser.add_argument("--before-src", type=Path, default=None,
+                        help="also time adm imported from this src folder (e.g. git archive of an older commit)")
     parser.add_argument("--update-docs", action="store_true")
     parser.add_argument("--child", choices=["adm", "original"], help=argparse.SUPPRESS)
     parser.add_argument("--stage", choices=list(STAGES), help=argparse.SUPPRESS)
@@ -258,18 +275,19 @@ def main(argv: list[str] | None = None) -> int:
     for stage in stages:
         if stage not in STAGES:
             parser.error(f"unknown stage {stage!r}; choose from {', '.join(STAGES)}")
-    runs: dict[tuple[str, str], list[dict]] = {(s, p): [] for s in stages for p in ("adm", "original")}
+    programs = ["adm", "original"] + (["adm before"] if args.before_src is not None else [])
+    runs: dict[tuple[str, str], list[dict]] = {(s, p): [] for s in stages for p in programs}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         write_inputs(folder, args.num_samples, args.num_ref)
         evaluator_py = evaluator_source(args.original, folder)
         for round_ in range(args.repeats):
             for i, stage in enumerate(stages):
-                order = ("adm", "original") if (round_ + i) % 2 == 0 else ("original", "adm")
-                for program in order:
-                    r = run_child(program, stage, folder, evaluator_py, args.original_python)
+                shift = (round_ + i) % len(programs)  # each program leads in turn
+                for program in programs[shift:] + programs[:shift]:
+                    r = run_child(program, stage, folder, evaluator_py, args)
                     runs[stage, program].append(r)
-                    print(f"round {round_ + 1} {stage:<5} {program:<8} {r['seconds']:8.2f} s "
+                    print(f"round {round_ + 1} {stage:<5} {program:<10} {r['seconds']:8.2f} s "
                           f"{r['peak_mb']:8.0f} MB  {r['result']}", file=sys.stderr, flush=True)
         text = table(runs, stages, folder, args)
     print(text)

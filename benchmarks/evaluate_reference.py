@@ -4,7 +4,7 @@ The README of ``openai/guided-diffusion:evaluations`` evaluates
 ``admnet_guided_upsampled_imagenet256.npz`` (ADM-G + ADM-U, 50,000 samples) against
 ``VIRTUAL_imagenet256_labeled.npz`` and prints IS 215.8370361328125, FID 3.9425574129223264,
 sFID 6.140433703346162, precision 0.8265, recall 0.5309. This script computes the same with
-``adm.evaluation.evaluate`` and prints both, with the differences::
+``adm.evaluation.evaluator`` and prints both, with the differences::
 
     python benchmarks/evaluate_reference.py \\
         --samples admnet_guided_upsampled_imagenet256.npz \\
@@ -16,6 +16,7 @@ Without ``--inception-weights`` the cached ``inception`` artifact is used (``adm
 ``--pr-fp32`` also computes precision/recall with exact float32 distances, to measure what the
 float16 emulation changes. Both batches are at
 https://openaipublic.blob.core.windows.net/diffusion/jul-2021/ref_batches/imagenet/256/ .
+The speed of the metric stage against the original's own code: ``benchmarks/evaluate_metrics.py``.
 """
 
 from __future__ import annotations
