@@ -86,7 +86,6 @@ def test_grid_groups_are_laid_out_close_to_square(count, group):
     assert 0.5 <= width / height <= 2
 
 
-@pytest.mark.xfail(strict=True, reason="adm.sampling.edit.EditProducer.grid still returns one group a row (issue 21 item 6)")
 def test_edit_grid_of_20_edits_is_roughly_square(tmp_path):
     from PIL import Image
 

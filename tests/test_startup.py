@@ -52,12 +52,6 @@ except SystemExit as done:
 print("torch loaded:", "torch" in sys.modules, file=sys.stderr)
 """
 
-# Until they change too, these two import torch at module level: `adm edit` builds its options
-# from adm.sampling.edit.EditSettings (in a module of tensor code), `adm evaluate` takes its
-# defaults from adm.api.scoring (the evaluation package). Both are imported by adm.cli.main.
-PENDING = {"adm.cli.edit_cmd", "adm.cli.evaluate_cmd"}
-
-
 def command_modules() -> list[str]:
     return sorted(f"adm.cli.{p.stem}" for p in CLI.glob("*.py") if p.stem not in ("__main__", "__init__", "main"))
 
@@ -68,7 +62,7 @@ def python(code: str, *args: str, home: Path) -> subprocess.CompletedProcess:
 
 
 def test_the_command_modules_import_without_torch(tmp_path):
-    modules = [m for m in command_modules() if m not in PENDING]
+    modules = command_modules()
     result = python(IMPORT_EACH, *modules, home=tmp_path)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {}  # module -> the adm files through which it imported torch
@@ -79,7 +73,6 @@ def test_the_check_sees_an_import_of_torch(tmp_path):
     assert "adm.api.models" in json.loads(result.stdout)
 
 
-@pytest.mark.xfail(strict=True, reason="adm.cli.edit_cmd and adm.cli.evaluate_cmd still import torch (issue 21 item 5)")
 @pytest.mark.parametrize("args", ["--help", "presets", "download --list"])
 def test_listing_commands_never_load_torch(tmp_path, args):
     result = python(RUN_ADM, *args.split(), home=tmp_path)

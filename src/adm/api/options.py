@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from adm.core.errors import UsageError
 from adm.core.suggest import did_you_mean
 from adm.core.validation import validated
+from adm.sampling.edit_settings import EditSettings as EditSettings  # adm edit's own options
 
 STEPS_HELP = (
     "solvers (dpm++2m, dpm++2m-sde, heun, unipc): network evaluations, e.g. 20; ddpm/ddim: a respacing, "

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from adm.api.editing import EditSettings
+from adm.api.options import EditSettings
 from adm.cli.common import guarded
 from adm.cli.config_options import Rename, config_options
 from adm.cli.sample_cmd import (

@@ -8,10 +8,9 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from adm.api.scoring import DEFAULT_BATCH_SIZE, REF_MAX_IMAGES, make_reference, open_samples
+from adm.api.scoring import DEFAULT_BATCH_SIZE, REF_MAX_IMAGES
 from adm.cli.common import console, guarded
 from adm.cli.progress import RichProgress
-from adm.core.distributed import joined
 from adm.core.errors import UsageError
 from adm.core.fileio import write_text_atomic
 
@@ -106,7 +105,14 @@ def evaluate(
         if output is not None:
             raise UsageError("-o only applies to --make-ref", "use --json to save the metrics")
 
-    from adm.api.scoring import EvaluationRequest, choose_metric, evaluate_samples
+    from adm.api.scoring import (
+        EvaluationRequest,
+        choose_metric,
+        evaluate_samples,
+        make_reference,
+        open_samples,
+    )
+    from adm.core.distributed import joined
 
     collection = open_samples(samples) if make_ref is None else None  # one walk of a folder
     spec = choose_metric(metric, collection) if collection is not None else None

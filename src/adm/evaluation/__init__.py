@@ -4,61 +4,55 @@
   "num_samples", "num_ref"}``; ``make_reference(data, out)`` writes an ADM reference batch.
 * ``adm.evaluation.stats``: the metrics as functions of features (no network, no files).
 * ``adm.evaluation.inception``: torch-fidelity's TF-compatible Inception-v3 with the sFID hook.
+
+The names below are imported on first use: ``adm.evaluation.protocol`` (the defaults
+``adm evaluate`` shows) loads without torch, so ``adm --help`` starts at once.
 """
 
-from adm.evaluation.evaluate import (
-    DEFAULT_BATCH_SIZE,
-    KEY_FID,
-    KEY_INCEPTION_SCORE,
-    KEY_NUM_REF,
-    KEY_NUM_SAMPLES,
-    KEY_PRECISION,
-    KEY_RECALL,
-    KEY_SFID,
-    METRIC_KEYS,
-    compute_statistics,
-    default_reference,
-    evaluate,
-    inception_weights_path,
-    make_reference,
-)
-from adm.evaluation.inception import InceptionFeatures, load_inception, spatial_features
-from adm.evaluation.reference import Reference, Statistics, open_reference, write_reference
-from adm.evaluation.stats import (
-    Moments,
-    frechet_distance,
-    inception_score,
-    manifold_radii,
-    pairwise_sq_distances,
-    precision_recall,
-)
+from __future__ import annotations
 
-__all__ = [
-    "DEFAULT_BATCH_SIZE",
-    "KEY_FID",
-    "KEY_INCEPTION_SCORE",
-    "KEY_NUM_REF",
-    "KEY_NUM_SAMPLES",
-    "KEY_PRECISION",
-    "KEY_RECALL",
-    "KEY_SFID",
-    "METRIC_KEYS",
-    "InceptionFeatures",
-    "Moments",
-    "Reference",
-    "Statistics",
-    "compute_statistics",
-    "default_reference",
-    "evaluate",
-    "frechet_distance",
-    "inception_score",
-    "inception_weights_path",
-    "load_inception",
-    "make_reference",
-    "manifold_radii",
-    "open_reference",
-    "pairwise_sq_distances",
-    "precision_recall",
-    "spatial_features",
-    "write_reference",
-]
+import importlib
+
+_SUBMODULE = {  # name -> the submodule that defines it
+    "DEFAULT_BATCH_SIZE": "protocol",
+    "KEY_FID": "evaluator",
+    "KEY_INCEPTION_SCORE": "evaluator",
+    "KEY_NUM_REF": "evaluator",
+    "KEY_NUM_SAMPLES": "evaluator",
+    "KEY_PRECISION": "evaluator",
+    "KEY_RECALL": "evaluator",
+    "KEY_SFID": "evaluator",
+    "METRIC_KEYS": "evaluator",
+    "compute_statistics": "evaluator",
+    "default_reference": "evaluator",
+    "evaluate": "evaluator",
+    "inception_weights_path": "evaluator",
+    "make_reference": "evaluator",
+    "InceptionFeatures": "inception",
+    "load_inception": "inception",
+    "spatial_features": "inception",
+    "Reference": "reference",
+    "Statistics": "reference",
+    "open_reference": "reference",
+    "write_reference": "reference",
+    "Moments": "stats",
+    "frechet_distance": "stats",
+    "inception_score": "stats",
+    "manifold_radii": "stats",
+    "pairwise_sq_distances": "stats",
+    "precision_recall": "stats",
+}
+
+__all__ = sorted(_SUBMODULE)
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULE:
+        value = getattr(importlib.import_module(f"{__name__}.{_SUBMODULE[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

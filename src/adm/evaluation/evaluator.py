@@ -31,8 +31,8 @@ from adm.evaluation.inception import (
     exact_fp32,
     load_inception,
 )
+from adm.evaluation.protocol import DEFAULT_BATCH_SIZE, REF_MAX_IMAGES
 from adm.evaluation.reference import (
-    REF_MAX_IMAGES,
     Reference,
     Statistics,
     open_reference,
@@ -63,7 +63,6 @@ METRIC_KEYS = (
     KEY_NUM_SAMPLES,
     KEY_NUM_REF,
 )
-DEFAULT_BATCH_SIZE = 64  # the original evaluator's
 
 
 # ------------------------------------------------------------------------------ inputs

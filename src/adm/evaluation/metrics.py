@@ -25,7 +25,7 @@ from adm.core.errors import UsageError
 from adm.core.progress import ProgressFn, report
 from adm.core.suggest import did_you_mean
 from adm.data.images import ImageCollection
-from adm.evaluation.evaluate import (
+from adm.evaluation.evaluator import (
     KEY_FID,
     KEY_INCEPTION_SCORE,
     KEY_NUM_REF,
@@ -68,7 +68,7 @@ class MetricSpec:
 
 
 def _inception(samples: ImageCollection, request: EvaluationRequest) -> dict[str, Any]:
-    from adm.evaluation.evaluate import default_reference, evaluate
+    from adm.evaluation.evaluator import default_reference, evaluate
 
     ref = request.ref
     if ref is None:

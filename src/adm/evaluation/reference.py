@@ -22,7 +22,6 @@ from adm.data.images import ImageCollection, load_npz_array, npz_keys, open_imag
 from adm.evaluation.inception import POOL_DIM, SPATIAL_DIM
 
 STAT_KEYS = ("mu", "sigma", "mu_s", "sigma_s")
-REF_MAX_IMAGES = 10_000
 """Images an ADM reference batch keeps for precision/recall."""
 
 IMAGENET_REFERENCES = {

@@ -5,65 +5,54 @@ A sampler is one function ``sampler(denoiser, x, sigmas, *, noise, callback, **o
 ``Denoiser`` gives the (guided, clipped) x_0 estimate at any noise level; ``registry`` knows every
 sampler's options and properties and finds plugins. ``chain`` holds the original's exact
 discrete steps, which ``ddpm``, ``ddim`` and ``adm.compat`` use.
+
+The names below are imported on first use: ``adm.sampling.edit_settings`` (what ``adm edit``
+builds its options from) loads without torch, so ``adm --help`` starts at once.
 """
 
-from adm.sampling.chain import (
-    ChainDenoiser,
-    Step,
-    ddim_reverse_step,
-    ddim_step,
-    ddpm_step,
-    iterate_steps,
-)
-from adm.sampling.denoiser import Denoiser, dynamic_threshold
-from adm.sampling.guidance import (
-    ClassifierGuidance,
-    classifier_grad_fn,
-    condition_mean,
-    condition_score,
-)
-from adm.sampling.noise import NoiseSource, PerSampleNoise, ReplayNoise
-from adm.sampling.registry import (
-    BUILTIN,
-    SamplerOptions,
-    SamplerSpec,
-    available_samplers,
-    get_sampler,
-)
-from adm.sampling.samplers import (
-    sample_ddim,
-    sample_ddpm,
-    sample_dpmpp_2m,
-    sample_dpmpp_2m_sde,
-    sample_heun,
-)
-from adm.sampling.unipc import sample_unipc
+from __future__ import annotations
 
-__all__ = [
-    "BUILTIN",
-    "ChainDenoiser",
-    "ClassifierGuidance",
-    "Denoiser",
-    "NoiseSource",
-    "PerSampleNoise",
-    "ReplayNoise",
-    "SamplerOptions",
-    "SamplerSpec",
-    "Step",
-    "available_samplers",
-    "classifier_grad_fn",
-    "condition_mean",
-    "condition_score",
-    "ddim_reverse_step",
-    "ddim_step",
-    "ddpm_step",
-    "dynamic_threshold",
-    "get_sampler",
-    "iterate_steps",
-    "sample_ddim",
-    "sample_ddpm",
-    "sample_dpmpp_2m",
-    "sample_dpmpp_2m_sde",
-    "sample_heun",
-    "sample_unipc",
-]
+import importlib
+
+_SUBMODULE = {  # name -> the submodule that defines it
+    "ChainDenoiser": "chain",
+    "Step": "chain",
+    "ddim_reverse_step": "chain",
+    "ddim_step": "chain",
+    "ddpm_step": "chain",
+    "iterate_steps": "chain",
+    "Denoiser": "denoiser",
+    "dynamic_threshold": "denoiser",
+    "ClassifierGuidance": "guidance",
+    "classifier_grad_fn": "guidance",
+    "condition_mean": "guidance",
+    "condition_score": "guidance",
+    "NoiseSource": "noise",
+    "PerSampleNoise": "noise",
+    "ReplayNoise": "noise",
+    "BUILTIN": "registry",
+    "SamplerOptions": "registry",
+    "SamplerSpec": "registry",
+    "available_samplers": "registry",
+    "get_sampler": "registry",
+    "sample_ddim": "samplers",
+    "sample_ddpm": "samplers",
+    "sample_dpmpp_2m": "samplers",
+    "sample_dpmpp_2m_sde": "samplers",
+    "sample_heun": "samplers",
+    "sample_unipc": "unipc",
+}
+
+__all__ = sorted(_SUBMODULE)
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULE:
+        value = getattr(importlib.import_module(f"{__name__}.{_SUBMODULE[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

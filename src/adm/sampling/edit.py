@@ -27,11 +27,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
 from adm.core.errors import UsageError
 from adm.data.images import ImageCollection
@@ -39,44 +37,15 @@ from adm.data.pixels import from_uint8, to_uint8
 from adm.diffusion.continuous import vp_scale
 from adm.diffusion.gaussian import predict_eps_from_xstart, q_sample
 from adm.diffusion.process import extract
-from adm.sampling.batches import Networks, Produced, sample_batch
+from adm.sampling.batches import Networks, Produced, grouped_columns, sample_batch
 from adm.sampling.chain import ChainDenoiser, ddim_reverse_step, ddpm_step
 from adm.sampling.denoiser import Denoiser
+from adm.sampling.edit_settings import EditSettings
 from adm.sampling.noise import NoiseSource
 from adm.sampling.precision import network_call
 from adm.sampling.settings import SamplingPlan
 
 Tensor = torch.Tensor
-
-
-class EditSettings(BaseModel):
-    """How to edit; validated at the edge, part of the run's key."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    strength: float = Field(0.6, gt=0.0, le=1.0, description="start at network time strength·(T − 1), at most the schedule's start; 1 (from pure noise) by default with a mask")
-    invert: bool = Field(False, description="start from the DDIM inversion of the input, not fresh noise")
-    inpaint: Literal["x0", "repaint"] = Field("x0", description="how masked edits keep the known pixels")
-    jumps: int = Field(1, ge=1, description="repaint: passes over each stretch of jump_length steps")
-    jump_length: int = Field(10, ge=1, description="repaint: steps per stretch")
-    invert_iterations: int = Field(1, ge=0, le=10, description="with --invert: fixed-point refinements of each "
-                                   "inversion step (0: plain DDIM inversion; each costs one evaluation per step)")
-
-    def max_timestep(self, num_steps: int) -> float:
-        return self.strength * (num_steps - 1)
-
-    def check(self, plan: SamplingPlan, masked: bool) -> None:
-        spec = plan.spec
-        if self.invert and spec.name != "ddim":
-            raise UsageError(f"--invert inverts with DDIM; regenerate with --sampler ddim, not {spec.name}",
-                             "inversion needs the deterministic DDIM path back")
-        if self.invert and plan.options.model_dump().get("eta", 0.0) != 0.0:
-            raise UsageError("--invert needs eta 0 (a deterministic path)", "drop --eta / --sampler-opt eta")
-        if self.inpaint == "repaint" and spec.name != "ddpm":
-            raise UsageError(f"--inpaint repaint resamples the ancestral chain: use --sampler ddpm, not {spec.name}",
-                             "or --inpaint x0, which works with every sampler")
-        if (self.jumps > 1 or self.inpaint == "repaint") and not masked:
-            raise UsageError("--inpaint repaint / --jumps need a --mask")
 
 
 def ddim_invert(nets: Networks, x0: Tensor, sigmas: Tensor, labels: Tensor | None, precision: str,
@@ -238,14 +207,14 @@ class EditProducer:
         return Produced(images, labels.cpu().numpy().astype(np.int64) if labels is not None else None, extra)
 
     def grid(self, images: np.ndarray, start: int) -> tuple[np.ndarray, int | None]:
-        """Input | (mask) | output, one sample per row."""
+        """Input | (mask) | output for each sample, as many samples a row as keep the grid square."""
         (inputs,) = self.inputs.batches(len(images), start, start + len(images))
         columns = [inputs]
         mask = self._mask(range(start, start + len(images)))
         if mask is not None:
             columns.append(np.repeat((mask[..., None] * 255).astype(np.uint8), 3, axis=-1))
         columns.append(images)
-        return np.stack(columns, axis=1).reshape(-1, *images.shape[1:]), len(columns)
+        return np.stack(columns, axis=1).reshape(-1, *images.shape[1:]), grouped_columns(len(images), len(columns))
 
 
 def read_masks(path, counts: tuple[int, ...]) -> np.ndarray:
