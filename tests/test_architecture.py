@@ -99,3 +99,40 @@ def test_the_checker_sees_a_lazy_import(tmp_path):
     module = tmp_path / "m.py"
     module.write_text("def f():\n    from adm.cli.main import app\n    import adm.training.runs\n")
     assert imported_layers(module) == {"cli": 2, "training": 3}
+
+
+def _module_imports(path: Path, modules: set[str]) -> set[str]:
+    """The adm modules ``path`` imports, lazily or for type checking only as well: each is a dependency
+    of what the module means."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        else:
+            continue
+        found.update(name for name in names if name in modules)
+    return found
+
+
+def test_no_module_imports_itself_through_others():
+    """Module by module, not only layer by layer: no import circle (registry <-> builtin was one)."""
+    def name(path: Path) -> str:
+        parts = path.relative_to(SRC.parent).with_suffix("").parts
+        return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+    paths = {name(p): p for p in MODULES}
+    graph = {m: _module_imports(p, set(paths)) - {m} for m, p in paths.items()}
+    done: set[str] = set()
+
+    def visit(module: str, stack: tuple[str, ...]) -> None:
+        assert module not in stack, "import circle: " + " -> ".join((*stack[stack.index(module):], module))
+        if module in done:
+            return
+        for imported in sorted(graph[module]):
+            visit(imported, (*stack, module))
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module, ())

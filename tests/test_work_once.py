@@ -51,7 +51,7 @@ def count(monkeypatch):
     wrap(continuous, "respace", "chains respaced")
     wrap(registry, "entry_points", "entry-point scans")
     wrap(models, "load_state_dict", "checkpoints read")
-    wrap(sources, "weights_fingerprint", "weights fingerprinted")
+    wrap(sources, "file_fingerprint", "weights fingerprinted")
     wrap(artifacts, "sha256_file", "packaged files hashed")
     wrap(np, "savez", "npz files written")
     yield calls

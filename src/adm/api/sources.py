@@ -17,7 +17,7 @@ from typing import Any, Literal
 from adm.api.models import LoadedModel, load_model
 from adm.core.errors import MissingFileError, UsageError
 from adm.core.progress import ProgressFn
-from adm.hub.fingerprint import weights_fingerprint
+from adm.hub.fingerprint import file_fingerprint
 from adm.presets import Preset, Registry
 from adm.spec.flags import (
     ClassifierFlags,
@@ -225,10 +225,10 @@ def identity(loaded: LoadedModel) -> dict:
     """What made the images: the architecture and the exact weights (content fingerprints)."""
     found = {
         "model": loaded.preset.name if loaded.preset else loaded.flags.model_dump(),
-        "model_weights": weights_fingerprint(loaded.checkpoint),
+        "model_weights": file_fingerprint(loaded.checkpoint),
     }
     if loaded.classifier is not None:
-        found["classifier_weights"] = weights_fingerprint(loaded.classifier_checkpoint)
+        found["classifier_weights"] = file_fingerprint(loaded.classifier_checkpoint)
     return found
 
 
@@ -241,12 +241,12 @@ def content_fingerprint(path: str | Path) -> dict:
     """
     path = Path(path)
     if not path.is_dir():
-        return weights_fingerprint(path)
+        return file_fingerprint(path)
     from adm.data.images import list_images
 
     digest = hashlib.sha256()
     files = list_images(path)
     for image in files:
-        found = weights_fingerprint(image)
+        found = file_fingerprint(image)
         digest.update(f"{found['size']} {found.get('sha256') or found.get('sha256-sampled')}\n".encode())
     return {"file": f"{path.name}/", "images": len(files), "sha256": digest.hexdigest()}

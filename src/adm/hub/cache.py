@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-from adm.core.fileio import write_text_atomic as atomic_write_text
+from adm.core.fileio import write_text_atomic
 from adm.presets.types import Artifact
 
 ENV_HOME = "ADM_HOME"
@@ -114,7 +114,7 @@ def read_record(path: Path) -> Record | None:
 
 
 def write_record(path: Path, record: Record) -> None:
-    atomic_write_text(record_path(path), json.dumps(asdict(record), indent=2) + "\n")
+    write_text_atomic(record_path(path), json.dumps(asdict(record), indent=2) + "\n")
 
 
 def remove_entry(path: Path) -> None:

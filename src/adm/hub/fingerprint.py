@@ -1,4 +1,4 @@
-"""What identifies a weights file: a content fingerprint, cheap even for multi-gigabyte files.
+"""What identifies a file (a checkpoint, an input image): a content fingerprint, cheap even for multi-gigabyte files.
 
 A resumed sampling run must not mix images from two checkpoints (a run dir trained further, a
 checkpoint overwritten in place), and must not care where the file lives. Small files are hashed
@@ -16,8 +16,8 @@ WINDOW = 1 << 20
 WINDOWS = 16
 
 
-def weights_fingerprint(path: str | Path) -> dict[str, object]:
-    """``{"file", "size", "sha256"}`` of a checkpoint (``sha256`` over windows for large files)."""
+def file_fingerprint(path: str | Path) -> dict[str, object]:
+    """``{"file", "size", "sha256"}`` of any file (``sha256`` over windows for large ones): checkpoints, images."""
     path = Path(path)
     size = path.stat().st_size
     digest = hashlib.sha256()

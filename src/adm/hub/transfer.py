@@ -21,7 +21,8 @@ from urllib.parse import urlsplit
 import requests
 
 from adm.core.errors import ChecksumError, DownloadError, DownloadStorageError, UsageError, one_line
-from adm.hub.cache import ProgressCallback, atomic_write_text, hash_into, hash_matches
+from adm.core.fileio import write_text_atomic
+from adm.hub.cache import ProgressCallback, hash_into, hash_matches
 
 StatusCallback = Callable[[str], None]
 """``on_status(message)``: one-line notes (resuming, retrying, waiting) for the CLI to show."""
@@ -134,7 +135,7 @@ class _Part:
     def remember(self, url: str, response: requests.Response) -> None:
         validator = response.headers.get("ETag") or response.headers.get("Last-Modified")
         if validator and not validator.startswith("W/"):
-            atomic_write_text(self.meta, json.dumps({"url": url, "validator": validator}) + "\n")
+            write_text_atomic(self.meta, json.dumps({"url": url, "validator": validator}) + "\n")
         else:
             self.meta.unlink(missing_ok=True)
 

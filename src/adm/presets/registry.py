@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from functools import cache
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 
 from adm.core.errors import UsageError
 from adm.core.suggest import did_you_mean
@@ -139,9 +139,19 @@ class Registry:
         return self
 
 
+BUILTIN = EntryPoint(name="builtin", value="adm.presets.builtin:register", group=ENTRY_POINT_GROUP)  # as pyproject.toml
+
+
 def installed_plugins() -> list[tuple[str, Callable[[Registry], None]]]:
-    """Entry points of group ``adm.presets``, adm's built-ins first so names are stable."""
-    eps = sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: (ep.value.split(":")[0] != "adm.presets.builtin", ep.name))
+    """Entry points of group ``adm.presets``, adm's built-ins first so names are stable.
+
+    A source tree that was never pip-installed has no entry points: adm's own is added then, and
+    loaded the way every entry point is (by name, so this module imports no preset module).
+    """
+    eps = list(entry_points(group=ENTRY_POINT_GROUP))
+    if all(ep.value != BUILTIN.value for ep in eps):
+        eps.append(BUILTIN)
+    eps.sort(key=lambda ep: (ep.value != BUILTIN.value, ep.name))
     loaded = []
     for ep in eps:
         try:
@@ -161,10 +171,4 @@ def _failing(err: Exception) -> Callable[[Registry], None]:
 @cache
 def default_registry() -> Registry:
     """The registry of every installed plugin (built once per process)."""
-    registry = Registry().load_plugins(installed_plugins())
-    if not registry.presets:
-        # Running from a source tree that was never pip-installed: entry points are missing.
-        from adm.presets.builtin import register
-
-        register(registry)
-    return registry
+    return Registry().load_plugins(installed_plugins())
