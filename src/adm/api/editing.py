@@ -76,7 +76,7 @@ def edit(
     setup = resolve(source, sampling, registry, upsampler=False, device=run.device, download=run.download, dist=dist,
                     on_progress=on_progress, strength=editing.strength)
     flags = setup.loaded.flags
-    conditioned = flags.class_cond or setup.plan.settings.scale > 0
+    conditioned = setup.plan.needs_labels(flags.class_cond)
     if conditioned and input_labels is None and classes is None:
         raise UsageError(f"{inputs} has no labels (arr_1), and this model is class-conditional or guided",
                          "pass --classes: the inputs' classes, or the classes to turn them into")

@@ -122,7 +122,7 @@ def sample(
     defaults = setup.preset.sampling if setup.preset else None
     num_samples = given_or(run.num_samples, defaults.num_samples if defaults else 16)
     classes = given_or(classes, defaults.classes if defaults else "random")
-    if flags.class_cond or setup.plan.settings.scale > 0:
+    if setup.plan.needs_labels(flags.class_cond):
         classes = parse_classes(classes, flags.num_classes)
     setup.warn(on_progress, num_samples)
 

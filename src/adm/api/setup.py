@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from adm.api.models import LoadedModel
 from adm.api.options import SamplingOptions
 from adm.api.sources import ModelSource, load_networks, preflight, resolve_weights
@@ -20,10 +22,8 @@ from adm.presets import Preset, Registry
 from adm.sampling.batches import Networks
 from adm.sampling.precision import default_precision, precision_warnings, prepare
 from adm.sampling.registry import SamplerSpec, get_sampler
-from adm.sampling.settings import SamplerSettings, SamplingPlan
+from adm.sampling.settings import DEFAULT_SOLVER_STEPS, SamplerSettings, SamplingPlan
 from adm.spec.flags import ModelFlags, SuperResFlags
-
-DEFAULT_SOLVER_STEPS = "20"  # network evaluations for a solver when nothing else says
 
 
 @dataclass
@@ -63,20 +63,20 @@ def given_or(value, fallback):
     return fallback if value is None else value
 
 
-def choose_steps(loaded: LoadedModel, preset: Preset | None, sampler: SamplerSpec, steps: str | None) -> tuple[str, str]:
+def choose_steps(flags: ModelFlags | SuperResFlags, preset: Preset | None, sampler: SamplerSpec, steps: str | None) -> tuple[str, str]:
     """(steps, the rule that chose them): ``steps``, else the flags' --timestep_respacing (the
     original's samplers), else the preset's (when its sampler is of the same kind), else every
     step of the model's chain (as the original) or 20 evaluations for a solver."""
     if steps:
         return steps, "--steps"
-    if sampler.chain_only and loaded.flags.timestep_respacing:
-        return loaded.flags.timestep_respacing, "the model flags' --timestep_respacing"
+    if sampler.chain_only and flags.timestep_respacing:
+        return flags.timestep_respacing, "the model flags' --timestep_respacing"
     if preset is not None and get_sampler(preset.sampling.sampler).chain_only == sampler.chain_only:
         return preset.sampling.steps, f"the default of the preset {preset.name}"
     if preset is not None and sampler.chain_only and preset.sampling.steps.isdigit():
         return preset.sampling.steps, f"the number of evaluations of the preset {preset.name}'s default"
     if sampler.chain_only:
-        return str(loaded.flags.diffusion_steps), "every step of the model's chain (the original's default)"
+        return str(flags.diffusion_steps), "every step of the model's chain (the original's default)"
     return DEFAULT_SOLVER_STEPS, f"the default for solvers ({DEFAULT_SOLVER_STEPS} evaluations)"
 
 
@@ -133,27 +133,26 @@ def resolve(
     scale = choice.scale
     if scale is None:
         scale = preset.classifier_scale if preset and preset.classifier_flags else (1.0 if weights.classifier_flags else 0.0)
-    guided = scale > 0
-    if guided and weights.classifier_flags is None:
-        raise UsageError("a guidance scale > 0 needs a classifier",
-                         "pass --classifier-run-dir, or classifier flags and checkpoint, or use scale 0")
     sampler = get_sampler(choice.sampler or (preset.sampling.sampler if preset else "ddpm"))
     flags = weights.model_flags
     _check_kind(preset, flags, upsampler, registry)
-    extra = tuple(cascade_upsampler(cascade, registry, flags).artifacts) if cascade is not None else ()
-    preflight(weights, preset, guided, download, registry, extra)
-    device = device if device is not None else (dist.device if dist else pick_device())
-    loaded = load_networks(weights, preset, with_classifier=guided, device=device, download=download,
-                           registry=registry, on_progress=on_progress)
-    steps, rule = choose_steps(loaded, preset, sampler, choice.steps)
+    device = torch.device(device if device is not None else (dist.device if dist else pick_device()))
+    steps, rule = choose_steps(flags, preset, sampler, choice.steps)
     defaults = preset.sampling if preset else None
     settings = SamplerSettings.make(
         sampler=sampler.name, steps=steps, spacing=choice.spacing, options=_sampler_options(choice, preset, sampler.name),
         scale=scale, threshold=choice.threshold,  # an unset interval lets the plan choose (guided ddim, cosine)
         guidance_interval=choice.guidance_interval if "guidance_interval" in choice.model_fields_set else None,
         clip_denoised=given_or(choice.clip_denoised, defaults.clip_denoised if defaults else True),
-        precision=choice.precision or default_precision(loaded.device, loaded.flags.use_fp16),
+        precision=choice.precision or default_precision(device, flags.use_fp16),
     )
+    if settings.guided and weights.classifier_flags is None:
+        raise UsageError("a guidance scale > 0 needs a classifier",
+                         "pass --classifier-run-dir, or classifier flags and checkpoint, or use scale 0")
+    extra = tuple(cascade_upsampler(cascade, registry, flags).artifacts) if cascade is not None else ()
+    preflight(weights, preset, settings.guided, download, registry, extra)
+    loaded = load_networks(weights, preset, with_classifier=settings.guided, device=device, download=download,
+                           registry=registry, on_progress=on_progress)
     top = None if strength is None else strength * (loaded.schedule.num_steps - 1)
     plan = settings.plan(loaded.schedule, max_timestep=top)  # validates before the networks are converted
     loaded.model = prepare(loaded.model, settings.precision, compile=choice.compile)

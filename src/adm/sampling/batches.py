@@ -98,8 +98,8 @@ def sample_batch(
     """
     generators = generators_for(seed, indices)
     settings = plan.settings
-    guided = nets.classifier is not None and settings.scale > 0
-    if labels is None and (nets.class_cond or guided):
+    guided = plan.guided and nets.classifier is not None  # the API loads the classifier of a guided plan
+    if labels is None and plan.needs_labels(nets.class_cond):
         labels = labels_for(classes, indices, nets.num_classes, generators)
     noise = PerSampleNoise(generators)
     x = start(noise, labels) if start is not None else noise.randn((len(indices), *nets.image_shape), device=nets.device)

@@ -84,6 +84,14 @@ def condition_score(
     return prediction._replace(mean=mean, pred_xstart=pred_xstart)
 
 
+
+def check_interval(interval: tuple[float, float]) -> tuple[float, float]:
+    """A guidance interval (lo, hi) in fractions of the schedule's T: 0 <= lo <= hi <= 1."""
+    lo, hi = interval
+    if not 0.0 <= lo <= hi <= 1.0:
+        raise UsageError(f"the guidance interval must satisfy 0 <= lo <= hi <= 1, got {lo:g},{hi:g}")
+    return interval
+
 @dataclass(frozen=True)
 class ClassifierGuidance:
     """s·∇ log p(y | x_t) of a noisy classifier, applied where lo ≤ τ/T ≤ hi.
@@ -101,9 +109,7 @@ class ClassifierGuidance:
     timestep_scale: float = 1.0
 
     def __post_init__(self):
-        lo, hi = self.interval
-        if not 0.0 <= lo <= hi <= 1.0:
-            raise UsageError(f"the guidance interval must satisfy 0 <= lo <= hi <= 1, got {lo:g},{hi:g}")
+        check_interval(self.interval)
         object.__setattr__(self, "_cond_fn", classifier_grad_fn(self.classifier, self.scale))
 
     def _active(self, t_model: Tensor) -> Tensor:

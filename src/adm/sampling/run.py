@@ -38,7 +38,7 @@ def run_sampler(
     """
     settings = plan.settings
     guidance = None
-    if classifier is not None and settings.scale > 0:
+    if classifier is not None and plan.guided:
         if labels is None:
             raise UsageError("classifier guidance needs target labels")
         guidance = ClassifierGuidance(

@@ -12,8 +12,10 @@ from adm.core.errors import UsageError
 from adm.core.validation import validated
 from adm.diffusion.continuous import NoiseSchedule
 from adm.diffusion.grids import make_grid
+from adm.sampling.guidance import check_interval
 from adm.sampling.registry import SamplerOptions, SamplerSpec, get_sampler
 
+DEFAULT_SOLVER_STEPS = "20"  # network evaluations for a solver when nothing else says
 STRONG_GUIDANCE = 4.0  # classifier scales from which single-step high-order solvers are warned about
 SCORE_SHIFT_CHAIN = "ddim"  # the original's guided DDIM, whose score shift diverges above the schedule's start
 
@@ -44,12 +46,12 @@ class SamplerSettings(BaseModel):
     @field_validator("guidance_interval")
     @classmethod
     def _interval(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
-        if value is None:
-            return None
-        lo, hi = value
-        if not 0.0 <= lo <= hi <= 1.0:
-            raise ValueError(f"the guidance interval must satisfy 0 <= lo <= hi <= 1, got {lo:g},{hi:g}")
-        return value
+        return None if value is None else check_interval(value)
+
+    @property
+    def guided(self) -> bool:
+        """Whether a classifier guides the run: the one place this is decided."""
+        return self.scale > 0
 
     @classmethod
     def make(cls, **values: Any) -> SamplerSettings:
@@ -63,7 +65,7 @@ class SamplerSettings(BaseModel):
         spacing = self.spacing or spec.spacing
         if spec.chain_only and spacing != "respaced":
             raise UsageError(f"{spec.name} walks the model's respaced chain", "drop --spacing or use a solver such as dpm++2m")
-        steps = self.steps or (str(schedule.num_steps) if spacing == "respaced" else "20")
+        steps = self.steps or (str(schedule.num_steps) if spacing == "respaced" else DEFAULT_SOLVER_STEPS)
         warnings: list[str] = []
         if spacing != "respaced":  # a count of evaluations → of grid levels
             if not steps.strip().isdigit() or int(steps) < 1:
@@ -106,7 +108,7 @@ class SamplerSettings(BaseModel):
         if self.guidance_interval is not None:
             return self.guidance_interval, None
         top = float(schedule.tau_at(sigmas[0]))
-        if self.scale <= 0 or spec.name != SCORE_SHIFT_CHAIN or top <= schedule.start_timestep + 1e-6:
+        if not self.guided or spec.name != SCORE_SHIFT_CHAIN or top <= schedule.start_timestep + 1e-6:
             return (0.0, 1.0), None
         hi = schedule.start_timestep / schedule.num_steps
         return (0.0, hi), (
@@ -129,6 +131,14 @@ class SamplingPlan:
     spacing: str
     sigmas: torch.Tensor  # the grid: float64, decreasing
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def guided(self) -> bool:
+        return self.settings.guided
+
+    def needs_labels(self, class_cond: bool) -> bool:
+        """Labels are needed by a class-conditional network and by a classifier's guidance."""
+        return class_cond or self.guided
 
     @property
     def evaluations(self) -> int:
