@@ -25,7 +25,6 @@ from adm.evaluation import (
     METRIC_KEYS,
     compute_statistics,
     evaluate,
-    frechet_distance,
     load_inception,
     precision_recall,
 )
@@ -56,6 +55,17 @@ def random_inception_weights(path: Path, seed: int = 0) -> Path:
         state[key] = value.clone()
     torch.save(state, path)
     return path
+
+
+def low_rank_frechet_distance(x: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> float:
+    """The Fréchet distance between the rows of ``x`` (n << d) and N(mu, sigma), computed exactly
+    without a d x d matrix square root: with Σx = AᵀA (A the centred rows over √(n-1)), the non-zero
+    eigenvalues of Σx·sigma are those of the n x n matrix A·sigma·Aᵀ. An independent check of the
+    evaluator's sqrtm, and 0.03 s instead of a 2048 x 2048 sqrtm (10-20 s here)."""
+    a = (x - x.mean(0)) / np.sqrt(len(x) - 1)
+    eigenvalues = np.linalg.eigvalsh(a @ sigma @ a.T)
+    trace_sqrt = np.sqrt(np.clip(eigenvalues, 0, None)).sum()
+    return float(((x.mean(0) - mu) ** 2).sum() + (a * a).sum() + np.trace(sigma) - 2 * trace_sqrt)
 
 
 def images(seed: int, n: int, size: int = 32, smooth: bool = False) -> np.ndarray:
@@ -116,12 +126,8 @@ def setup(tmp_path_factory):
         "inception_score": float(
             np.exp(np.mean(np.sum(p * (np.log(p) - np.log(p.mean(0, keepdims=True))), 1)))
         ),
-        "fid": frechet_distance(
-            s_pool.mean(0), np.cov(s_pool, rowvar=False), stored["mu"], stored["sigma"]
-        ),
-        "sfid": frechet_distance(
-            s_spatial.mean(0), np.cov(s_spatial, rowvar=False), stored["mu_s"], stored["sigma_s"]
-        ),
+        "fid": low_rank_frechet_distance(s_pool, stored["mu"], stored["sigma"]),
+        "sfid": low_rank_frechet_distance(s_spatial, stored["mu_s"], stored["sigma_s"]),
         **dict(zip(("precision", "recall"), precision_recall(r_pool, s_pool), strict=True)),
         "num_samples": 16,
         "num_ref": 20,
