@@ -12,7 +12,7 @@ builds its options from) loads without torch, so ``adm --help`` starts at once.
 
 from __future__ import annotations
 
-import importlib
+from adm.core.lazy import lazy_exports
 
 _SUBMODULE = {  # name -> the submodule that defines it
     "ChainDenoiser": "chain",
@@ -44,15 +44,4 @@ _SUBMODULE = {  # name -> the submodule that defines it
 }
 
 __all__ = sorted(_SUBMODULE)
-
-
-def __getattr__(name: str):
-    if name in _SUBMODULE:
-        value = getattr(importlib.import_module(f"{__name__}.{_SUBMODULE[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _SUBMODULE)
