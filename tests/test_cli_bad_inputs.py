@@ -86,6 +86,7 @@ ROWS = [
     Row("convert {pt} {out}/x.safetensors", 1, "x.safetensors: No space left on device", fault="safetensors disk full"),
     Row("convert {pt} {out}/x.pt", 1, "x.pt: No space left on device", fault="disk full"),
     Row("convert {text} {out}/x.safetensors", 2, "text.pt is not a readable PyTorch checkpoint"),
+    Row("convert {empty} {out}/x.safetensors", 2, "empty.pt is empty (0 bytes)"),
     # evaluate
     Row("evaluate", 2, "name the SAMPLES to evaluate"),
     Row("evaluate {missing}", 2, "missing.pt does not exist"),
@@ -245,6 +246,7 @@ def inputs(tmp_path_factory) -> dict[str, str]:
     np.savez(root / "samples32.npz", np.zeros((4, 32, 32, 3), np.uint8))
     (root / "file").write_text("not a folder")
     (root / "text.pt").write_text("hello")  # the unpickler reads these bytes as opcodes: KeyError 101
+    (root / "empty.pt").write_bytes(b"")  # torch's EOFError says nothing: "()"
     np.savez(root / "badlabels.npz", np.zeros((3, 16, 16, 3), np.uint8), np.array([0, 99, -1]))
     (root / "taken").mkdir()
     (root / "taken" / "notes.png").write_text("notes")
@@ -254,7 +256,7 @@ def inputs(tmp_path_factory) -> dict[str, str]:
         "data": str(root / "data.npz"), "unlabelled": str(root / "unlabelled.npz"),
         "samples16": str(root / "samples16.npz"), "samples32": str(root / "samples32.npz"),
         "file": str(root / "file"), "missing": str(root / "missing.pt"), "long": "n" * 300,
-        "text": str(root / "text.pt"), "badlabels": str(root / "badlabels.npz"), "taken": str(root / "taken"),
+        "text": str(root / "text.pt"), "empty": str(root / "empty.pt"), "badlabels": str(root / "badlabels.npz"), "taken": str(root / "taken"),
     }
 
 

@@ -386,7 +386,7 @@ def test_a_latents_file_adm_did_not_write_is_kept(tmp_path):
     mine = tmp_path / "latents.npz"
     mine.write_bytes(b"mine")
     for out in (tmp_path / "e.npz", None):  # to a file, and in memory
-        with pytest.raises(UsageError, match="latents.npz exists and was not written by adm .*--overwrite"):
+        with pytest.raises(UsageError, match="latents.npz exists and was not written by adm: .*--overwrite"):
             adm.edit("digits", inputs=inputs, save_latents=mine, out=out, sampler="dpm++2m-sde", steps=2)
     assert mine.read_bytes() == b"mine" and sorted(p.name for p in tmp_path.iterdir()) == ["in.npz", "latents.npz"]
     adm.edit("digits", inputs=inputs, save_latents=mine, out=tmp_path / "e.npz", sampler="dpm++2m-sde", steps=2,

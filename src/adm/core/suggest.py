@@ -13,7 +13,7 @@ def did_you_mean(name: str, known: Iterable[str], listing: str, *, prefix: str =
     plain text; ``prefix`` goes before each suggestion (``--`` for flags).
     """
     known = list(known)
-    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.7)  # 0.5 offered --use_kl for --bogus_flag
     if close:
         return "did you mean " + " or ".join(prefix + c for c in close) + "?"
     if listing.endswith(":"):

@@ -44,6 +44,8 @@ def load_state_dict(path: str | Path, *, fmt: str | None = None, mmap: bool = Fa
     shown = shown or str(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {shown} does not exist")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {shown} is empty (0 bytes)", "an interrupted copy or download? fetch it again")
     if _format(path, fmt) == "safetensors":
         try:
             return load_file(str(path))
@@ -83,7 +85,7 @@ def _unreadable(err: Exception) -> str:
     file's. torch's own words for a file that is no zip checkpoint ("legacy .tar format", a bare
     memo key) say nothing to a user.
     """
-    if isinstance(err, (RuntimeError, EOFError, OSError, ValueError)) and "legacy .tar" not in str(err):
+    if isinstance(err, (RuntimeError, EOFError, OSError, ValueError)) and str(err).strip() and "legacy .tar" not in str(err):
         return one_line(err)
     return "corrupt or not a torch.save file"
 

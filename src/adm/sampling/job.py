@@ -112,17 +112,17 @@ def _refuse_foreign_files(job: SampleJob, meta: dict[str, Any] | None) -> None:
     """
     sidecar = sidecar_path(job.out)
     if sidecar.exists() and meta is None:
-        raise UsageError(f"{sidecar} exists and was not written by adm (the run's JSON sidecar would replace it)", RETRY)
+        raise UsageError(f"{sidecar} exists and was not written by adm: the run's JSON sidecar would replace it", RETRY)
     grid = grid_path(job.out)
     if job.grid_size and grid.exists() and not _grid_is_adms(grid, meta):
-        raise UsageError(f"{grid} exists and was not written by adm (the run's PNG grid would replace it)", RETRY)
+        raise UsageError(f"{grid} exists and was not written by adm: the run's PNG grid would replace it", RETRY)
     _refuse_foreign_extras(job, set((meta or {}).get("extra_outputs", {}).values()))
 
 
 def _refuse_foreign_extras(job: SampleJob, listed: set[str]) -> None:
     for name, path in job.extra_outputs.items():
         if path.exists() and str(path) not in listed:
-            raise UsageError(f"{path} exists and was not written by adm (the run's {name} would replace it)", RETRY)
+            raise UsageError(f"{path} exists and was not written by adm: the run's {name} would replace it", RETRY)
 
 
 def _grid_is_adms(grid: Path, meta: dict[str, Any] | None) -> bool:
