@@ -294,3 +294,21 @@ def test_more_solver_levels_than_the_schedule_has_timesteps_are_warned_about():
     assert not SamplerSettings(sampler="dpm++2m", steps="1000").plan(schedule).warnings
     assert not SamplerSettings(sampler="heun", steps="1999").plan(schedule).warnings  # 1000 levels
     assert "--steps 1999 or fewer" in SamplerSettings(sampler="heun", steps="2001").plan(schedule).warnings[0]
+
+
+def test_the_sampling_choices_are_declared_once():
+    """The API's options and the sampler's settings share each choice's type, range, validation and
+    help (adm.sampling.choices); they were declared twice and could drift apart."""
+    from adm.api.options import SamplingOptions
+    from adm.sampling.choices import SamplingChoices
+    from adm.sampling.settings import SamplerSettings
+
+    shared = set(SamplingChoices.model_fields)
+    assert shared == {"sampler", "steps", "spacing", "scale", "guidance_interval", "threshold", "clip_denoised", "precision"}
+    for name in shared:
+        for model in (SamplingOptions, SamplerSettings):
+            assert repr(model.model_fields[name]) == repr(SamplingChoices.model_fields[name]), (model.__name__, name)
+    with pytest.raises(ValueError, match="guidance interval must satisfy"):
+        SamplingOptions(guidance_interval=(0.9, 0.1))  # refused at the API's edge, as the settings refuse it
+    resolved = SamplerSettings()
+    assert (resolved.sampler, resolved.scale, resolved.clip_denoised, resolved.precision) == ("ddpm", 0.0, True, "fp32")

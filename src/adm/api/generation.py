@@ -176,7 +176,7 @@ def upsample(
     source = source or ModelSource(preset=preset)
     base = open_images(base_samples, name="base samples")
     labels = npz_labels(base_samples)
-    setup = resolve(source, sampling.model_copy(update={"scale": 0.0, "guidance_interval": (0.0, 1.0)}),
+    setup = resolve(source, sampling.model_copy(update={"scale": 0.0, "guidance_interval": None}),
                     registry or default_registry(), upsampler=True, device=run.device, download=run.download,
                     dist=dist, on_progress=on_progress)
     total = given_or(run.num_samples, base.count)

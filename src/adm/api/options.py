@@ -12,50 +12,24 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from adm.core.errors import UsageError
 from adm.core.suggest import did_you_mean
 from adm.core.validation import validated
+from adm.sampling.choices import SamplingChoices
 from adm.sampling.edit_settings import EditSettings as EditSettings  # adm edit's own options
 
-STEPS_HELP = (
-    "solvers (dpm++2m, dpm++2m-sde, heun, unipc): network evaluations, e.g. 20; ddpm/ddim: a respacing, "
-    '"250", "ddim25", "10,15,20"; when unset: the flags\' --timestep_respacing (ddpm/ddim), else the preset\'s '
-    "(same kind of sampler), else every step of the model's chain (ddpm/ddim, as the original) or 20"
-)
 
+class SamplingOptions(SamplingChoices):
+    """How images are drawn: the sampling choices (``adm.sampling.choices``, where each field is
+    declared) plus what only the front end takes."""
 
-class SamplingOptions(BaseModel):
-    """How images are drawn: sampler, steps, guidance, x̂₀ correction, precision."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    sampler: str | None = Field(None, description="ddpm, ddim, dpm++2m, dpm++2m-sde, heun, unipc or a plugin's "
-                                "(`adm samplers`); unset: the preset's")
-    steps: str | None = Field(None, description=STEPS_HELP)
-    spacing: str | None = Field(None, description="where the steps lie: respaced (the original's chain), time, "
-                                "logsnr or karras; unset: the sampler's")
     sampler_options: dict[str, Any] = Field(default_factory=dict, description="the sampler's own options, e.g. "
                                             "{'order': 1} (`adm samplers` lists them)")
     eta: float | None = Field(None, description="shorthand for the sampler option eta (ddim, dpm++2m-sde)")
-    scale: float | None = Field(None, description="classifier scale; unset: the preset's (0: no classifier)")
-    guidance_interval: tuple[float, float] = Field((0.0, 1.0), description="apply the classifier only where "
-                                                   "LO <= t/T <= HI; it is not run elsewhere")
-    threshold: float | None = Field(None, description="dynamic thresholding of x0 at this quantile (e.g. 0.995) "
-                                    "instead of clipping; helps strong guidance")
-    clip_denoised: bool | None = Field(None, description="clamp the x0 estimate to [-1, 1]; unset: the preset's, "
-                                       "else on, as the original")
-    precision: str | None = Field(None, description="fp32, bf16 or fp16; unset: fp16 on CUDA for models released "
-                                  "with use_fp16, else fp32 (on CPUs with native bf16, bf16 is the fast choice for ImageNet-size "
-                                  "networks: docs/performance.md)")
     compile: bool = Field(False, description="torch.compile the diffusion model (a one-time cost; pays off for "
                           "long GPU runs; results may differ in the last bits)")
-
-    @field_validator("steps", mode="before")
-    @classmethod
-    def _steps_as_text(cls, value: Any) -> Any:
-        return str(value) if isinstance(value, int) else value
 
 
 class RunOptions(BaseModel):

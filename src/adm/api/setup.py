@@ -142,7 +142,7 @@ def resolve(
     settings = SamplerSettings.make(
         sampler=sampler.name, steps=steps, spacing=choice.spacing, options=_sampler_options(choice, preset, sampler.name),
         scale=scale, threshold=choice.threshold,  # an unset interval lets the plan choose (guided ddim, cosine)
-        guidance_interval=choice.guidance_interval if "guidance_interval" in choice.model_fields_set else None,
+        guidance_interval=choice.guidance_interval,
         clip_denoised=given_or(choice.clip_denoised, defaults.clip_denoised if defaults else True),
         precision=choice.precision or default_precision(device, flags.use_fp16),
     )

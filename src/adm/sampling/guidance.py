@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from adm.core.errors import UsageError
 from adm.diffusion.continuous import per_sample, vp_scale
 from adm.diffusion.gaussian import (
     Prediction,
@@ -28,6 +27,7 @@ from adm.diffusion.gaussian import (
     q_posterior_mean_variance,
 )
 from adm.diffusion.process import GaussianProcess, extract
+from adm.sampling.choices import check_interval
 
 Tensor = torch.Tensor
 CondFn = Callable[..., Tensor]
@@ -84,13 +84,6 @@ def condition_score(
     return prediction._replace(mean=mean, pred_xstart=pred_xstart)
 
 
-
-def check_interval(interval: tuple[float, float]) -> tuple[float, float]:
-    """A guidance interval (lo, hi) in fractions of the schedule's T: 0 <= lo <= hi <= 1."""
-    lo, hi = interval
-    if not 0.0 <= lo <= hi <= 1.0:
-        raise UsageError(f"the guidance interval must satisfy 0 <= lo <= hi <= 1, got {lo:g},{hi:g}")
-    return interval
 
 @dataclass(frozen=True)
 class ClassifierGuidance:

@@ -3,50 +3,44 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, model_validator
 
 from adm.core.errors import UsageError
 from adm.core.validation import validated
 from adm.diffusion.continuous import NoiseSchedule
 from adm.diffusion.grids import make_grid
-from adm.sampling.guidance import check_interval
+from adm.sampling.choices import SamplingChoices
 from adm.sampling.registry import SamplerOptions, SamplerSpec, get_sampler
 
 DEFAULT_SOLVER_STEPS = "20"  # network evaluations for a solver when nothing else says
+RESOLVED = {"sampler": "ddpm", "scale": 0.0, "clip_denoised": True, "precision": "fp32"}  # what unset choices mean here
 STRONG_GUIDANCE = 4.0  # classifier scales from which single-step high-order solvers are warned about
 SCORE_SHIFT_CHAIN = "ddim"  # the original's guided DDIM, whose score shift diverges above the schedule's start
 
 
-class SamplerSettings(BaseModel):
-    """How to sample: sampler and its options, grid, guidance, x_0 correction, precision.
+class SamplerSettings(SamplingChoices):
+    """How to sample: the choices (``adm.sampling.choices``) resolved, plus the sampler's options.
 
     ``steps`` is a respacing spec for ``--spacing respaced`` (``"250"``, ``"ddim25"``) and a number
     of network evaluations otherwise; None means the caller's default. ``spacing`` None means the
     sampler's own default. ``guidance_interval`` (lo, hi) limits the classifier to lo ≤ t/T ≤ hi;
     None means the whole trajectory, except that guided ``ddim`` skips the levels above the
     schedule's start (``default_interval``). ``threshold`` is the quantile of dynamic
-    thresholding (None: plain clipping, if ``clip_denoised``).
+    thresholding (None: plain clipping, if ``clip_denoised``). The other choices left unset take
+    ``RESOLVED``.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    sampler: str = "ddpm"
-    steps: str | None = None
-    spacing: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
-    scale: float = Field(0.0, ge=0)
-    guidance_interval: tuple[float, float] | None = None
-    clip_denoised: bool = True
-    threshold: float | None = Field(None, gt=0.5, le=1.0)
-    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
 
-    @field_validator("guidance_interval")
+    @model_validator(mode="before")
     @classmethod
-    def _interval(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
-        return None if value is None else check_interval(value)
+    def _resolved(cls, values: Any) -> Any:
+        if isinstance(values, dict):
+            values = {**values, **{k: v for k, v in RESOLVED.items() if values.get(k) is None}}
+        return values
 
     @property
     def guided(self) -> bool:

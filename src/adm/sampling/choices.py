@@ -1,0 +1,65 @@
+"""What a user chooses about sampling, declared once.
+
+``SamplingChoices`` holds the fields both sides of the API boundary share: the API's
+``SamplingOptions`` extends it with what only the front end knows (the preset's defaults are
+filled in later, ``eta`` as a shorthand, ``compile``), and ``SamplerSettings`` is the same choices
+resolved (nothing left unset but the guidance interval, which the plan decides). Each field's
+type, range, validation and help text live here only. No torch: ``adm --help`` builds its options
+from these fields.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from adm.core.errors import UsageError
+
+Precision = Literal["fp32", "fp16", "bf16"]
+
+STEPS_HELP = (
+    "solvers (dpm++2m, dpm++2m-sde, heun, unipc): network evaluations, e.g. 20; ddpm/ddim: a respacing, "
+    '"250", "ddim25", "10,15,20"; when unset: the flags\' --timestep_respacing (ddpm/ddim), else the preset\'s '
+    "(same kind of sampler), else every step of the model's chain (ddpm/ddim, as the original) or 20"
+)
+
+
+def check_interval(interval: tuple[float, float]) -> tuple[float, float]:
+    """A guidance interval (lo, hi) in fractions of the schedule's T: 0 <= lo <= hi <= 1."""
+    lo, hi = interval
+    if not 0.0 <= lo <= hi <= 1.0:
+        raise UsageError(f"the guidance interval must satisfy 0 <= lo <= hi <= 1, got {lo:g},{hi:g}")
+    return interval
+
+
+class SamplingChoices(BaseModel):
+    """Sampler, steps, grid, guidance, x̂₀ correction, precision; None: not chosen."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sampler: str | None = Field(None, description="ddpm, ddim, dpm++2m, dpm++2m-sde, heun, unipc or a plugin's "
+                                "(`adm samplers`); unset: the preset's")
+    steps: str | None = Field(None, description=STEPS_HELP)
+    spacing: str | None = Field(None, description="where the steps lie: respaced (the original's chain), time, "
+                                "logsnr or karras; unset: the sampler's")
+    scale: float | None = Field(None, ge=0, description="classifier scale; unset: the preset's (0: no classifier)")
+    guidance_interval: tuple[float, float] | None = Field(None, description="apply the classifier only where "
+                                                          "LO <= t/T <= HI; it is not run elsewhere")
+    threshold: float | None = Field(None, gt=0.5, le=1.0, description="dynamic thresholding of x0 at this quantile "
+                                    "(e.g. 0.995) instead of clipping; helps strong guidance")
+    clip_denoised: bool | None = Field(None, description="clamp the x0 estimate to [-1, 1]; unset: the preset's, "
+                                       "else on, as the original")
+    precision: Precision | None = Field(None, description="fp32, bf16 or fp16; unset: fp16 on CUDA for models "
+                                        "released with use_fp16, else fp32 (on CPUs with native bf16, bf16 is the fast "
+                                        "choice for ImageNet-size networks: docs/performance.md)")
+
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _steps_as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) else value
+
+    @field_validator("guidance_interval")
+    @classmethod
+    def _interval(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        return None if value is None else check_interval(value)
