@@ -312,3 +312,15 @@ def test_the_sampling_choices_are_declared_once():
         SamplingOptions(guidance_interval=(0.9, 0.1))  # refused at the API's edge, as the settings refuse it
     resolved = SamplerSettings()
     assert (resolved.sampler, resolved.scale, resolved.clip_denoised, resolved.precision) == ("ddpm", 0.0, True, "fp32")
+
+
+def test_help_texts_name_the_registered_samplers():
+    """The sampler lists in the help come from the registry: a new built-in appears in them."""
+    from adm.sampling.choices import SamplingChoices
+    from adm.sampling.registry import BUILTIN
+
+    sampler_help = SamplingChoices.model_fields["sampler"].description
+    steps_help = SamplingChoices.model_fields["steps"].description
+    for name, spec in BUILTIN.items():
+        assert name in sampler_help
+        assert (f"{name}" in steps_help.split(":")[1]) if spec.chain_only else (name in steps_help.split(")")[0])

@@ -73,7 +73,7 @@ def test_the_check_sees_an_import_of_torch(tmp_path):
     assert "adm.api.models" in json.loads(result.stdout)
 
 
-@pytest.mark.parametrize("args", ["--help", "presets", "download --list"])
+@pytest.mark.parametrize("args", ["--help", "presets", "download --list", "samplers", "sample --help"])
 def test_listing_commands_never_load_torch(tmp_path, args):
     result = python(RUN_ADM, *args.split(), home=tmp_path)
     assert result.returncode == 0, result.stderr

@@ -20,9 +20,10 @@ from adm.core.errors import UsageError
 from adm.core.progress import ProgressFn, report
 from adm.presets import Preset, Registry
 from adm.sampling.batches import Networks
+from adm.sampling.choices import DEFAULT_SOLVER_STEPS
 from adm.sampling.precision import default_precision, precision_warnings, prepare
 from adm.sampling.registry import SamplerSpec, get_sampler
-from adm.sampling.settings import DEFAULT_SOLVER_STEPS, SamplerSettings, SamplingPlan
+from adm.sampling.settings import SamplerSettings, SamplingPlan
 from adm.spec.flags import ModelFlags, SuperResFlags
 
 

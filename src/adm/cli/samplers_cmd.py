@@ -1,7 +1,7 @@
 """`adm samplers`: every sampler (built-in and plugins) with its options and defaults.
 
-Unlike `adm presets`, this command loads torch: a sampler's entry in the registry is the sampler
-itself (``SamplerSpec.fn``), and the built-in ones live beside the tensor code they run.
+Listing them loads no torch: the built-ins are registered by reference (``SamplerSpec.function``)
+and imported when a sampler runs; a plugin is loaded when it is listed.
 """
 
 from __future__ import annotations
@@ -18,12 +18,14 @@ def samplers() -> None:
     """List the samplers, their options (--sampler-opt KEY=VALUE) and default spacing."""
     from adm.api.catalog import available_samplers, get_sampler
 
+    found = available_samplers()
+    chains = "/".join(name for name in found if get_sampler(name).chain_only)
     table = Table(title="adm samplers",
-                  caption="--steps counts network evaluations (ddpm/ddim: a respacing); evals: per step")
+                  caption=f"--steps counts network evaluations ({chains}: a respacing); evals: per step")
     for column in ("name", "what", "spacing", "evals", "options (default)"):
         table.add_column(column, no_wrap=column != "what")  # only prose wraps: names and values stay whole
     described: dict[tuple[str, str], list[str]] = {}  # (option, description) -> the samplers that have it
-    for name in available_samplers():
+    for name in found:
         spec = get_sampler(name)
         for key, field in spec.options.model_fields.items():
             described.setdefault((key, field.description or ""), []).append(name)

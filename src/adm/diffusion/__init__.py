@@ -1,45 +1,33 @@
-"""Schedules, respacing and the Gaussian-diffusion maths as pure tensor functions (no networks)."""
+"""Schedules, respacing and the Gaussian-diffusion maths as pure tensor functions (no networks).
 
-from adm.diffusion.gaussian import (
-    Prediction,
-    p_mean_variance,
-    predict_eps_from_xstart,
-    predict_xstart_from_eps,
-    predict_xstart_from_xprev,
-    q_mean_variance,
-    q_posterior_mean_variance,
-    q_sample,
-)
-from adm.diffusion.losses import calc_bpd_loop, training_losses, vb_terms_bpd
-from adm.diffusion.process import (
-    GaussianProcess,
-    LossType,
-    ModelMeanType,
-    ModelVarType,
-    Parameterization,
-    extract,
-)
-from adm.diffusion.schedules import beta_schedule, respace, space_timesteps
+The names below are imported on first use (``adm.core.lazy``): ``adm.diffusion.spacings``, which
+the sampler registry reads for ``adm --help``, loads without torch.
+"""
 
-__all__ = [
-    "GaussianProcess",
-    "LossType",
-    "ModelMeanType",
-    "ModelVarType",
-    "Parameterization",
-    "Prediction",
-    "beta_schedule",
-    "calc_bpd_loop",
-    "extract",
-    "p_mean_variance",
-    "predict_eps_from_xstart",
-    "predict_xstart_from_eps",
-    "predict_xstart_from_xprev",
-    "q_mean_variance",
-    "q_posterior_mean_variance",
-    "q_sample",
-    "respace",
-    "space_timesteps",
-    "training_losses",
-    "vb_terms_bpd",
-]
+from adm.core.lazy import lazy_exports
+
+_SUBMODULE = {  # name -> the submodule that defines it
+    "Prediction": "gaussian",
+    "p_mean_variance": "gaussian",
+    "predict_eps_from_xstart": "gaussian",
+    "predict_xstart_from_eps": "gaussian",
+    "predict_xstart_from_xprev": "gaussian",
+    "q_mean_variance": "gaussian",
+    "q_posterior_mean_variance": "gaussian",
+    "q_sample": "gaussian",
+    "calc_bpd_loop": "losses",
+    "training_losses": "losses",
+    "vb_terms_bpd": "losses",
+    "GaussianProcess": "process",
+    "LossType": "process",
+    "ModelMeanType": "process",
+    "ModelVarType": "process",
+    "Parameterization": "process",
+    "extract": "process",
+    "beta_schedule": "schedules",
+    "respace": "schedules",
+    "space_timesteps": "schedules",
+}
+
+__all__ = sorted(_SUBMODULE)
+__getattr__, __dir__ = lazy_exports(__name__, _SUBMODULE)

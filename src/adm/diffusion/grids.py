@@ -25,10 +25,10 @@ import torch
 from adm.core.errors import UsageError
 from adm.diffusion.continuous import NoiseSchedule
 from adm.diffusion.schedules import space_timesteps
+from adm.diffusion.spacings import SPACINGS
 
 Tensor = torch.Tensor
 KARRAS_RHO = 7.0
-SPACINGS = ("respaced", "time", "logsnr", "karras")
 
 
 def _with_zero(sigmas: Tensor) -> Tensor:

@@ -15,13 +15,19 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from adm.core.errors import UsageError
+from adm.sampling.registry import BUILTIN
 
 Precision = Literal["fp32", "fp16", "bf16"]
+DEFAULT_SOLVER_STEPS = "20"  # network evaluations for a solver when nothing else says
 
+_CHAINS = "/".join(name for name, spec in BUILTIN.items() if spec.chain_only)  # the built-ins, from the registry
+_SOLVERS = ", ".join(name for name, spec in BUILTIN.items() if not spec.chain_only)
+SAMPLER_HELP = f"{', '.join(BUILTIN)} or a plugin's (`adm samplers`); unset: the preset's"
 STEPS_HELP = (
-    "solvers (dpm++2m, dpm++2m-sde, heun, unipc): network evaluations, e.g. 20; ddpm/ddim: a respacing, "
-    '"250", "ddim25", "10,15,20"; when unset: the flags\' --timestep_respacing (ddpm/ddim), else the preset\'s '
-    "(same kind of sampler), else every step of the model's chain (ddpm/ddim, as the original) or 20"
+    f"solvers ({_SOLVERS}): network evaluations, e.g. 20; {_CHAINS}: a respacing, "
+    f'"250", "ddim25", "10,15,20"; when unset: the flags\' --timestep_respacing ({_CHAINS}), else the preset\'s '
+    f"(same kind of sampler), else every step of the model's chain ({_CHAINS}, as the original) or "
+    f"{DEFAULT_SOLVER_STEPS}"
 )
 
 
@@ -38,8 +44,7 @@ class SamplingChoices(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    sampler: str | None = Field(None, description="ddpm, ddim, dpm++2m, dpm++2m-sde, heun, unipc or a plugin's "
-                                "(`adm samplers`); unset: the preset's")
+    sampler: str | None = Field(None, description=SAMPLER_HELP)
     steps: str | None = Field(None, description=STEPS_HELP)
     spacing: str | None = Field(None, description="where the steps lie: respaced (the original's chain), time, "
                                 "logsnr or karras; unset: the sampler's")

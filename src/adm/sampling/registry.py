@@ -14,22 +14,26 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from functools import cache
+from importlib import import_module
 from importlib.metadata import entry_points
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from adm.core.errors import UsageError
 from adm.core.suggest import did_you_mean
-from adm.diffusion.grids import SPACINGS
-from adm.sampling import samplers
-from adm.sampling.samplers import FinalOrder
-from adm.sampling.unipc import sample_unipc
+from adm.diffusion.spacings import SPACINGS
 
-Tensor = torch.Tensor
-SamplerFn = Callable[..., Tensor]
+if TYPE_CHECKING:
+    from torch import Tensor
+
+SamplerFn = Callable[..., "Tensor"]
 ENTRY_POINTS = "adm.samplers"
+
+FinalOrder = Literal["dpm-solver", "unipc", "k-diffusion"]
+# adm's default for dpm++2m, dpm++2m-sde and unipc, chosen by measurement on digits
+# (docs/sampling.md, "Final-step order"); one value, so that dpm++2m-sde with η = 0 is dpm++2m.
+DEFAULT_FINAL_ORDER: FinalOrder = "unipc"
 
 
 class SamplerOptions(BaseModel):
@@ -50,7 +54,7 @@ FINAL_ORDER_HELP = ("which reference's rule sets the last steps' order: dpm-solv
 
 class DPMSolverOptions(SamplerOptions):
     order: int = Field(2, ge=1, le=2, description="1: first order (DDIM-like), 2: second-order multistep")
-    final_order: FinalOrder = Field(samplers.DEFAULT_FINAL_ORDER, description=FINAL_ORDER_HELP)
+    final_order: FinalOrder = Field(DEFAULT_FINAL_ORDER, description=FINAL_ORDER_HELP)
 
 
 class SDEOptions(DPMSolverOptions):
@@ -60,15 +64,19 @@ class SDEOptions(DPMSolverOptions):
 class UniPCOptions(SamplerOptions):
     order: int = Field(2, ge=1, le=3, description="order of the predictor (the corrector adds one)")
     variant: Literal["bh1", "bh2"] = Field("bh2", description="B(h) = h (bh1) or e^h − 1 (bh2)")
-    final_order: FinalOrder = Field(samplers.DEFAULT_FINAL_ORDER, description=FINAL_ORDER_HELP)
+    final_order: FinalOrder = Field(DEFAULT_FINAL_ORDER, description=FINAL_ORDER_HELP)
 
 
 @dataclass(frozen=True)
 class SamplerSpec:
-    """A sampler and what front-ends need to know about it."""
+    """A sampler and what front-ends need to know about it.
+
+    ``function`` is the sampler itself or, for the built-ins, a ``"module:name"`` reference
+    imported on first use: listing samplers and validating their options needs no torch.
+    """
 
     name: str
-    fn: SamplerFn
+    function: SamplerFn | str
     options: type[SamplerOptions] = SamplerOptions
     description: str = ""
     spacing: str = "logsnr"  # default grid (adm.diffusion.grids.SPACINGS)
@@ -76,6 +84,11 @@ class SamplerSpec:
     stochastic: bool = False  # draws fresh noise at every step
     chain_only: bool = False  # walks the model's respaced chain (ddpm, ddim)
     single_step_order: int = 1  # > 1: a single-step high-order method, fragile under strong guidance
+
+    @property
+    def fn(self) -> SamplerFn:
+        """The sampler function (a reference imported now)."""
+        return _resolve(self.function) if isinstance(self.function, str) else self.function
 
     def __post_init__(self):
         if self.spacing not in SPACINGS:
@@ -109,19 +122,25 @@ class SamplerSpec:
 BUILTIN: dict[str, SamplerSpec] = {
     spec.name: spec
     for spec in (
-        SamplerSpec("ddpm", samplers.sample_ddpm, description="ancestral sampling on the respaced chain (the original)",
+        SamplerSpec("ddpm", "adm.sampling.samplers:sample_ddpm", description="ancestral sampling on the respaced chain (the original)",
                     spacing="respaced", stochastic=True, chain_only=True),
-        SamplerSpec("ddim", samplers.sample_ddim, DDIMOptions, description="DDIM on the respaced chain (the original)",
+        SamplerSpec("ddim", "adm.sampling.samplers:sample_ddim", DDIMOptions, description="DDIM on the respaced chain (the original)",
                     spacing="respaced", chain_only=True),
-        SamplerSpec("dpm++2m", samplers.sample_dpmpp_2m, DPMSolverOptions,
+        SamplerSpec("dpm++2m", "adm.sampling.samplers:sample_dpmpp_2m", DPMSolverOptions,
                     description="DPM-Solver++(2M): second-order multistep ODE solver"),
-        SamplerSpec("dpm++2m-sde", samplers.sample_dpmpp_2m_sde, SDEOptions,
+        SamplerSpec("dpm++2m-sde", "adm.sampling.samplers:sample_dpmpp_2m_sde", SDEOptions,
                     description="SDE-DPM-Solver++(2M): its stochastic form", stochastic=True),
-        SamplerSpec("heun", samplers.sample_heun, description="Heun's method on Karras sigmas (2 evaluations a step)",
+        SamplerSpec("heun", "adm.sampling.samplers:sample_heun", description="Heun's method on Karras sigmas (2 evaluations a step)",
                     spacing="karras", evals_per_step=2, single_step_order=2),
-        SamplerSpec("unipc", sample_unipc, UniPCOptions, description="UniPC: multistep predictor-corrector"),
+        SamplerSpec("unipc", "adm.sampling.unipc:sample_unipc", UniPCOptions, description="UniPC: multistep predictor-corrector"),
     )
 }
+
+
+@cache
+def _resolve(reference: str) -> SamplerFn:
+    module, _, name = reference.partition(":")
+    return getattr(import_module(module), name)
 
 
 def _as_spec(name: str, value: Any) -> SamplerSpec:

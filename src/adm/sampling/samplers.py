@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Literal
 
 import torch
 
 from adm.sampling.chain import ChainDenoiser, ddim_step, ddpm_step, iterate_steps
 from adm.sampling.denoiser import Denoiser, to_variance_exploding, to_variance_preserving
 from adm.sampling.noise import NoiseSource
+from adm.sampling.registry import DEFAULT_FINAL_ORDER, FinalOrder
 
 Tensor = torch.Tensor
 Callback = Callable[[dict], None]
@@ -46,14 +46,10 @@ def report_step(callback: Callback | None, i: int, sigmas: Tensor, x: Tensor, de
 
 # --- the order of a multistep solver's steps -------------------------------------------------
 
-FinalOrder = Literal["dpm-solver", "unipc", "k-diffusion"]
 # Each reference's rule for the last steps, as the number of solver steps below which it lowers
 # their order: DPM-Solver's ``lower_order_final`` acts below 10 steps (its code; its docstring
 # says 15), UniPC's at any count, k-diffusion's DPM-Solver++(2M) never lowers.
 LOWER_FINAL_BELOW: dict[str, float] = {"dpm-solver": 10, "unipc": math.inf, "k-diffusion": 0}
-# adm's default for dpm++2m, dpm++2m-sde and unipc, chosen by measurement on digits
-# (docs/sampling.md, "Final-step order"); one value, so that dpm++2m-sde with η = 0 is dpm++2m.
-DEFAULT_FINAL_ORDER: FinalOrder = "unipc"
 
 
 def step_orders(sigmas: Tensor, order: int, final_order: FinalOrder) -> list[int]:

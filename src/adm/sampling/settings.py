@@ -12,10 +12,9 @@ from adm.core.errors import UsageError
 from adm.core.validation import validated
 from adm.diffusion.continuous import NoiseSchedule
 from adm.diffusion.grids import make_grid
-from adm.sampling.choices import SamplingChoices
+from adm.sampling.choices import DEFAULT_SOLVER_STEPS, SamplingChoices
 from adm.sampling.registry import SamplerOptions, SamplerSpec, get_sampler
 
-DEFAULT_SOLVER_STEPS = "20"  # network evaluations for a solver when nothing else says
 RESOLVED = {"sampler": "ddpm", "scale": 0.0, "clip_denoised": True, "precision": "fp32"}  # what unset choices mean here
 STRONG_GUIDANCE = 4.0  # classifier scales from which single-step high-order solvers are warned about
 SCORE_SHIFT_CHAIN = "ddim"  # the original's guided DDIM, whose score shift diverges above the schedule's start
