@@ -97,3 +97,10 @@ def test_edit_grid_of_20_edits_is_roughly_square(tmp_path):
     assert result.exit_code == 0, result.output
     width, height = Image.open(tmp_path / "e.png").size
     assert 0.75 <= width / height <= 1.33, (width, height)  # was 134 x 1322: input | output, one edit a row
+
+
+def test_a_grid_of_fewer_samples_than_classes_has_no_blank_columns():
+    """`adm sample --preset digits -n 4` drew a 10-column grid with six blank cells."""
+    images = np.zeros((4, 16, 16, 3), np.uint8)
+    assert make_grid(images, columns=10).shape[1] == 4 * (16 + 2) + 2
+    assert make_grid(np.zeros((20, 16, 16, 3), np.uint8), columns=10).shape[1] == 10 * 18 + 2

@@ -13,7 +13,7 @@ from adm.core.fileio import atomic_path
 def make_grid(images: np.ndarray, columns: int | None = None, padding: int = 2) -> np.ndarray:
     """uint8 ``[N, H, W, 3]`` → one uint8 ``[rows*(H+p)+p, cols*(W+p)+p, 3]`` image, row-major."""
     n, h, w, c = images.shape
-    columns = columns or max(1, math.ceil(math.sqrt(n)))
+    columns = min(columns or max(1, math.ceil(math.sqrt(n))), max(n, 1))  # 4 samples: no 6 blank cells
     rows = math.ceil(n / columns)
     grid = np.full((rows * (h + padding) + padding, columns * (w + padding) + padding, c), 255, dtype=np.uint8)
     for i, image in enumerate(images):
