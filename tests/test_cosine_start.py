@@ -67,7 +67,7 @@ def test_guided_ddim_on_the_cosine_schedule_is_not_noise_and_says_what_it_did(tm
     common = ["sample", "--preset", "digits", "--sampler", "ddim", "--steps", "10", "-n", "4", "--grid", "0"]
     result = runner.invoke(app, [*common, "--out", str(tmp_path / "d.npz")])
     assert result.exit_code == 0, result.output
-    assert "skips the classifier above t/T 0.995" in " ".join(result.output.split())
+    assert "note: guided ddim skips the classifier above t/T 0.995" in " ".join(result.output.split())
     original = runner.invoke(app, [*common, "--guidance-interval", "0,1", "--out", str(tmp_path / "o.npz")])
     assert original.exit_code == 0 and "skips the classifier" not in original.output
     assert saturated(tmp_path / "d.npz") < 0.35 < 0.5 < saturated(tmp_path / "o.npz")  # real digits: ~0.30

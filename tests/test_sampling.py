@@ -275,14 +275,14 @@ def test_guided_ddim_skips_the_classifier_above_the_schedules_start_unless_an_in
     cosine, linear = NoiseSchedule.create("cosine", 1000), NoiseSchedule.create("linear", 1000)
     plan = SamplerSettings(sampler="ddim", steps="25", scale=1.0).plan(cosine)
     assert plan.settings.guidance_interval == (0.0, 0.995) and plan.key()["guidance_interval"] == [0.0, 0.995]
-    assert any("--guidance-interval 0,1" in w for w in plan.warnings)
+    assert any("--guidance-interval 0,1" in n for n in plan.notes) and not plan.warnings
     original = SamplerSettings(sampler="ddim", steps="25", scale=1.0, guidance_interval=(0.0, 1.0)).plan(cosine)
-    assert original.settings.guidance_interval == (0.0, 1.0) and not original.warnings
+    assert original.settings.guidance_interval == (0.0, 1.0) and not original.warnings and not original.notes
     for settings, schedule in [(dict(sampler="ddim", scale=1.0), linear), (dict(sampler="ddpm", scale=1.0), cosine),
                                (dict(sampler="ddim", scale=0.0), cosine), (dict(sampler="dpm++2m", scale=1.0), cosine),
                                (dict(sampler="ddim", scale=1.0, steps="ddim25"), cosine)]:
         plan = SamplerSettings(**{"steps": "25", **settings}).plan(schedule)
-        assert plan.settings.guidance_interval == (0.0, 1.0) and not plan.warnings, settings
+        assert plan.settings.guidance_interval == (0.0, 1.0) and not plan.warnings and not plan.notes, settings
 
 
 def test_more_solver_levels_than_the_schedule_has_timesteps_are_warned_about():

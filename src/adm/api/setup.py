@@ -58,6 +58,8 @@ class Setup:
     def warn(self, on_progress: ProgressFn | None, total: int) -> None:
         for warning in (*self.warnings, *self.plan.warnings):
             report(on_progress, "sampling", 0, total, unit="img", message=f"warning: {warning}")
+        for note in self.plan.notes:
+            report(on_progress, "sampling", 0, total, unit="img", message=f"note: {note}")
 
 
 def given_or(value, fallback):

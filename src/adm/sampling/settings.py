@@ -74,9 +74,8 @@ class SamplerSettings(SamplingChoices):
                 "are known to degrade: consider --threshold 0.995 or a multistep sampler (dpm++2m, unipc)"
             )
         interval, note = self.default_interval(spec, schedule, sigmas)
-        warnings += [note] if note else []
         settings = self if interval == self.guidance_interval else self.model_copy(update={"guidance_interval": interval})
-        return SamplingPlan(settings, spec, options, spacing, sigmas, warnings)
+        return SamplingPlan(settings, spec, options, spacing, sigmas, warnings, [note] if note else [])
 
     @staticmethod
     def _too_many_levels(spec: SamplerSpec, schedule: NoiseSchedule, steps: str, levels: int) -> list[str]:
@@ -123,7 +122,8 @@ class SamplingPlan:
     options: SamplerOptions
     spacing: str
     sigmas: torch.Tensor  # the grid: float64, decreasing
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # something the user may want to change
+    notes: list[str] = field(default_factory=list)  # a default chosen for the user, said once
 
     @property
     def guided(self) -> bool:
