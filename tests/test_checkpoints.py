@@ -81,6 +81,7 @@ def test_mismatch_names_the_differing_tensors_and_the_fitting_candidate():
         load_into(model, state, what="256-cond.pt", candidates=candidates)
     message = str(info.value)
     assert "does not fit" in message and "wrong shape" in message
+    assert " file [" in message and ", network [" in message  # which side is which (a user could not tell)
     assert "it fits: imagenet64" in message
     assert "\n" not in message
 

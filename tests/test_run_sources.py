@@ -97,6 +97,12 @@ def test_adm_edit_takes_the_same_run_dirs(runs, tmp_path):
     assert json.loads((tmp_path / "raw.json").read_text())["weights_files"]["model"].endswith("model000001.pt")
 
 
+def test_a_run_dirs_samples_are_named_after_the_run(runs, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default output goes to the working directory
+    ok(*sample("--run-dir", runs["model"], "--scale", 0))
+    assert (tmp_path / "tc_samples.npz").is_file()  # was model_samples.npz for every run
+
+
 def test_a_checkpoint_inside_a_run_dir_brings_its_flags(runs, tmp_path):
     ok(*sample("--model-path", runs["model"] / "model000001.pt", "--scale", 0, "--out", tmp_path / "a.npz"))
     ok(*sample("--run-dir", runs["model"], "--weights", "model", "--scale", 0, "--out", tmp_path / "b.npz"))

@@ -115,7 +115,7 @@ def render(call, run: dict, default_out: Path, quiet: bool, **kwargs) -> None:
 @guarded
 @sampling_options(scale_help="Classifier scale (default: the preset's; 0 = no classifier).")
 @run_options(num_samples_help="How many images (default: the preset's, else 16; the paper's FIDs use 50000).",
-             out_help="Output .npz (default: PRESET_samples.npz); a PNG grid and a JSON sidecar go beside it.")
+             out_help="Output .npz (default: PRESET_samples.npz, or RUN_samples.npz for --run-dir); a PNG grid and a JSON sidecar go beside it.")
 def sample(
     sampling: dict,
     run: dict,
@@ -138,7 +138,8 @@ def sample(
 
     source = ModelSource(preset, model_flags, model_path, run_dir, classifier_flags, classifier_path, weights, ema_rate,
                          classifier_run_dir)
-    render(sample_images, run, Path(f"{preset or 'model'}_samples.npz"), quiet, source=source, classes=classes,
+    name = preset or (run_dir.resolve().name if run_dir is not None else "model")  # runs/tc -> tc_samples.npz
+    render(sample_images, run, Path(f"{name}_samples.npz"), quiet, source=source, classes=classes,
            then_upsample=upsample, **sampling)
 
 

@@ -186,10 +186,11 @@ def signature(state: Mapping[str, torch.Tensor] | nn.Module) -> Signature:
 
 
 def describe_mismatch(expected: Signature, got: Signature, limit: int = 4) -> str:
-    """A short account of how two signatures differ (missing, unexpected, shape)."""
+    """A short account of how a file's signature (``got``) differs from the network's (``expected``):
+    keys missing from the file, keys the network lacks, and shapes (the file's, then the network's)."""
     missing = [k for k in expected if k not in got]
     unexpected = [k for k in got if k not in expected]
-    shapes = [f"{k} {list(got[k])} vs {list(expected[k])}" for k in expected if k in got and got[k] != expected[k]]
+    shapes = [f"{k} file {list(got[k])}, network {list(expected[k])}" for k in expected if k in got and got[k] != expected[k]]
     parts = []
     for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes)):
         if items:
