@@ -36,7 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sampler_quality import config_key, load_cache, measure  # noqa: E402
+from sampler_quality import config_key, judged_session, measure  # noqa: E402
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 STARTS = ("whole", "schedule")  # t = T − 1 (before) and the schedule's start (now)
@@ -231,13 +231,8 @@ def main() -> None:
 
     from report import replace_block
 
-    from adm.evaluation.digits_judge import Judge
-    from adm.hub.download import ensure_artifact
-
-    torch.set_num_threads(args.threads)
-    judge = Judge.load(ensure_artifact("digits-judge"))
-    args.cache.parent.mkdir(parents=True, exist_ok=True)
-    records = load_cache(args.cache).setdefault(args.samples, {})
+    judge, cache = judged_session(args.threads, args.cache)
+    records = cache.setdefault(args.samples, {})
     folder = tempfile.mkdtemp()
     tables = {"start": (start_configs(), measure_start), "precision": (precision_configs(), measure_precision),
               "ddim": (ddim_configs(), measure),

@@ -30,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sampler_quality import DOCS, config_key, load_cache  # noqa: E402
+from sampler_quality import DOCS, config_key, judged_session  # noqa: E402
 
 SAMPLERS = ("dpm++2m", "dpm++2m-sde", "unipc")
 EVALUATIONS = (8, 10, 12, 15, 20)
@@ -142,13 +142,8 @@ def main() -> None:
     args = parser.parse_args()
     from report import replace_block
 
-    from adm.evaluation.digits_judge import Judge
-    from adm.hub.download import ensure_artifact
-
-    torch.set_num_threads(args.threads)
-    judge = Judge.load(ensure_artifact("digits-judge"))
-    args.cache.parent.mkdir(parents=True, exist_ok=True)
-    records = load_cache(args.cache).setdefault(args.samples, {})
+    judge, cache = judged_session(args.threads, args.cache)
+    records = cache.setdefault(args.samples, {})
     wanted = [seeded(config, seed) for seed in range(1, args.seeds + 1) for config, _ in cells(args.samplers, args.evaluations)]
     for config in wanted:
         if config_key(config) in records:

@@ -50,6 +50,17 @@ def config_key(config: dict) -> str:
     return json.dumps(config, sort_keys=True)
 
 
+def judged_session(threads: int, cache: Path) -> tuple[object, dict[int, dict[str, dict]]]:
+    """What every digits-quality benchmark starts with: the thread count set, the digits judge
+    loaded, and the records cached so far (by sample count, then configuration)."""
+    from adm.evaluation.digits_judge import Judge
+    from adm.hub.download import ensure_artifact
+
+    torch.set_num_threads(threads)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    return Judge.load(ensure_artifact("digits-judge")), load_cache(cache)
+
+
 def load_cache(path: Path) -> dict[int, dict[str, dict]]:
     """Records by sample count, then configuration (the same configuration is measured at 100 and 300)."""
     cache: dict[int, dict[str, dict]] = {}
@@ -270,13 +281,7 @@ def main() -> None:
     args = parser.parse_args()
     from report import replace_block
 
-    torch.set_num_threads(args.threads)
-    from adm.evaluation.digits_judge import Judge
-    from adm.hub.download import ensure_artifact
-
-    judge = Judge.load(ensure_artifact("digits-judge"))
-    args.cache.parent.mkdir(parents=True, exist_ok=True)
-    cache = load_cache(args.cache)
+    judge, cache = judged_session(args.threads, args.cache)
     tables = {"targets": (target_configs(), args.target_samples), "interval": (interval_configs(), args.target_samples),
               "nfe": (nfe_configs(), args.grid_samples), "seeds": (seed_configs(), args.target_samples)}
     chosen = list(tables) if args.table == "all" else [args.table]

@@ -18,6 +18,7 @@ import torch
 
 from adm.core.distributed import Dist
 from adm.core.progress import ProgressFn, report
+from adm.core.signals import GracefulStop
 from adm.training.checkpoint import load_checkpoint
 from adm.training.config import CommonTrainConfig
 from adm.training.data import StreamPlan, stream_batches, to_model_input
@@ -25,7 +26,6 @@ from adm.training.metrics import MetricsLog, RunningSums
 from adm.training.resume import restore, save
 from adm.training.rundir import newest_checkpoint, open_run, write_run_config
 from adm.training.seeding import derive_seed
-from adm.training.signals import GracefulStop
 from adm.training.trainer import DeviceBatch, Task, Trainer, train_step
 
 MAX_BROKEN_MESSAGES = 10
