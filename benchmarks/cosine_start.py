@@ -123,7 +123,7 @@ def measure_precision(config: dict, num_samples: int, _judge) -> dict:
         x_T = PerSampleNoise.from_seeds(range(count)).randn((count, *nets.image_shape))
 
         def run(model, x):
-            denoiser = Denoiser(model, nets.schedule, nets.param, {"y": labels})
+            denoiser = Denoiser(model, nets.schedule, nets.adapter, {"y": labels})
             with torch.no_grad():
                 return plan.spec(denoiser, x, plan.sigmas, noise=None, options=plan.options)
 

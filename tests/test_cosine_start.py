@@ -28,7 +28,7 @@ def digits():
 def _solve(loaded, settings: SamplerSettings, x: torch.Tensor, network=None) -> torch.Tensor:
     plan = settings.plan(loaded.schedule)
     labels = torch.arange(len(x)) % 10
-    denoiser = Denoiser(network or loaded.model, loaded.schedule, loaded.parameterization, {"y": labels},
+    denoiser = Denoiser(network or loaded.model, loaded.schedule, loaded.adapter, {"y": labels},
                         clip_denoised=settings.clip_denoised)
     with torch.no_grad():
         return plan.spec(denoiser, x, plan.sigmas, noise=None, options=plan.options)

@@ -97,7 +97,6 @@ PLUGIN = '''
 import torch
 from pydantic import Field
 from adm.sampling.registry import SamplerOptions, SamplerSpec
-from adm.sampling.denoiser import to_variance_exploding, to_variance_preserving
 
 
 class EulerOptions(SamplerOptions):
@@ -105,13 +104,13 @@ class EulerOptions(SamplerOptions):
 
 
 def sample_euler(denoiser, x, sigmas, *, noise, callback=None, shrink=1.0):
-    x = to_variance_exploding(x, sigmas[0])
+    x = denoiser.from_state(x, sigmas[0])
     with torch.no_grad():
         for i in range(len(sigmas) - 1):
             s, s_next = float(sigmas[i]), float(sigmas[i + 1])
             denoised = denoiser(x, s)
             x = x + shrink * (s_next - s) * (x - denoised) / s
-    return to_variance_preserving(x, sigmas[-1])
+    return denoiser.to_state(x, sigmas[-1])
 
 
 EULER = SamplerSpec("euler", sample_euler, EulerOptions, description="Euler (a plugin)", spacing="karras")

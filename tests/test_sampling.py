@@ -13,7 +13,7 @@ import torch
 import golden
 from adm.compat.diffusion import create_gaussian_diffusion
 from adm.core.errors import UsageError
-from adm.diffusion import ModelMeanType, ModelVarType, Parameterization
+from adm.diffusion import EpsilonVP, ModelVarType
 from adm.diffusion.continuous import NoiseSchedule
 from adm.diffusion.grids import make_grid, respaced_grid
 from adm.models import NoisyClassifier, UNet
@@ -159,8 +159,8 @@ def test_sampling_api_ddim_guided_matches_original(nets):
     unet, classifier = nets
     io, case = golden.io(CASE), golden.case(CASE)
     schedule = NoiseSchedule.create("linear", 1000)
-    param = Parameterization(ModelMeanType.EPSILON, ModelVarType.LEARNED_RANGE)
-    guidance = ClassifierGuidance(classifier, io["y"], case["classifier_scale"])
+    param = EpsilonVP(ModelVarType.LEARNED_RANGE)
+    guidance = ClassifierGuidance(classifier, io["y"], case["classifier_scale"], schedule)
     denoiser = Denoiser(unet, schedule, param, {"y": io["y"]}, guidance, clip_denoised=True)
     sigmas = respaced_grid(schedule, case["ddim_respacing"])
     steps = []
@@ -180,7 +180,7 @@ def _toy_denoiser(schedule: str = "cosine") -> Denoiser:
         scale = 1.0 + t.float().view(-1, 1, 1, 1) / 1000
         return torch.cat([torch.tanh(x) * scale, torch.sin(x)], dim=1)
 
-    param = Parameterization(ModelMeanType.EPSILON, ModelVarType.LEARNED_RANGE)
+    param = EpsilonVP(ModelVarType.LEARNED_RANGE)
     return Denoiser(model, NoiseSchedule.create(schedule, 1000), param)
 
 

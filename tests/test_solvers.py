@@ -16,20 +16,32 @@ import pytest
 import torch
 
 from adm.core.errors import UsageError
-from adm.diffusion.continuous import NoiseSchedule
+from adm.diffusion.adapters import EpsilonVP
+from adm.diffusion.continuous import NoiseSchedule, per_sample, vp_scale
 from adm.diffusion.grids import respaced_grid
-from adm.diffusion.process import ModelMeanType, ModelVarType, Parameterization
+from adm.diffusion.process import ModelVarType
 from adm.sampling import BUILTIN, Denoiser, PerSampleNoise, ddim_step, ddpm_step, get_sampler
-from adm.sampling.denoiser import to_variance_exploding, to_variance_preserving
 from adm.sampling.samplers import sample_ddim, sample_ddpm, sample_dpmpp_2m_sde
 
 MU, S = 0.3, 0.5
 SIGMA_MAX, SIGMA_MIN = 80.0, 0.05
 
 
-def optimal_denoiser(x: torch.Tensor, sigma) -> torch.Tensor:
-    sigma = float(torch.as_tensor(sigma).reshape(-1)[0])
-    return MU + S**2 / (S**2 + sigma**2) * (x - MU)
+class OptimalDenoiser:
+    """The exact x_0 estimate of Gaussian data N(MU, S²), with a VP model's state scaling."""
+
+    def __call__(self, x: torch.Tensor, sigma) -> torch.Tensor:
+        sigma = float(torch.as_tensor(sigma).reshape(-1)[0])
+        return MU + S**2 / (S**2 + sigma**2) * (x - MU)
+
+    def to_state(self, x, sigma):
+        return x * per_sample(vp_scale(sigma), x)
+
+    def from_state(self, x, sigma):
+        return x / per_sample(vp_scale(sigma), x)
+
+
+optimal_denoiser = OptimalDenoiser()
 
 
 def exact(x_start_ve: torch.Tensor, sigma_end: float) -> torch.Tensor:
@@ -46,9 +58,9 @@ def seeded_noise(x: torch.Tensor) -> PerSampleNoise:
 
 def solve(name: str, levels: torch.Tensor, x_ve: torch.Tensor, callback=None, **options) -> torch.Tensor:
     spec = get_sampler(name)
-    x = to_variance_preserving(x_ve, levels[0])
+    x = optimal_denoiser.to_state(x_ve, levels[0])
     out = spec(optimal_denoiser, x, levels, noise=seeded_noise(x), callback=callback, options=spec.parse_options(options))
-    return to_variance_exploding(out, levels[-1])
+    return optimal_denoiser.from_state(out, levels[-1])
 
 
 def observed_order(name: str, **options) -> float:
@@ -94,7 +106,7 @@ def test_reverse_sde_samples_the_data_distribution():
         return torch.randn(x.shape, dtype=x.dtype, generator=generator)
 
     spec = get_sampler("dpm++2m-sde")
-    out = spec(optimal_denoiser, to_variance_preserving(x_T * SIGMA_MAX, levels[0]), levels, noise=noise)
+    out = spec(optimal_denoiser, optimal_denoiser.to_state(x_T * SIGMA_MAX, levels[0]), levels, noise=noise)
     assert float(out.mean()) == pytest.approx(MU, abs=0.02)
     assert float(out.std()) == pytest.approx(S, rel=0.03)
 
@@ -105,7 +117,7 @@ def test_a_grid_ending_at_zero_returns_the_denoised_image():
     for name in ("dpm++2m", "heun", "unipc"):
         steps = []
         spec = get_sampler(name)
-        x = to_variance_preserving(x_ve, levels[0])
+        x = optimal_denoiser.to_state(x_ve, levels[0])
         out = spec(optimal_denoiser, x, levels, noise=seeded_noise(x), callback=steps.append)
         assert steps[-1]["sigma_next"] == 0.0
         torch.testing.assert_close(out, steps[-1]["x"])
@@ -191,7 +203,7 @@ def _toy_denoiser() -> Denoiser:
     def model(x, t, y=None):
         return torch.cat([torch.tanh(x), torch.sin(x)], dim=1)
 
-    return Denoiser(model, NoiseSchedule.create("cosine", 1000), Parameterization(ModelMeanType.EPSILON, ModelVarType.LEARNED_RANGE))
+    return Denoiser(model, NoiseSchedule.create("cosine", 1000), EpsilonVP(ModelVarType.LEARNED_RANGE))
 
 
 @pytest.mark.parametrize("sampler", [sample_ddpm, sample_ddim, sample_dpmpp_2m_sde])

@@ -334,12 +334,13 @@ def test_training_presets_record_published_values():
 def test_the_losses_draw_no_noise_of_their_own():
     """Training noise comes from the trainer's generators (exact resume); a call without it is an error,
     not a silent draw from the global RNG."""
+    from adm.diffusion.adapters import EpsilonVP
     from adm.diffusion.continuous import NoiseSchedule
     from adm.diffusion.losses import calc_bpd_loop, training_losses
-    from adm.diffusion.process import LossType, ModelMeanType, ModelVarType, Parameterization
+    from adm.diffusion.process import LossType, ModelVarType
 
     process = NoiseSchedule.create("cosine", 8).chain(list(range(8)))
-    param = Parameterization(ModelMeanType.EPSILON, ModelVarType.FIXED_SMALL)
+    param = EpsilonVP(ModelVarType.FIXED_SMALL)
     x0, t = torch.zeros(1, 3, 2, 2), torch.tensor([1])
     with pytest.raises(TypeError, match="'noise'"):
         training_losses(process, param, LossType.MSE, lambda x, t: x, x0, t)

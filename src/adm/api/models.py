@@ -19,11 +19,18 @@ from torch import nn
 from adm.core.distributed import pick_device
 from adm.core.errors import UsageError
 from adm.core.progress import ProgressFn
-from adm.diffusion.continuous import NoiseSchedule
-from adm.diffusion.process import GaussianProcess, LossType, Parameterization
+from adm.diffusion.adapters import ModelAdapter
+from adm.diffusion.karras import Schedule
+from adm.diffusion.process import GaussianProcess, LossType
 from adm.hub.checkpoints import Signature, load_into, load_state_dict, signature
 from adm.presets import Preset, Registry, default_registry
-from adm.spec.factory import build_classifier, build_model, build_process, parameterization
+from adm.spec.factory import (
+    build_classifier,
+    build_model,
+    build_process,
+    noise_schedule,
+    parameterization,
+)
 from adm.spec.flags import (
     ClassifierFlags,
     ModelFlags,
@@ -55,7 +62,8 @@ class LoadedModel:
         return build_process(self.flags, respacing=self.respacing)[0]
 
     @property
-    def parameterization(self) -> Parameterization:
+    def adapter(self) -> ModelAdapter:
+        """How the network's output is read (``adm.diffusion.adapters``)."""
         return parameterization(self.flags)[0]
 
     @property
@@ -71,9 +79,9 @@ class LoadedModel:
         return self.flags.num_classes if self.flags.class_cond else None
 
     @cached_property
-    def schedule(self) -> NoiseSchedule:
-        """The network's training schedule in continuous time (what every sampler walks)."""
-        return NoiseSchedule.create(self.flags.noise_schedule, self.flags.diffusion_steps, self.flags.rescale_timesteps)
+    def schedule(self) -> Schedule:
+        """The noise levels the network was trained on, in continuous time (what every sampler walks)."""
+        return noise_schedule(self.flags)
 
 
 def default_device() -> torch.device:

@@ -24,6 +24,7 @@ from adm.sampling.choices import DEFAULT_SOLVER_STEPS
 from adm.sampling.precision import default_precision, precision_warnings, prepare
 from adm.sampling.registry import SamplerSpec, get_sampler
 from adm.sampling.settings import SamplerSettings, SamplingPlan
+from adm.spec.factory import default_sampler
 from adm.spec.flags import ModelFlags, SuperResFlags
 
 
@@ -44,7 +45,7 @@ class Setup:
         flags = self.loaded.flags
         superres = isinstance(flags, SuperResFlags)
         size = flags.large_size if superres else flags.image_size
-        return Networks(self.loaded.model, self.loaded.schedule, self.loaded.parameterization, self.loaded.device,
+        return Networks(self.loaded.model, self.loaded.schedule, self.loaded.adapter, self.loaded.device,
                         (3, size, size), flags.num_classes, flags.class_cond, self.loaded.classifier,
                         flags.small_size if superres else None)
 
@@ -68,18 +69,21 @@ def given_or(value, fallback):
 
 def choose_steps(flags: ModelFlags | SuperResFlags, preset: Preset | None, sampler: SamplerSpec, steps: str | None) -> tuple[str, str]:
     """(steps, the rule that chose them): ``steps``, else the flags' --timestep_respacing (the
-    original's samplers), else the preset's (when its sampler is of the same kind), else every
-    step of the model's chain (as the original) or 20 evaluations for a solver."""
+    original's samplers), else the preset's (when its sampler reads steps the same way), else
+    every step of the model's chain (as the original), one step for a sampler with its own grid
+    (``cm``) or 20 evaluations for a solver."""
     if steps:
         return steps, "--steps"
     if sampler.chain_only and flags.timestep_respacing:
         return flags.timestep_respacing, "the model flags' --timestep_respacing"
-    if preset is not None and get_sampler(preset.sampling.sampler).chain_only == sampler.chain_only:
+    if preset is not None and get_sampler(preset.sampling.sampler).steps_kind == sampler.steps_kind:
         return preset.sampling.steps, f"the default of the preset {preset.name}"
     if preset is not None and sampler.chain_only and preset.sampling.steps.isdigit():
         return preset.sampling.steps, f"the number of evaluations of the preset {preset.name}'s default"
     if sampler.chain_only:
         return str(flags.diffusion_steps), "every step of the model's chain (the original's default)"
+    if sampler.grid is not None:
+        return "1", f"one step ({sampler.name}'s default)"
     return DEFAULT_SOLVER_STEPS, f"the default for solvers ({DEFAULT_SOLVER_STEPS} evaluations)"
 
 
@@ -136,8 +140,8 @@ def resolve(
     scale = choice.scale
     if scale is None:
         scale = preset.classifier_scale if preset and preset.classifier_flags else (1.0 if weights.classifier_flags else 0.0)
-    sampler = get_sampler(choice.sampler or (preset.sampling.sampler if preset else "ddpm"))
     flags = weights.model_flags
+    sampler = get_sampler(choice.sampler or (preset.sampling.sampler if preset else default_sampler(flags)))
     _check_kind(preset, flags, upsampler, registry)
     device = torch.device(device if device is not None else (dist.device if dist else pick_device()))
     steps, rule = choose_steps(flags, preset, sampler, choice.steps)

@@ -23,13 +23,13 @@ import torch
 
 from adm.core.errors import UsageError
 from adm.diffusion import gaussian, losses, schedules
+from adm.diffusion.adapters import vp_adapter
 from adm.diffusion.process import (
     ARRAY_NAMES,
     GaussianProcess,
     LossType,
     ModelMeanType,
     ModelVarType,
-    Parameterization,
 )
 from adm.sampling import chain, guidance
 from adm.sampling.chain import ChainDenoiser
@@ -82,7 +82,7 @@ class GaussianDiffusion:
         self.model_var_type = model_var_type
         self.loss_type = loss_type
         self.rescale_timesteps = rescale_timesteps
-        self.param = Parameterization(model_mean_type, model_var_type)
+        self.adapter = vp_adapter(model_mean_type, model_var_type)
         self.num_timesteps = self.process.num_steps
         self.timestep_map = self.process.timestep_map.tolist()
         self.original_num_steps = self.process.original_num_steps
@@ -98,7 +98,7 @@ class GaussianDiffusion:
     def _denoiser(self, model, clip_denoised=True, denoised_fn=None, model_kwargs=None):
         kwargs = model_kwargs or {}
         model = self._unwrapped(model)
-        return ChainDenoiser(model, self.process, self.param, kwargs, clip_denoised, denoised_fn)
+        return ChainDenoiser(model, self.process, self.adapter, kwargs, clip_denoised, denoised_fn)
 
     def _scale_timesteps(self, t):
         """What the original hands the model for chain indices ``t`` (before any ``_wrap_model``):
@@ -245,14 +245,14 @@ class GaussianDiffusion:
         if noise is None:  # the original draws from the global RNG here
             noise = torch.randn_like(x_start)
         return losses.training_losses(
-            self.process, self.param, self.loss_type, self._unwrapped(model), x_start, t, noise=noise,
+            self.process, self.adapter, self.loss_type, self._unwrapped(model), x_start, t, noise=noise,
             model_kwargs=model_kwargs,
         )
 
     def _vb_terms_bpd(self, model, x_start, x_t, t, clip_denoised=True, model_kwargs=None):
         output = self._unwrapped(model)(x_t, self.process.model_timesteps(t), **(model_kwargs or {}))
         terms, pred = losses.vb_terms_bpd(
-            self.process, self.param, output, x_start, x_t, t, clip_denoised=clip_denoised
+            self.process, self.adapter, output, x_start, x_t, t, clip_denoised=clip_denoised
         )
         return {"output": terms, "pred_xstart": pred.pred_xstart}
 
@@ -261,7 +261,7 @@ class GaussianDiffusion:
 
     def calc_bpd_loop(self, model, x_start, clip_denoised=True, model_kwargs=None):
         return losses.calc_bpd_loop(
-            self.process, self.param, self._unwrapped(model), x_start, clip_denoised=clip_denoised,
+            self.process, self.adapter, self._unwrapped(model), x_start, clip_denoised=clip_denoised,
             model_kwargs=model_kwargs, noise_fn=torch.randn_like,  # the original's global RNG
         )
 
@@ -332,12 +332,12 @@ def create_gaussian_diffusion(
         learn_sigma=learn_sigma, diffusion_steps=steps, noise_schedule=noise_schedule, use_kl=use_kl,
         predict_xstart=predict_xstart, rescale_learned_sigmas=rescale_learned_sigmas, sigma_small=sigma_small,
     )
-    param, loss_type = parameterization(flags)
+    adapter, loss_type = parameterization(flags)
     return SpacedDiffusion(
         use_timesteps=space_timesteps(steps, timestep_respacing or [steps]),
         betas=get_named_beta_schedule(noise_schedule, steps),
-        model_mean_type=param.mean,
-        model_var_type=param.variance,
+        model_mean_type=adapter.mean_type,
+        model_var_type=adapter.variance,
         loss_type=loss_type,
         rescale_timesteps=rescale_timesteps,
     )

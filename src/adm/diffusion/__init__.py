@@ -7,6 +7,17 @@ the sampler registry reads for ``adm --help``, loads without torch.
 from adm.core.lazy import lazy_exports
 
 _SUBMODULE = {  # name -> the submodule that defines it
+    "ModelAdapter": "adapters",
+    "VPAdapter": "adapters",
+    "EpsilonVP": "adapters",
+    "StartXVP": "adapters",
+    "VelocityVP": "adapters",
+    "PreviousXVP": "adapters",
+    "EDM": "adapters",
+    "ConsistencyBoundary": "adapters",
+    "vp_adapter": "adapters",
+    "NoiseSchedule": "continuous",
+    "KarrasSchedule": "karras",
     "Prediction": "gaussian",
     "p_mean_variance": "gaussian",
     "predict_eps_from_xstart": "gaussian",
@@ -22,7 +33,6 @@ _SUBMODULE = {  # name -> the submodule that defines it
     "LossType": "process",
     "ModelMeanType": "process",
     "ModelVarType": "process",
-    "Parameterization": "process",
     "extract": "process",
     "beta_schedule": "schedules",
     "respace": "schedules",

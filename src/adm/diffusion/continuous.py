@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import ClassVar
 
 import torch
 
@@ -52,6 +53,7 @@ class NoiseSchedule:
     betas: Tensor
     rescale_timesteps: bool = False
     _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    discrete: ClassVar[bool] = True  # has the original's chain of integer timesteps
 
     def __post_init__(self):
         betas = torch.as_tensor(self.betas, dtype=torch.float64, device="cpu")
@@ -81,6 +83,10 @@ class NoiseSchedule:
     @property
     def sigma_min(self) -> float:
         return math.exp(float(self.log_sigmas[0]))
+
+    @property
+    def log_sigma_min(self) -> Tensor:
+        return self.log_sigmas[0]
 
     @property
     def sigma_max(self) -> float:
@@ -128,6 +134,21 @@ class NoiseSchedule:
     def model_timesteps(self, tau: Tensor) -> Tensor:
         """What the network is conditioned on at network time τ (rescaled to [0, 1000) if asked)."""
         return tau * (1000.0 / self.num_steps) if self.rescale_timesteps else tau
+
+    def network_time(self, sigma: Tensor) -> Tensor:
+        """The timestep input of a network trained on this schedule at noise levels σ (float64)."""
+        return self.model_timesteps(self.tau_at(sigma))
+
+    @staticmethod
+    def state_scale(sigma: Tensor | float) -> Tensor:
+        """A sampler's state is ADM's x_t = √ᾱ·(x_0 + σ·ε): the factor √ᾱ = 1/√(1 + σ²)."""
+        return vp_scale(sigma)
+
+    @staticmethod
+    def prior_std(sigma: float) -> float:
+        """The standard deviation of pure noise at the grid's top, in the state's scaling: the
+        original starts from x_T = z (√(1 − ᾱ_T) ≈ 1)."""
+        return 1.0
 
     def chain(self, timesteps: list[int]) -> GaussianProcess:
         """The discrete chain walking only ``timesteps`` (the original's respacing, exactly)."""

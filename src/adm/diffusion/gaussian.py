@@ -9,18 +9,11 @@ float32 (``extract``), exactly as guided-diffusion does, so the float32 results 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
-from adm.core.errors import UsageError
-from adm.diffusion.process import (
-    GaussianProcess,
-    ModelMeanType,
-    ModelVarType,
-    Parameterization,
-    extract,
-)
+from adm.diffusion.process import GaussianProcess, ModelVarType, extract
 
 Tensor = torch.Tensor
 
@@ -96,25 +89,9 @@ def predict_xstart_from_xprev(
     )
 
 
-def split_model_output(param: Parameterization, model_output: Tensor, x: Tensor):
-    """(mean part, variance part or None) of a raw output; checks the channel count."""
-    channels = x.shape[1]
-    expected = 2 * channels if param.learns_variance else channels
-    if model_output.shape != (x.shape[0], expected, *x.shape[2:]):
-        raise UsageError(
-            f"model output has shape {tuple(model_output.shape)}, expected "
-            f"{(x.shape[0], expected, *x.shape[2:])} for {param.variance.name} variance",
-            hint="check learn_sigma: it must match the checkpoint",
-        )
-    if param.learns_variance:
-        mean_part, var_part = torch.split(model_output, channels, dim=1)
-        return mean_part, var_part
-    return model_output, None
-
-
 def p_mean_variance(
     process: GaussianProcess,
-    param: Parameterization,
+    adapter: Any,  # an adm.diffusion.adapters.VPAdapter (which imports this module)
     model_output: Tensor,
     x: Tensor,
     t: Tensor,
@@ -126,23 +103,23 @@ def p_mean_variance(
     Variance: LEARNED reads log sigma^2; LEARNED_RANGE interpolates
     log sigma^2 = frac·log beta_t + (1 − frac)·log beta~_t with frac = (v + 1)/2 (v not clamped);
     FIXED_SMALL is beta~_t; FIXED_LARGE is beta_t (beta~_1 at t = 0).
-    Mean: x_0 is predicted (from eps, directly, or from x_{t−1}), passed through ``denoised_fn``
-    and clamped to [-1, 1] if ``clip_denoised``; the mean is then the posterior mean given that
-    x_0 (or the raw output for PREVIOUS_X).
+    Mean: the adapter predicts x_0 (from eps, directly, from v or from x_{t−1}), which is passed
+    through ``denoised_fn`` and clamped to [-1, 1] if ``clip_denoised``; the mean is then the
+    posterior mean given that x_0 (or the raw output for PREVIOUS_X).
     """
     p = process.on(x.device)
-    output, var_values = split_model_output(param, model_output, x)
+    output, var_values = adapter.split(model_output, x)
 
-    if param.variance == ModelVarType.LEARNED:
+    if adapter.variance == ModelVarType.LEARNED:
         log_variance = var_values
         variance = torch.exp(log_variance)
-    elif param.variance == ModelVarType.LEARNED_RANGE:
+    elif adapter.variance == ModelVarType.LEARNED_RANGE:
         min_log = extract(p.posterior_log_variance_clipped, t, x)
         max_log = extract(p.log_betas, t, x)
         frac = (var_values + 1) / 2
         log_variance = frac * max_log + (1 - frac) * min_log
         variance = torch.exp(log_variance)
-    elif param.variance == ModelVarType.FIXED_LARGE:
+    elif adapter.variance == ModelVarType.FIXED_LARGE:
         variance = extract(p.fixed_large_variance, t, x)
         log_variance = extract(p.fixed_large_log_variance, t, x)
     else:
@@ -154,13 +131,5 @@ def p_mean_variance(
             x0 = denoised_fn(x0)
         return x0.clamp(-1, 1) if clip_denoised else x0
 
-    if param.mean == ModelMeanType.PREVIOUS_X:
-        pred_xstart = process_xstart(predict_xstart_from_xprev(p, x, t, output))
-        mean = output
-    else:
-        if param.mean == ModelMeanType.START_X:
-            pred_xstart = process_xstart(output)
-        else:
-            pred_xstart = process_xstart(predict_xstart_from_eps(p, x, t, output))
-        mean, _, _ = q_posterior_mean_variance(p, pred_xstart, x, t)
+    mean, pred_xstart = adapter.chain_prediction(p, output, x, t, process_xstart)
     return Prediction(mean, variance, log_variance, pred_xstart)

@@ -15,7 +15,9 @@ which keeps its own levels so that it stays bit-exact.
   levels exactly at the kept integer timesteps — what ``ddpm`` and ``ddim`` walk;
 * ``uniform_time_grid``: equal steps in network time τ (DPM-Solver's "time_uniform");
 * ``uniform_logsnr_grid``: equal steps in λ = −log σ (DPM-Solver's "logSNR");
-* ``karras_grid``: Karras et al.'s ρ = 7 spacing, dense at low noise.
+* ``karras_grid``: Karras et al.'s ρ = 7 spacing, dense at low noise;
+* ``karras_index_grid``: chosen levels of a Karras grid, as consistency models are sampled
+  (consistency_models' ``--ts 0,22,39`` of ``--steps 40``); ``consistency_grid`` reads ``--steps``.
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ def uniform_time_grid(schedule: NoiseSchedule, n: int, sigma_max: float | None =
 def uniform_logsnr_grid(schedule: NoiseSchedule, n: int, sigma_max: float | None = None) -> Tensor:
     _check_count(n)
     hi = torch.tensor(_top(schedule, sigma_max), dtype=torch.float64).log()
-    lo = schedule.log_sigmas[0]
+    lo = schedule.log_sigma_min
     log_sigmas = torch.linspace(float(hi), float(lo), n, dtype=torch.float64) if n > 1 else hi.view(1)
     return _with_zero(log_sigmas.exp())
 
@@ -94,6 +96,49 @@ def karras_grid(schedule: NoiseSchedule, n: int, sigma_max: float | None = None,
     lo = schedule.sigma_min ** (1 / rho)
     ramp = torch.linspace(0, 1, n, dtype=torch.float64) if n > 1 else torch.zeros(1, dtype=torch.float64)
     return _with_zero((hi + ramp * (lo - hi)) ** rho)
+
+
+def karras_index_grid(schedule, indices: list[int], n: int, sigma_max: float | None = None) -> Tensor:
+    """The levels at ``indices`` of an ``n``-level Karras grid (index 0 = the top, n − 1 = σ_min).
+
+    Index n − 1 (σ_min, where a consistency model is the identity) is the clean image: it becomes
+    the grid's trailing 0, so it costs no evaluation. A ``sigma_max`` below the top (an edit)
+    starts there and keeps the levels under it.
+    """
+    if n < 2:
+        raise UsageError(f"a Karras grid needs at least 2 levels, got {n}")
+    if not indices or any(b <= a for a, b in zip(indices, indices[1:], strict=False)):
+        raise UsageError(f"step indices {','.join(map(str, indices))} must be increasing", "e.g. --steps 0,22,39")
+    if indices[0] < 0 or indices[-1] > n - 1:
+        raise UsageError(f"step indices must lie in 0..{n - 1} (the Karras grid has {n} levels)",
+                         "change them or the sampler option karras_steps")
+    levels = karras_grid(schedule, n)[:-1]
+    chosen = [float(levels[i]) for i in indices if i < n - 1]
+    if sigma_max is not None:
+        top = _top(schedule, sigma_max)
+        chosen = [top] + [s for s in chosen if s < top]
+    return _with_zero(torch.tensor(chosen, dtype=torch.float64))
+
+
+def consistency_grid(schedule, steps: str, n: int, sigma_max: float | None = None) -> Tensor:
+    """``--steps`` of the consistency sampler: a comma list of indices into an ``n``-level Karras
+    grid (consistency_models' ``--ts``), or a number K of evaluations: the top alone for K = 1,
+    else K indices spread evenly over the grid."""
+    text = steps.strip()
+    if text.isdigit():
+        count = int(text)
+        _check_count(count)
+        if count >= n:
+            raise UsageError(f"--steps {count} needs a Karras grid of more than {n} levels",
+                             f"raise the sampler option karras_steps above {count}")
+        indices = [round(k * (n - 1) / count) for k in range(count)]
+    else:
+        try:
+            indices = [int(part) for part in text.split(",") if part.strip()]
+        except ValueError:
+            raise UsageError(f"--steps {steps!r}: the consistency sampler takes a number of steps or the "
+                             "reference's index list", "e.g. --steps 1 or --steps 0,22,39") from None
+    return karras_index_grid(schedule, indices, n, sigma_max)
 
 
 def make_grid(

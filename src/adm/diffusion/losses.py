@@ -11,15 +11,15 @@ from collections.abc import Callable
 
 import torch
 
+from adm.diffusion.adapters import VPAdapter
 from adm.diffusion.gaussian import (
     p_mean_variance,
     predict_eps_from_xstart,
     q_mean_variance,
     q_posterior_mean_variance,
     q_sample,
-    split_model_output,
 )
-from adm.diffusion.process import GaussianProcess, LossType, ModelMeanType, Parameterization
+from adm.diffusion.process import GaussianProcess, LossType
 
 Tensor = torch.Tensor
 ModelFn = Callable[..., Tensor]  # model_fn(x_t, model_timesteps, **model_kwargs) -> raw output
@@ -71,7 +71,7 @@ def discretized_gaussian_log_likelihood(x: Tensor, *, means: Tensor, log_scales:
 
 def vb_terms_bpd(
     process: GaussianProcess,
-    param: Parameterization,
+    adapter: VPAdapter,
     model_output: Tensor,
     x_start: Tensor,
     x_t: Tensor,
@@ -84,7 +84,7 @@ def vb_terms_bpd(
     −log p(x_0 | x_1) where t == 0.
     """
     true_mean, _, true_log_variance = q_posterior_mean_variance(process, x_start, x_t, t)
-    pred = p_mean_variance(process, param, model_output, x_t, t, clip_denoised=clip_denoised)
+    pred = p_mean_variance(process, adapter, model_output, x_t, t, clip_denoised=clip_denoised)
     kl = mean_flat(normal_kl(true_mean, true_log_variance, pred.mean, pred.log_variance)) / _LN2
     decoder_nll = -discretized_gaussian_log_likelihood(
         x_start, means=pred.mean, log_scales=0.5 * pred.log_variance
@@ -95,7 +95,7 @@ def vb_terms_bpd(
 
 def training_losses(
     process: GaussianProcess,
-    param: Parameterization,
+    adapter: VPAdapter,
     loss_type: LossType,
     model_fn: ModelFn,
     x0: Tensor,
@@ -109,7 +109,7 @@ def training_losses(
     ``noise`` is the ε of ``x_t``, drawn by the caller from its own generator (no global RNG).
 
     KL / RESCALED_KL: the bound term itself (times T for RESCALED_KL).
-    MSE / RESCALED_MSE: ``mse`` against eps, x_0 or the posterior mean; with a learned variance
+    MSE / RESCALED_MSE: ``mse`` against the adapter's target (eps, x_0, v or the posterior mean); with a learned variance
     the hybrid loss adds ``vb``, computed with the mean output frozen (detached) so L_vlb only
     trains the variance (times T/1000 for RESCALED_MSE).
     """
@@ -120,25 +120,20 @@ def training_losses(
 
     if loss_type.is_vb():
         output = model_fn(x_t, model_t, **model_kwargs)
-        terms["loss"], _ = vb_terms_bpd(process, param, output, x0, x_t, t, clip_denoised=False)
+        terms["loss"], _ = vb_terms_bpd(process, adapter, output, x0, x_t, t, clip_denoised=False)
         if loss_type == LossType.RESCALED_KL:
             terms["loss"] = terms["loss"] * process.num_steps
         return terms
 
     output = model_fn(x_t, model_t, **model_kwargs)
-    mean_output, var_values = split_model_output(param, output, x_t)
+    mean_output, var_values = adapter.split(output, x_t)
     if var_values is not None:
         frozen = torch.cat([mean_output.detach(), var_values], dim=1)
-        terms["vb"], _ = vb_terms_bpd(process, param, frozen, x0, x_t, t, clip_denoised=False)
+        terms["vb"], _ = vb_terms_bpd(process, adapter, frozen, x0, x_t, t, clip_denoised=False)
         if loss_type == LossType.RESCALED_MSE:
             terms["vb"] = terms["vb"] * (process.num_steps / 1000.0)
 
-    if param.mean == ModelMeanType.PREVIOUS_X:
-        target = q_posterior_mean_variance(process, x0, x_t, t)[0]
-    elif param.mean == ModelMeanType.START_X:
-        target = x0
-    else:
-        target = noise
+    target = adapter.chain_target(process, x0, x_t, t, noise)
     terms["mse"] = mean_flat((target - mean_output) ** 2)
     terms["loss"] = terms["mse"] + terms["vb"] if "vb" in terms else terms["mse"]
     return terms
@@ -155,7 +150,7 @@ def prior_bpd(process: GaussianProcess, x_start: Tensor) -> Tensor:
 
 def calc_bpd_loop(
     process: GaussianProcess,
-    param: Parameterization,
+    adapter: VPAdapter,
     model_fn: ModelFn,
     x_start: Tensor,
     clip_denoised: bool = True,
@@ -179,7 +174,7 @@ def calc_bpd_loop(
         x_t = q_sample(process, x_start, t, noise)
         with torch.no_grad():
             output = model_fn(x_t, process.model_timesteps(t), **model_kwargs)
-            terms, pred = vb_terms_bpd(process, param, output, x_start, x_t, t, clip_denoised)
+            terms, pred = vb_terms_bpd(process, adapter, output, x_start, x_t, t, clip_denoised)
         vb.append(terms)
         xstart_mse.append(mean_flat((pred.pred_xstart - x_start) ** 2))
         eps = predict_eps_from_xstart(process, x_t, t, pred.pred_xstart)

@@ -26,6 +26,7 @@ class ModelMeanType(enum.Enum):
     PREVIOUS_X = "previous_x"  # the posterior mean mu(x_t, x_0) directly
     START_X = "x0"  # x_0
     EPSILON = "epsilon"  # the noise eps in x_t = sqrt(abar) x_0 + sqrt(1 - abar) eps
+    VELOCITY = "v"  # v = sqrt(abar) eps - sqrt(1 - abar) x_0 (an extension: not in the original)
 
 
 class ModelVarType(enum.Enum):
@@ -45,19 +46,6 @@ class LossType(enum.Enum):
 
     def is_vb(self) -> bool:
         return self in (LossType.KL, LossType.RESCALED_KL)
-
-
-@dataclass(frozen=True)
-class Parameterization:
-    """How a raw network output is read: mean type and variance type."""
-
-    mean: ModelMeanType = ModelMeanType.EPSILON
-    variance: ModelVarType = ModelVarType.FIXED_LARGE
-
-    @property
-    def learns_variance(self) -> bool:
-        """True when the network outputs 2C channels (mean part, variance part)."""
-        return self.variance in (ModelVarType.LEARNED, ModelVarType.LEARNED_RANGE)
 
 
 # Derived float64 arrays, all of shape [num_steps].

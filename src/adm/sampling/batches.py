@@ -19,8 +19,9 @@ import torch
 from adm.core.errors import UsageError
 from adm.data.images import ImageCollection
 from adm.data.pixels import from_uint8, to_uint8
+from adm.diffusion.adapters import ModelAdapter
 from adm.diffusion.continuous import NoiseSchedule
-from adm.diffusion.process import Parameterization
+from adm.diffusion.karras import Schedule
 from adm.sampling.noise import PerSampleNoise
 from adm.sampling.precision import network_call
 from adm.sampling.run import run_sampler
@@ -33,14 +34,21 @@ class Networks:
     """The networks of a run and the facts about them a producer needs."""
 
     model: torch.nn.Module
-    schedule: NoiseSchedule
-    param: Parameterization
+    schedule: Schedule
+    adapter: ModelAdapter
     device: torch.device
     image_shape: tuple[int, int, int]  # what the model generates, (C, H, W)
     num_classes: int
     class_cond: bool
     classifier: torch.nn.Module | None = None
     low_res_size: int | None = None  # upsamplers: the side of the images they condition on
+    classifier_schedule: NoiseSchedule | None = None  # the classifier's training schedule (None: the model's)
+
+    def start_noise(self, noise: PerSampleNoise, count: int, sigma: float) -> torch.Tensor:
+        """Pure noise at the grid's top level ``sigma``, in the model's state scaling."""
+        x = noise.randn((count, *self.image_shape), device=self.device)
+        scale = self.schedule.prior_std(sigma)
+        return x if scale == 1.0 else x * scale
 
 
 @dataclass(frozen=True)
@@ -102,14 +110,15 @@ def sample_batch(
     if labels is None and plan.needs_labels(nets.class_cond):
         labels = labels_for(classes, indices, nets.num_classes, generators)
     noise = PerSampleNoise(generators)
-    x = start(noise, labels) if start is not None else noise.randn((len(indices), *nets.image_shape), device=nets.device)
+    x = start(noise, labels) if start is not None else nets.start_noise(noise, len(indices), float(plan.sigmas[0]))
     model_kwargs = dict(extra_kwargs or {})
     if nets.class_cond:
         model_kwargs["y"] = labels.to(nets.device)
     x0 = run_sampler(
-        network_call(nets.model, nets.device, settings.precision), nets.schedule, nets.param, plan, x, noise,
+        network_call(nets.model, nets.device, settings.precision), nets.schedule, nets.adapter, plan, x, noise,
         model_kwargs=model_kwargs,
         classifier=network_call(nets.classifier, nets.device, settings.precision, inference=False) if guided else None,
+        classifier_schedule=nets.classifier_schedule,
         labels=labels.to(nets.device) if labels is not None else None,
         callback=callback, denoised_fn=denoised_fn, sampler=sampler,
     )

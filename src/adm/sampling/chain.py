@@ -19,8 +19,9 @@ from typing import NamedTuple
 
 import torch
 
+from adm.diffusion.adapters import VPAdapter
 from adm.diffusion.gaussian import Prediction, p_mean_variance, predict_eps_from_xstart
-from adm.diffusion.process import GaussianProcess, Parameterization, extract
+from adm.diffusion.process import GaussianProcess, extract
 from adm.sampling.guidance import CondFn, condition_mean, condition_score, guidance_gradient
 from adm.sampling.noise import NoiseSource
 
@@ -30,7 +31,7 @@ ModelFn = Callable[..., torch.Tensor]
 
 @dataclass
 class ChainDenoiser:
-    """A network bound to a discrete diffusion process and its output parameterisation.
+    """A network bound to a discrete diffusion process and its (VP) model adapter.
 
     ``model`` is called as ``model(x, process.model_timesteps(t), **model_kwargs)``;
     ``clip_denoised`` clamps the x_0 estimate to [-1, 1] (after ``denoised_fn``, if any).
@@ -38,7 +39,7 @@ class ChainDenoiser:
 
     model: ModelFn
     process: GaussianProcess
-    param: Parameterization
+    adapter: VPAdapter
     model_kwargs: dict = field(default_factory=dict)
     clip_denoised: bool = True
     denoised_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
@@ -48,7 +49,7 @@ class ChainDenoiser:
         output = self.model(x, self.process.model_timesteps(t), **self.model_kwargs)
         prediction = p_mean_variance(
             self.process,
-            self.param,
+            self.adapter,
             output,
             x,
             t,

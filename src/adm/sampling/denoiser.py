@@ -1,10 +1,13 @@
 """The one denoiser interface every sampler gets: the x_0 estimate at any noise level σ.
 
-``Denoiser(x, sigma)`` takes x in the variance-exploding form x = x_0 + σ·ε (see
-``adm.diffusion.continuous``) and returns the network's estimate of x_0, classifier-guided in
-score form and clipped or thresholded, for any σ on the model's schedule. It is the only place
-that converts to the network's own input (ADM's x_t and timestep), reads the raw output's
-channels, applies guidance and corrects x_0, so a sampler is plain numerics on (x, σ) pairs.
+``Denoiser(x, sigma)`` takes x in the variance-exploding form x = x_0 + σ·ε and returns the
+network's estimate of x_0, classifier-guided in score form and clipped or thresholded, for any σ
+on the model's schedule. The model adapter (``adm.diffusion.adapters``) reads the network's
+output, the schedule says what time the network is told (``Schedule.network_time``), so a sampler
+is plain numerics on (x, σ) pairs for every family.
+
+A sampler's state is in the model's own scaling (``to_state`` / ``from_state``): ADM's
+x_t = √ᾱ·(x_0 + σ·ε) for VP models, x_0 + σ·ε itself for EDM and consistency models.
 
 The original's discrete samplers need more than x_0 (the learned variance, the exact float32
 operation order of their chain): ``chain`` gives them the ``ChainDenoiser`` of the respaced
@@ -20,9 +23,9 @@ from typing import Any
 import torch
 
 from adm.core.errors import UsageError
-from adm.diffusion.continuous import NoiseSchedule, per_sample, vp_scale
-from adm.diffusion.gaussian import split_model_output
-from adm.diffusion.process import ModelMeanType, Parameterization
+from adm.diffusion.adapters import ModelAdapter, VPAdapter
+from adm.diffusion.continuous import per_sample
+from adm.diffusion.karras import Schedule
 from adm.sampling.chain import ChainDenoiser
 from adm.sampling.guidance import ClassifierGuidance, CondFn
 
@@ -38,30 +41,20 @@ def dynamic_threshold(x0: Tensor, quantile: float) -> Tensor:
     return x0.clamp(-s, s) / s
 
 
-def to_variance_exploding(x_t: Tensor, sigma: Tensor | float) -> Tensor:
-    """ADM's x_t at level σ → x_0 + σ·ε (divide by √ᾱ)."""
-    return x_t / per_sample(vp_scale(sigma), x_t)
-
-
-def to_variance_preserving(x: Tensor, sigma: Tensor | float) -> Tensor:
-    """x_0 + σ·ε → ADM's x_t = √ᾱ·(x_0 + σ·ε)."""
-    return x * per_sample(vp_scale(sigma), x)
-
-
 @dataclass(frozen=True)
 class Denoiser:
-    """A network bound to its training schedule, guidance and x_0 correction.
+    """A network bound to its schedule, its adapter, guidance and x_0 correction.
 
-    ``network(x_t, timesteps, **model_kwargs)`` is the raw model (the precision wrapper already
-    applied): eps or x_0 prediction, with the learned-variance channels, if any, after them.
+    ``network(x_in, time, **model_kwargs)`` is the raw model (the precision wrapper already
+    applied); ``adapter`` reads its output (``adm.diffusion.adapters``).
     ``clip_denoised`` clamps x_0 to [-1, 1]; ``threshold`` (a quantile, e.g. 0.995) replaces
     that with dynamic thresholding. Both act after guidance, so the guided x_0 stays in range.
     ``denoised_fn`` transforms x_0 just before that (inpainting puts the known pixels there).
     """
 
     network: ModelFn
-    schedule: NoiseSchedule
-    param: Parameterization
+    schedule: Schedule
+    adapter: ModelAdapter
     model_kwargs: Mapping[str, Any] = field(default_factory=dict)
     guidance: ClassifierGuidance | None = None
     clip_denoised: bool = True
@@ -73,19 +66,19 @@ class Denoiser:
         sigma = torch.as_tensor(sigma, dtype=torch.float64).cpu()
         if sigma.ndim == 0:
             sigma = sigma.expand(x.shape[0])
-        tau = self.schedule.tau_at(sigma)
-        t_model = self.schedule.model_timesteps(tau).to(device=x.device, dtype=torch.float32)
-        x_t = to_variance_preserving(x, sigma)
-        head, _ = split_model_output(self.param, self.network(x_t, t_model, **self.model_kwargs), x)
-        if self.param.mean == ModelMeanType.EPSILON:
-            x0 = x - per_sample(sigma, x) * head.to(x.dtype)
-        elif self.param.mean == ModelMeanType.START_X:
-            x0 = head.to(x.dtype)
-        else:
-            raise UsageError("a model that predicts the previous x can only be sampled with ddpm or ddim")
+        time = self.schedule.network_time(sigma).to(device=x.device, dtype=torch.float32)
+        x0, _, _ = self.adapter.denoise(self.network, time, x, sigma, **self.model_kwargs)
         if self.guidance is not None:
-            x0 = self.guidance.shift_denoised(x0, x_t, t_model, sigma)
+            x0 = self.guidance.shift_denoised(x0, x, sigma)
         return self.correct(x0)
+
+    def to_state(self, x: Tensor, sigma: Tensor | float) -> Tensor:
+        """x_0 + σ·ε → the sampler's state in the model's scaling (ADM's x_t for VP models)."""
+        return x * per_sample(self.schedule.state_scale(sigma), x)
+
+    def from_state(self, x: Tensor, sigma: Tensor | float) -> Tensor:
+        """The sampler's state at level σ → x_0 + σ·ε (what the solvers integrate)."""
+        return x / per_sample(self.schedule.state_scale(sigma), x)
 
     def correct(self, x0: Tensor) -> Tensor:
         if self.denoised_fn is not None:
@@ -102,6 +95,9 @@ class Denoiser:
         own betas, so it is bit-for-bit the original's respaced chain.
         """
         sigmas = torch.as_tensor(sigmas, dtype=torch.float64)
+        if not self.schedule.discrete or not isinstance(self.adapter, VPAdapter):
+            raise UsageError("ddpm and ddim walk a discrete Gaussian chain, and this model has none",
+                             "use a solver (dpm++2m, unipc, heun, ...)")
         if sigmas.numel() < 2 or float(sigmas[-1]) != 0.0:
             raise UsageError("ddpm and ddim end at the clean image: their grid must end with sigma 0")
         taus = self.schedule.tau_at(sigmas[:-1])
@@ -112,7 +108,7 @@ class Denoiser:
             )
         process = self.schedule.chain(sorted(int(k) for k in kept))
         denoiser = ChainDenoiser(
-            self.network, process, self.param, dict(self.model_kwargs), self.clip_denoised, self._chain_denoised_fn()
+            self.network, process, self.adapter, dict(self.model_kwargs), self.clip_denoised, self._chain_denoised_fn()
         )
         return denoiser, (self.guidance.gradient if self.guidance is not None else None)
 

@@ -34,7 +34,6 @@ import torch
 from adm.core.errors import UsageError
 from adm.data.images import ImageCollection
 from adm.data.pixels import from_uint8, to_uint8
-from adm.diffusion.continuous import vp_scale
 from adm.diffusion.gaussian import predict_eps_from_xstart, q_sample
 from adm.diffusion.process import extract
 from adm.sampling.batches import Networks, Produced, grouped_columns, sample_batch
@@ -64,7 +63,7 @@ def ddim_invert(nets: Networks, x0: Tensor, sigmas: Tensor, labels: Tensor | Non
     """
     model = network_call(nets.model, nets.device, precision)
     kwargs = {"y": labels.to(nets.device)} if nets.class_cond else {}
-    denoiser = Denoiser(model, nets.schedule, nets.param, kwargs, clip_denoised=False)
+    denoiser = Denoiser(model, nets.schedule, nets.adapter, kwargs, clip_denoised=False)
     chain, _ = denoiser.chain(sigmas)
     process = chain.process.on(x0.device)
     x = x0
@@ -83,10 +82,11 @@ def ddim_invert(nets: Networks, x0: Tensor, sigmas: Tensor, labels: Tensor | Non
     return x
 
 
-def _noised(x0: Tensor, sigma: float, eps: Tensor) -> Tensor:
-    """ADM's x_t of clean ``x0`` at level σ: √ᾱ·x_0 + √(1 − ᾱ)·ε."""
-    alpha = float(vp_scale(sigma))
-    return alpha * x0 + (1 - alpha * alpha) ** 0.5 * eps
+def _noised(nets: Networks, x0: Tensor, sigma: float, eps: Tensor) -> Tensor:
+    """Clean ``x0`` noised to level σ in the model's state scaling: s·(x_0 + σ·ε) (ADM's
+    x_t = √ᾱ·x_0 + √(1 − ᾱ)·ε for VP models, x_0 + σ·ε for EDM and consistency models)."""
+    scale = float(nets.schedule.state_scale(sigma))
+    return scale * x0 + (scale * sigma) * eps
 
 
 def known_region(known: Tensor, mask: Tensor):
@@ -187,7 +187,7 @@ class EditProducer:
                 x = ddim_invert(self.nets, x0, self.plan.sigmas, source if source is not None else labels,
                                 self.plan.settings.precision, self.settings.invert_iterations)
             else:
-                x = _noised(x0, sigma0, noise.randn(x0.shape, device=self.nets.device))
+                x = _noised(self.nets, x0, sigma0, noise.randn(x0.shape, device=self.nets.device))
             latents.append(x)
             return x
 

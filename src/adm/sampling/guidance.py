@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from adm.diffusion.continuous import per_sample, vp_scale
+from adm.diffusion.continuous import NoiseSchedule, per_sample, vp_scale
 from adm.diffusion.gaussian import (
     Prediction,
     predict_eps_from_xstart,
@@ -89,48 +89,56 @@ def condition_score(
 class ClassifierGuidance:
     """s·∇ log p(y | x_t) of a noisy classifier, applied where lo ≤ τ/T ≤ hi.
 
-    ``classifier(x_t, model_timesteps) -> logits`` sees ADM's x_t and the timesteps it was trained
-    with; ``timestep_scale`` converts those back to network time τ (1000/T when the schedule
-    rescales timesteps, else 1) so the interval is read in fractions of the schedule's T.
+    ``classifier(x_t, time) -> logits`` sees ADM's x_t and the timesteps it was trained with:
+    ``schedule`` is the classifier's own training schedule, which maps any σ to its time (for a
+    VP model it is the model's schedule; an EDM model is guided through the σ ↔ t map of the
+    classifier's). The interval is read in fractions of that schedule's T.
     """
 
     classifier: Callable[[Tensor, Tensor], Tensor]
     labels: Tensor
     scale: float
+    schedule: NoiseSchedule
     interval: tuple[float, float] = (0.0, 1.0)
-    num_steps: int = 1000
-    timestep_scale: float = 1.0
 
     def __post_init__(self):
         check_interval(self.interval)
         object.__setattr__(self, "_cond_fn", classifier_grad_fn(self.classifier, self.scale))
 
-    def _active(self, t_model: Tensor) -> Tensor:
-        frac = torch.as_tensor(t_model, dtype=torch.float64) / self.timestep_scale / self.num_steps
+    def _active(self, time: Tensor) -> Tensor:
+        steps = self.schedule.num_steps
+        tau = torch.as_tensor(time, dtype=torch.float64)
+        if self.schedule.rescale_timesteps:
+            tau = tau * (steps / 1000.0)
         lo, hi = self.interval
+        frac = tau / steps
         return (frac >= lo - 1e-9) & (frac <= hi + 1e-9)
 
-    def gradient(self, x: Tensor, t_model: Tensor, **_ignored) -> Tensor | None:
-        """s·∇ log p(y | x) at ADM's x_t, or None where the interval skips every sample.
+    def gradient(self, x: Tensor, time: Tensor, **_ignored) -> Tensor | None:
+        """s·∇ log p(y | x) at ADM's x_t and the classifier's ``time``, or None where the interval
+        skips every sample.
 
         Usable as the discrete steps' ``cond_fn`` (the labels are its own, not the model's).
         """
-        active = self._active(t_model)
+        active = self._active(time)
         if not bool(active.any()):
             return None
-        grad = self._cond_fn(x, t_model, self.labels)
+        grad = self._cond_fn(x, time, self.labels)
         if not bool(active.all()):
             grad = grad * active.to(device=grad.device, dtype=grad.dtype).view(-1, *([1] * (grad.ndim - 1)))
         return grad
 
-    def shift_denoised(self, x0: Tensor, x_t: Tensor, t_model: Tensor, sigma: Tensor) -> Tensor:
-        """Score-form guidance on an x_0 estimate: x_0 + σ·√(1 − ᾱ)·g.
+    def shift_denoised(self, x0: Tensor, x: Tensor, sigma: Tensor) -> Tensor:
+        """Score-form guidance on an x_0 estimate at x = x_0 + σ·ε: x_0 + σ·√(1 − ᾱ)·g.
 
         With ε' = ε − √(1 − ᾱ)·g (ADM Algorithm 2) and x = x_0 + σ·ε in the variance-exploding
-        form, x_0' = x − σ·ε' = x_0 + σ·√(1 − ᾱ)·g, where √(1 − ᾱ) = σ/√(1 + σ²).
+        form, x_0' = x − σ·ε' = x_0 + σ·√(1 − ᾱ)·g, where √(1 − ᾱ) = σ/√(1 + σ²). The classifier
+        sees x_t = √ᾱ·x, whatever the model's own parameterisation.
         """
-        grad = self.gradient(x_t, t_model)
+        sigma = torch.as_tensor(sigma, dtype=torch.float64)
+        x_t = x * per_sample(vp_scale(sigma), x)
+        time = self.schedule.network_time(sigma).to(device=x.device, dtype=torch.float32)
+        grad = self.gradient(x_t, time)
         if grad is None:
             return x0
-        sigma = torch.as_tensor(sigma, dtype=torch.float64)
         return x0 + per_sample(sigma * sigma * vp_scale(sigma), x0) * grad.to(x0.dtype)

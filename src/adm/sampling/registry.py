@@ -61,6 +61,18 @@ class SDEOptions(DPMSolverOptions):
     eta: float = Field(1.0, ge=0, description="1 solves the reverse SDE, 0 the ODE (dpm++2m)")
 
 
+class HeunOptions(SamplerOptions):
+    s_churn: float = Field(0.0, ge=0, description="EDM's churn: noise added before each step (0: the deterministic ODE)")
+    s_tmin: float = Field(0.0, ge=0, description="churn only at sigma >= this")
+    s_tmax: float | None = Field(None, ge=0, description="churn only at sigma <= this (unset: no upper limit)")
+    s_noise: float = Field(1.0, gt=0, description="scale of the churn noise")
+
+
+class ConsistencyOptions(SamplerOptions):
+    karras_steps: int = Field(40, ge=2, description="levels of the Karras grid that --steps' indices point into "
+                                                       "(consistency_models' --steps)")
+
+
 class UniPCOptions(SamplerOptions):
     order: int = Field(2, ge=1, le=3, description="order of the predictor (the corrector adds one)")
     variant: Literal["bh1", "bh2"] = Field("bh2", description="B(h) = h (bh1) or e^h − 1 (bh2)")
@@ -84,6 +96,12 @@ class SamplerSpec:
     stochastic: bool = False  # draws fresh noise at every step
     chain_only: bool = False  # walks the model's respaced chain (ddpm, ddim)
     single_step_order: int = 1  # > 1: a single-step high-order method, fragile under strong guidance
+    grid: str | None = None  # "module:function" building its own grid from --steps (see ``make_grid``)
+
+    @property
+    def steps_kind(self) -> str:
+        """What its ``--steps`` mean: a respacing of the chain, its own grid's spec, or evaluations."""
+        return "respacing" if self.chain_only else "own grid" if self.grid is not None else "evaluations"
 
     @property
     def fn(self) -> SamplerFn:
@@ -105,6 +123,10 @@ class SamplerSpec:
             if first["type"] == "extra_forbidden":
                 raise UsageError(f"sampler {self.name} has no option {key!r}", f"its options: {known}") from None
             raise UsageError(f"bad value for sampler option {key}: {first['msg']}", f"options of {self.name}: {known}") from None
+
+    def make_grid(self, schedule, steps: str, options: SamplerOptions, sigma_max: float | None):
+        """This sampler's own grid for ``steps`` (only when ``grid`` is set)."""
+        return _resolve(self.grid)(schedule, steps, options, sigma_max)
 
     def levels_for(self, evaluations: int) -> int:
         """Grid levels (non-zero σ) that cost at most ``evaluations`` network evaluations."""
@@ -130,8 +152,12 @@ BUILTIN: dict[str, SamplerSpec] = {
                     description="DPM-Solver++(2M): second-order multistep ODE solver"),
         SamplerSpec("dpm++2m-sde", "adm.sampling.samplers:sample_dpmpp_2m_sde", SDEOptions,
                     description="SDE-DPM-Solver++(2M): its stochastic form", stochastic=True),
-        SamplerSpec("heun", "adm.sampling.samplers:sample_heun", description="Heun's method on Karras sigmas (2 evaluations a step)",
+        SamplerSpec("heun", "adm.sampling.samplers:sample_heun", HeunOptions,
+                    description="Heun's method on Karras sigmas (2 evaluations a step), with EDM's optional churn",
                     spacing="karras", evals_per_step=2, single_step_order=2),
+        SamplerSpec("cm", "adm.sampling.samplers:sample_consistency", ConsistencyOptions,
+                    description="consistency models: --steps 1 (one step) or the reference's indices (0,22,39)",
+                    spacing="karras", stochastic=True, grid="adm.sampling.samplers:consistency_levels"),
         SamplerSpec("unipc", "adm.sampling.unipc:sample_unipc", UniPCOptions, description="UniPC: multistep predictor-corrector"),
     )
 }

@@ -28,8 +28,9 @@ from collections.abc import Callable
 
 import torch
 
+from adm.diffusion.grids import consistency_grid
 from adm.sampling.chain import ChainDenoiser, ddim_step, ddpm_step, iterate_steps
-from adm.sampling.denoiser import Denoiser, to_variance_exploding, to_variance_preserving
+from adm.sampling.denoiser import Denoiser
 from adm.sampling.noise import NoiseSource
 from adm.sampling.registry import DEFAULT_FINAL_ORDER, FinalOrder
 
@@ -37,10 +38,12 @@ Tensor = torch.Tensor
 Callback = Callable[[dict], None]
 
 
-def report_step(callback: Callback | None, i: int, sigmas: Tensor, x: Tensor, denoised: Tensor, **extra) -> None:
+def report_step(callback: Callback | None, denoiser: Denoiser, i: int, sigmas: Tensor, x: Tensor, denoised: Tensor,
+                **extra) -> None:
+    """Tell ``callback`` about step ``i``; ``x`` (variance exploding) is handed over in the state's scaling."""
     if callback is not None:
         s, s_next = float(sigmas[i]), float(sigmas[i + 1])
-        callback({"i": i, "sigma": s, "sigma_next": s_next, "x": to_variance_preserving(x, s_next), "denoised": denoised,
+        callback({"i": i, "sigma": s, "sigma_next": s_next, "x": denoiser.to_state(x, s_next), "denoised": denoised,
                   **extra})
 
 
@@ -128,7 +131,7 @@ def sample_dpmpp_2m_sde(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise:
 
 def _dpmpp_2m(denoiser, x: Tensor, sigmas: Tensor, noise, callback, eta: float, order: int,
               final_order: FinalOrder) -> Tensor:
-    x = to_variance_exploding(x, sigmas[0])
+    x = denoiser.from_state(x, sigmas[0])
     orders = step_orders(sigmas, order, final_order)
     previous: tuple[Tensor, float] | None = None  # (x̂_0, h) of the previous step
     with torch.no_grad():
@@ -148,18 +151,31 @@ def _dpmpp_2m(denoiser, x: Tensor, sigmas: Tensor, noise, callback, eta: float, 
                 if eta > 0:
                     x = x + (s_next * math.sqrt(-math.expm1(-2 * eta_h))) * noise(x)
                 previous = (denoised, h)
-            report_step(callback, i, sigmas, x, denoised, order=orders[i])
-    return to_variance_preserving(x, sigmas[-1])
+            report_step(callback, denoiser, i, sigmas, x, denoised, order=orders[i])
+    return denoiser.to_state(x, sigmas[-1])
 
 
 def sample_heun(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource | None = None,
-                callback: Callback | None = None) -> Tensor:
+                callback: Callback | None = None, s_churn: float = 0.0, s_tmin: float = 0.0,
+                s_tmax: float | None = None, s_noise: float = 1.0) -> Tensor:
     """Heun's second-order method on the probability-flow ODE dx/dσ = (x − x̂_0)/σ (Karras et al.
-    2022, Algorithm 1): two evaluations per step, one for the final step to σ = 0 (Euler)."""
-    x = to_variance_exploding(x, sigmas[0])
+    2022, Algorithm 2): two evaluations per step, one for the final step to σ = 0 (Euler).
+
+    With ``s_churn`` > 0 each step whose σ lies in [s_tmin, s_tmax] first adds noise up to
+    σ̂ = σ·(1 + γ), γ = min(s_churn/(levels), √2 − 1), scaled by ``s_noise`` (EDM's stochastic
+    sampler, as consistency_models' teachers run it); with 0 it is deterministic.
+    """
+    x = denoiser.from_state(x, sigmas[0])
+    gamma_max = min(s_churn / (len(sigmas) - 1), math.sqrt(2) - 1) if s_churn > 0 else 0.0
     with torch.no_grad():
         for i in range(len(sigmas) - 1):
             s, s_next = float(sigmas[i]), float(sigmas[i + 1])
+            if gamma_max > 0:
+                z = noise(x)  # drawn at every step of a churned run, as the reference draws it
+                if s_tmin <= s and (s_tmax is None or s <= s_tmax):
+                    s_hat = s * (1 + gamma_max)
+                    x = x + z * s_noise * math.sqrt(s_hat**2 - s**2)
+                    s = s_hat
             denoised = denoiser(x, s)
             slope = (x - denoised) / s
             euler = x + (s_next - s) * slope
@@ -168,5 +184,30 @@ def sample_heun(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSo
             else:
                 slope_next = (euler - denoiser(euler, s_next)) / s_next
                 x = x + (s_next - s) * 0.5 * (slope + slope_next)
-            report_step(callback, i, sigmas, x, denoised)
-    return to_variance_preserving(x, sigmas[-1])
+            report_step(callback, denoiser, i, sigmas, x, denoised)
+    return denoiser.to_state(x, sigmas[-1])
+
+
+def consistency_levels(schedule, steps: str, options, sigma_max: float | None) -> Tensor:
+    """The ``cm`` sampler's grid: ``--steps`` read by ``consistency_grid`` on ``karras_steps`` levels."""
+    return consistency_grid(schedule, steps, options.karras_steps, sigma_max)
+
+
+def sample_consistency(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource,
+                       callback: Callback | None = None, karras_steps: int = 40) -> Tensor:
+    """Consistency sampling (Song et al. 2023, Algorithm 1): x̂_0 = f(x, σ_i) at each level, then
+    re-noised to the next, x = x̂_0 + √(σ_{i+1}² − σ_min²)·z; the next level is clipped to σ_min,
+    so the step to the grid's 0 returns x̂_0. One level is one-step generation.
+
+    The levels are the grid's (``karras_index_grid``: consistency_models' ``--ts`` indices into a
+    Karras grid of ``karras_steps`` levels); ``karras_steps`` itself only shapes that grid.
+    """
+    x = denoiser.from_state(x, sigmas[0])
+    sigma_min = denoiser.schedule.sigma_min
+    with torch.no_grad():
+        for i in range(len(sigmas) - 1):
+            s, s_next = float(sigmas[i]), max(float(sigmas[i + 1]), sigma_min)
+            denoised = denoiser(x, s)
+            x = denoised + noise(x) * math.sqrt(max(s_next**2 - sigma_min**2, 0.0))
+            report_step(callback, denoiser, i, sigmas, x, denoised)
+    return denoiser.to_state(x, sigmas[-1])

@@ -10,10 +10,10 @@ from pydantic import Field, model_validator
 
 from adm.core.errors import UsageError
 from adm.core.validation import validated
-from adm.diffusion.continuous import NoiseSchedule
 from adm.diffusion.grids import make_grid
+from adm.diffusion.karras import Schedule
 from adm.sampling.choices import DEFAULT_SOLVER_STEPS, SamplingChoices
-from adm.sampling.registry import SamplerOptions, SamplerSpec, get_sampler
+from adm.sampling.registry import SamplerOptions, SamplerSpec, available_samplers, get_sampler
 
 RESOLVED = {"sampler": "ddpm", "scale": 0.0, "clip_denoised": True, "precision": "fp32"}  # what unset choices mean here
 STRONG_GUIDANCE = 4.0  # classifier scales from which single-step high-order solvers are warned about
@@ -51,13 +51,26 @@ class SamplerSettings(SamplingChoices):
         """Validate at the edge: a bad value is a one-line error naming the option."""
         return validated(cls, values)
 
-    def plan(self, schedule: NoiseSchedule, *, max_timestep: float | None = None) -> SamplingPlan:
+    def plan(self, schedule: Schedule, *, max_timestep: float | None = None) -> SamplingPlan:
         """The sampler, its validated options and the grid on ``schedule`` (done once per run)."""
         spec = get_sampler(self.sampler)
         options = spec.parse_options(self.options)
         spacing = self.spacing or spec.spacing
+        if spec.chain_only and not schedule.discrete:
+            works = ", ".join(name for name, s in available_samplers().items() if not getattr(s, "chain_only", False))
+            raise UsageError(f"{spec.name} walks a discrete Gaussian chain, and this model ({schedule.describe()}) has none",
+                             f"use one of: {works}")
+        if spacing == "respaced" and not schedule.discrete:
+            raise UsageError("--spacing respaced needs a discrete chain of timesteps", "use --spacing karras, logsnr or time")
         if spec.chain_only and spacing != "respaced":
             raise UsageError(f"{spec.name} walks the model's respaced chain", "drop --spacing or use a solver such as dpm++2m")
+        if spec.grid is not None:
+            if self.spacing is not None:
+                raise UsageError(f"{spec.name} takes its levels from --steps, not --spacing", "drop --spacing")
+            top = None if max_timestep is None else float(schedule.sigma_at(max_timestep))
+            sigmas = spec.make_grid(schedule, self.steps or "1", options, top)
+            return SamplingPlan(self.model_copy(update={"guidance_interval": self.guidance_interval or (0.0, 1.0)}),
+                                spec, options, spacing, sigmas, [], [])
         steps = self.steps or (str(schedule.num_steps) if spacing == "respaced" else DEFAULT_SOLVER_STEPS)
         warnings: list[str] = []
         if spacing != "respaced":  # a count of evaluations → of grid levels
@@ -78,15 +91,15 @@ class SamplerSettings(SamplingChoices):
         return SamplingPlan(settings, spec, options, spacing, sigmas, warnings, [note] if note else [])
 
     @staticmethod
-    def _too_many_levels(spec: SamplerSpec, schedule: NoiseSchedule, steps: str, levels: int) -> list[str]:
+    def _too_many_levels(spec: SamplerSpec, schedule: Schedule, steps: str, levels: int) -> list[str]:
         """A solver asked for more levels than the model has timesteps: legal, but only slower."""
-        if levels <= schedule.num_steps:
+        if levels <= schedule.num_steps or not schedule.discrete:
             return []
         return [f"--steps {steps} gives {spec.name} {levels} noise levels, more than the {schedule.num_steps} timesteps "
                 "the model was trained on: the extra evaluations cost time without adding accuracy; "
                 f"use --steps {spec.evaluations(schedule.num_steps)} or fewer"]
 
-    def default_interval(self, spec: SamplerSpec, schedule: NoiseSchedule,
+    def default_interval(self, spec: SamplerSpec, schedule: Schedule,
                          sigmas: torch.Tensor) -> tuple[tuple[float, float], str | None]:
         """The guidance interval to use, and a note when it is not the one asked for.
 

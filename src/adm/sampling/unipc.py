@@ -21,7 +21,7 @@ import math
 
 import torch
 
-from adm.sampling.denoiser import Denoiser, to_variance_exploding, to_variance_preserving
+from adm.sampling.denoiser import Denoiser
 from adm.sampling.noise import NoiseSource
 from adm.sampling.samplers import (
     DEFAULT_FINAL_ORDER,
@@ -63,7 +63,7 @@ def sample_unipc(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseS
     The first steps warm up with lower orders; ``final_order`` names the reference whose rule
     sets the last steps' order (``adm.sampling.samplers.step_orders``).
     """
-    x = to_variance_exploding(x, sigmas[0])
+    x = denoiser.from_state(x, sigmas[0])
     steps = len(sigmas) - 1
     orders = step_orders(sigmas, order, final_order)
     last_landing = steps - 2 if float(sigmas[-1]) == 0 else steps - 1  # the last step to a level σ > 0
@@ -77,7 +77,7 @@ def sample_unipc(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseS
             history.append(denoised)
             if s_next == 0:
                 x = denoised
-                report_step(callback, i, sigmas, x, denoised, order=orders[i])
+                report_step(callback, denoiser, i, sigmas, x, denoised, order=orders[i])
                 break
             step_order = orders[i]
             h = -math.log(s_next) - lambdas[-1]
@@ -101,5 +101,5 @@ def sample_unipc(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseS
                 rho_c = _solve(rks + [1.0], b)
                 correction = sum(r * d for r, d in zip(rho_c[:-1], diffs, strict=True)) + rho_c[-1] * (denoised - m_s)
                 x = base - b_h * correction
-            report_step(callback, i, sigmas, x, history[-1], order=step_order)
-    return to_variance_preserving(x, sigmas[-1])
+            report_step(callback, denoiser, i, sigmas, x, history[-1], order=step_order)
+    return denoiser.to_state(x, sigmas[-1])

@@ -56,9 +56,16 @@ def unet_kwargs(flags: ModelFlags | SuperResFlags) -> dict[str, Any]:
         num_heads_upsample=flags.num_heads_upsample,
         use_scale_shift_norm=flags.use_scale_shift_norm,
         resblock_updown=flags.resblock_updown,
-        # sr_create_model never passes use_new_attention_order: upsamplers are legacy order.
-        attention_order="new" if (not is_sr and flags.use_new_attention_order) else "legacy",
+        attention_order=attention_order(flags),
     )
+
+
+def attention_order(flags: ModelFlags | SuperResFlags) -> str:
+    """The qkv layout: sr_create_model never passes use_new_attention_order (upsamplers are legacy
+    order); consistency_models' attention is always (3, heads, d), whatever the flag says."""
+    if isinstance(flags, SuperResFlags):
+        return "legacy"
+    return "new" if flags.use_new_attention_order or flags.family == "consistency-models" else "legacy"
 
 
 def classifier_kwargs(flags: ClassifierFlags) -> dict[str, Any]:
@@ -97,29 +104,65 @@ def build_classifier(flags: ClassifierFlags, device: torch.device | str | None =
 
 
 def parameterization(flags: DiffusionFlags):
-    """``(Parameterization, LossType)`` as ``create_gaussian_diffusion`` derives them from flags."""
-    from adm.diffusion.process import LossType, ModelMeanType, ModelVarType, Parameterization
+    """``(ModelAdapter, LossType)``: how the network's output is read, and the training loss.
 
+    VP flags as ``create_gaussian_diffusion`` derives them (learned or fixed variance; ε, x_0 or,
+    as an extension, v); consistency_models' ``--training_mode`` gives EDM preconditioning or the
+    consistency boundary condition (``distillation`` in its builder).
+    """
+    from adm.diffusion.adapters import EDM, ConsistencyBoundary, vp_adapter
+    from adm.diffusion.process import LossType, ModelMeanType, ModelVarType
+
+    if isinstance(flags, ModelFlags) and flags.is_karras:
+        if flags.training_mode == "edm":
+            return EDM(flags.sigma_data), LossType.MSE
+        return ConsistencyBoundary(flags.sigma_data, flags.sigma_min), LossType.MSE
     if flags.learn_sigma:
         variance = ModelVarType.LEARNED_RANGE
     else:
         variance = ModelVarType.FIXED_SMALL if flags.sigma_small else ModelVarType.FIXED_LARGE
-    mean = ModelMeanType.START_X if flags.predict_xstart else ModelMeanType.EPSILON
+    if flags.predict_xstart:
+        mean = ModelMeanType.START_X
+    elif flags.predict_v:
+        mean = ModelMeanType.VELOCITY
+    else:
+        mean = ModelMeanType.EPSILON
     if flags.use_kl:
         loss = LossType.RESCALED_KL
     elif flags.rescale_learned_sigmas:
         loss = LossType.RESCALED_MSE
     else:
         loss = LossType.MSE
-    return Parameterization(mean=mean, variance=variance), loss
+    return vp_adapter(mean, variance), loss
+
+
+def noise_schedule(flags: DiffusionFlags):
+    """The noise levels the network was trained on and how it is told them (``Schedule``)."""
+    from adm.diffusion.continuous import NoiseSchedule
+    from adm.diffusion.karras import KarrasSchedule
+
+    if isinstance(flags, ModelFlags) and flags.is_karras:
+        return KarrasSchedule(flags.sigma_min, flags.sigma_max)
+    return NoiseSchedule.create(flags.noise_schedule, flags.diffusion_steps, flags.rescale_timesteps)
+
+
+def default_sampler(flags: ModelFlags | SuperResFlags) -> str:
+    """How a model without a preset is sampled unless told: as its own family's code samples it
+    (the original's ancestral chain; Heun for an EDM model, one consistency step for a consistency model)."""
+    if isinstance(flags, ModelFlags) and flags.is_karras:
+        return "heun" if flags.training_mode == "edm" else "cm"
+    return "ddpm"
 
 
 def build_process(flags: DiffusionFlags, respacing: str | None = None):
-    """``(process, parameterization, loss_type)`` for a flag set.
+    """``(process, adapter, loss_type)`` for a VP flag set (the original's discrete chain).
 
     ``respacing`` overrides the flags' ``timestep_respacing`` (sampling picks its own steps).
     """
     from adm.diffusion.process import GaussianProcess
+
+    if isinstance(flags, ModelFlags) and flags.is_karras:
+        raise UsageError(f"--training_mode {flags.training_mode} models have no discrete Gaussian chain")
 
     process = GaussianProcess.create(
         schedule=flags.noise_schedule,

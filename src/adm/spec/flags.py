@@ -28,6 +28,7 @@ DEFAULT_CHANNEL_MULT = {
     256: (1, 1, 2, 2, 4, 4),
     128: (1, 1, 2, 3, 4),
     64: (1, 2, 3, 4),
+    32: (1, 2, 2, 2),  # improved-diffusion's CIFAR-10 network (guided-diffusion has no 32 case)
 }
 # sr_create_model's own table: the 512 upsampler has no 0.5 level.
 DEFAULT_SR_CHANNEL_MULT = {512: (1, 1, 2, 2, 4, 4), 256: (1, 1, 2, 2, 4, 4), 64: (1, 2, 3, 4)}
@@ -53,6 +54,19 @@ class _Flags(BaseModel):
         return parse_flags(type(self), {**self.given(), **changes})
 
 
+Family = Literal["guided-diffusion", "improved-diffusion", "consistency-models"]
+TrainingMode = Literal["", "edm", "consistency_distillation", "consistency_training"]
+
+# Each family's ``model_and_diffusion_defaults()`` where it differs from guided-diffusion's, so a
+# flag string pasted from that family's README means what it meant there. consistency_models
+# flag sets are recognised by ``--training_mode``; improved-diffusion's need ``--family``.
+FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "guided-diffusion": {},
+    "improved-diffusion": {"rescale_timesteps": True, "rescale_learned_sigmas": True},
+    "consistency-models": {"attention_resolutions": "32,16,8", "training_mode": "edm"},
+}
+
+
 class DiffusionFlags(_Flags):
     """``diffusion_defaults()``: how the Gaussian process is set up."""
 
@@ -62,6 +76,7 @@ class DiffusionFlags(_Flags):
     timestep_respacing: str = ""
     use_kl: bool = False
     predict_xstart: bool = False
+    predict_v: bool = False  # extension: v-prediction (Salimans & Ho 2022) for user models
     rescale_timesteps: bool = False
     rescale_learned_sigmas: bool = False
     sigma_small: bool = False  # a create_gaussian_diffusion keyword the original never exposed
@@ -81,6 +96,7 @@ class _NetworkFlags(DiffusionFlags):
     resblock_updown: bool = False
     use_fp16: bool = False
     num_classes: int = 1000  # extension: the original hard-codes NUM_CLASSES = 1000
+    family: Family = "guided-diffusion"  # extension: whose defaults and conventions the flags use
 
 
 class ModelFlags(_NetworkFlags):
@@ -89,6 +105,18 @@ class ModelFlags(_NetworkFlags):
     image_size: int = 64
     channel_mult: str = ""
     use_new_attention_order: bool = False
+    # consistency_models' flags (cm/script_util.py): an EDM-preconditioned network ("edm") or a
+    # consistency model (the boundary condition at sigma_min); "" is a Gaussian (VP) model.
+    training_mode: TrainingMode = ""
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    sigma_data: float = 0.5  # extension: hard-coded in KarrasDenoiser
+    weight_schedule: Literal["karras", "snr", "snr+1", "truncated-snr", "uniform"] = "karras"
+
+    @property
+    def is_karras(self) -> bool:
+        """An EDM / consistency model: continuous sigma, preconditioned (consistency_models)."""
+        return bool(self.training_mode)
 
 
 class SuperResFlags(_NetworkFlags):
@@ -231,10 +259,27 @@ _KIND = {
 }
 
 
+def with_family_defaults(cls: type[_Flags], values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` plus the defaults of the family they come from (``FAMILY_DEFAULTS``).
+
+    ``--training_mode`` marks a consistency_models flag set; ``--family`` names the others.
+    """
+    if "family" not in cls.model_fields:
+        return values
+    family = values.get("family") or ("consistency-models" if values.get("training_mode") else None)
+    if family is None:
+        return values
+    if family not in FAMILY_DEFAULTS:
+        raise UsageError(f"unknown --family {family!r}", f"families: {', '.join(FAMILY_DEFAULTS)}")
+    defaults = {k: v for k, v in FAMILY_DEFAULTS[family].items() if k in cls.model_fields}
+    return {**defaults, **values, "family": family}
+
+
 def parse_flags(cls: type[F], values: dict[str, Any] | str) -> F:
     """Validate flags (a dict or a ``--flag value`` string) into ``cls``, with one-line errors."""
     if isinstance(values, str):
         values = split_flag_string(values)
+    values = with_family_defaults(cls, values)
     flags = validated(cls, _coerce(cls, values), option=lambda name: f"--{name}")
     check_flags(flags)
     return flags
@@ -326,3 +371,15 @@ def check_flags(flags: _Flags) -> None:
     num_classes = flags.classifier_num_classes if isinstance(flags, ClassifierFlags) else flags.num_classes
     if num_classes < 1:
         raise UsageError("the number of classes must be at least 1")
+    if isinstance(flags, DiffusionFlags) and flags.predict_v and flags.predict_xstart:
+        raise UsageError("--predict_v and --predict_xstart both say what the network predicts", "give one of them")
+    if isinstance(flags, ModelFlags) and flags.is_karras != (flags.family == "consistency-models"):
+        raise UsageError(f"--training_mode {flags.training_mode or '(none)'} does not fit --family {flags.family}",
+                         "consistency_models flag sets have a --training_mode, the other families none")
+    if isinstance(flags, ModelFlags) and flags.is_karras:
+        if flags.learn_sigma:
+            raise UsageError(f"--training_mode {flags.training_mode} models have no learned variance", "drop --learn_sigma")
+        if not 0 < flags.sigma_min < flags.sigma_max:
+            raise UsageError(f"--sigma_min {flags.sigma_min:g} and --sigma_max {flags.sigma_max:g} must satisfy 0 < min < max")
+        if flags.sigma_data <= 0:
+            raise UsageError("--sigma_data must be positive")

@@ -53,7 +53,7 @@ class DiffusionTask:
         if source is None:
             flags, source = open_training_data(flags, config.data, config.labels, init=init)
         self.flags, self.seed = flags, config.seed
-        self.process, self.param, self.loss_type = build_process(flags)
+        self.process, self.adapter, self.loss_type = build_process(flags)
         self.sampler = make_sampler(config.schedule_sampler, self.process.num_steps)
         self.is_upsampler = isinstance(flags, SuperResFlags)
         self.dataset = StreamDataset(
@@ -76,7 +76,7 @@ class DiffusionTask:
             kwargs["low_res"] = F.interpolate(x0, size=(self.flags.small_size,) * 2, mode="area")
         if self.flags.class_cond:
             kwargs["y"] = batch.y
-        terms = training_losses(self.process, self.param, self.loss_type, trainer, x0, t, noise=noise, model_kwargs=kwargs)
+        terms = training_losses(self.process, self.adapter, self.loss_type, trainer, x0, t, noise=noise, model_kwargs=kwargs)
         per_sample = terms["loss"].detach()
         sums = {key: (terms[key].detach().sum(), n) for key in ("loss", "mse", "vb") if key in terms}
         sums.update(quarter_sums(per_sample, t, self.process.num_steps))
