@@ -20,8 +20,10 @@ def samplers() -> None:
 
     found = available_samplers()
     chains = "/".join(name for name in found if get_sampler(name).chain_only)
+    own = "/".join(name for name in found if get_sampler(name).grid is not None)
     table = Table(title="adm samplers",
-                  caption=f"--steps counts network evaluations ({chains}: a respacing); evals: per step")
+                  caption=f"--steps counts network evaluations ({chains}: a respacing; {own}: or grid indices); "
+                          "evals: per step")
     for column in ("name", "what", "spacing", "evals", "options (default)"):
         table.add_column(column, no_wrap=column != "what")  # only prose wraps: names and values stay whole
     described: dict[tuple[str, str], list[str]] = {}  # (option, description) -> the samplers that have it
@@ -31,7 +33,8 @@ def samplers() -> None:
             described.setdefault((key, field.description or ""), []).append(name)
         options = "\n".join(f"{key}={field.default}" for key, field in spec.options.model_fields.items()) or "-"
         kind = " (stochastic)" if spec.stochastic else ""
-        table.add_row(name, spec.description + kind, spec.spacing, str(spec.evals_per_step), options)
+        spacing = "indices" if spec.grid is not None else spec.spacing
+        table.add_row(name, spec.description + kind, spacing, str(spec.evals_per_step), options)
     console.print(table)
     console.print("Options (--sampler-opt KEY=VALUE):")
     for (key, description), names in described.items():

@@ -21,12 +21,14 @@ Precision = Literal["fp32", "fp16", "bf16"]
 DEFAULT_SOLVER_STEPS = "20"  # network evaluations for a solver when nothing else says
 
 _CHAINS = "/".join(name for name, spec in BUILTIN.items() if spec.chain_only)  # the built-ins, from the registry
-_SOLVERS = ", ".join(name for name, spec in BUILTIN.items() if not spec.chain_only)
+_SOLVERS = ", ".join(name for name, spec in BUILTIN.items() if spec.steps_kind == "evaluations")
+_OWN = "/".join(name for name, spec in BUILTIN.items() if spec.steps_kind == "own grid")
 SAMPLER_HELP = f"{', '.join(BUILTIN)} or a plugin's (`adm samplers`); unset: the preset's"
 STEPS_HELP = (
     f"solvers ({_SOLVERS}): network evaluations, e.g. 20; {_CHAINS}: a respacing, "
-    f'"250", "ddim25", "10,15,20"; when unset: the flags\' --timestep_respacing ({_CHAINS}), else the preset\'s '
-    f"(same kind of sampler), else every step of the model's chain ({_CHAINS}, as the original) or "
+    f'"250", "ddim25", "10,15,20"; {_OWN}: evaluations or the reference\'s indices into its Karras grid, "1", '
+    f'"0,22,39"; when unset: the flags\' --timestep_respacing ({_CHAINS}), else the preset\'s '
+    f"(same kind of sampler), else every step of the model's chain ({_CHAINS}, as the original), 1 ({_OWN}) or "
     f"{DEFAULT_SOLVER_STEPS}"
 )
 

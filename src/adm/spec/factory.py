@@ -162,7 +162,9 @@ def build_process(flags: DiffusionFlags, respacing: str | None = None):
     from adm.diffusion.process import GaussianProcess
 
     if isinstance(flags, ModelFlags) and flags.is_karras:
-        raise UsageError(f"--training_mode {flags.training_mode} models have no discrete Gaussian chain")
+        raise UsageError(f"--training_mode {flags.training_mode} models have no discrete Gaussian chain",
+                         "adm train and the original's chain need guided-/improved-diffusion (VP) flags; "
+                         "sample such models with heun, cm or a solver")
 
     process = GaussianProcess.create(
         schedule=flags.noise_schedule,
