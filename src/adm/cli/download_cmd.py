@@ -86,7 +86,7 @@ def download(
 
     artifacts = resolve_artifacts(names, registry) if names else None
     if list_:
-        _list(cache_entries(artifacts, cache_dir=cache_dir, registry=registry), cache_dir)
+        _list(cache_entries(artifacts, cache_dir=cache_dir, registry=registry), cache_dir, _families(registry))
         return
     if verify:
         _verify(artifacts, cache_dir, registry, explicit=bool(names))
@@ -124,16 +124,27 @@ KIND_TITLES = {"checkpoint": "checkpoints", "reference": "reference batches", "w
 UNKNOWN_SIZE = "unknown"  # no size published, nothing cached yet
 
 
-def _list(entries: list[CacheEntry], cache_dir: Path | None) -> None:
-    """One table per kind of artifact, each row one line at 80 columns: the folder is said once
-    (a file is ROOT/NAME/FILE), so a row shows the file's name, not its path."""
+def _families(registry) -> dict[str, str]:
+    """Artifact name → the family of the presets that load it (as `adm presets` groups them)."""
+    found: dict[str, str] = {}
+    for preset in registry.presets.values():
+        for name in preset.artifacts:
+            found.setdefault(name, preset.family)
+    return found
+
+
+def _list(entries: list[CacheEntry], cache_dir: Path | None, families: dict[str, str]) -> None:
+    """One table per kind of artifact (checkpoints: per family), each row one line at 80 columns:
+    the folder is said once (a file is ROOT/NAME/FILE), so a row shows the file's name, not its path."""
     root = cache_root(cache_dir)
     console.print(f"adm artifacts in the cache {root} (a file there is NAME/FILE)", highlight=False, soft_wrap=True)
-    kinds: dict[str, list[CacheEntry]] = {}
+    kinds: dict[tuple[str, str], list[CacheEntry]] = {}
     for entry in entries:
-        kinds.setdefault(entry.artifact.kind, []).append(entry)
-    for kind, group in kinds.items():
-        table = Table(title=KIND_TITLES.get(kind, f"{kind} artifacts"))
+        art = entry.artifact
+        kinds.setdefault((art.kind, families.get(art.name, "") if art.kind == "checkpoint" else ""), []).append(entry)
+    for (kind, family), group in kinds.items():
+        title = KIND_TITLES.get(kind, f"{kind} artifacts")
+        table = Table(title=f"{title}: {family}" if family else title)
         for column in ("name", "size", "cached", "file"):
             table.add_column(column, no_wrap=column != "cached")
         shipped = []

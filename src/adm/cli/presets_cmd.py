@@ -1,4 +1,4 @@
-"""`adm presets`: list the registry (released models, then training presets), or show one name.
+"""`adm presets`: list the registry (released models by family, then training presets), or show one name.
 
 A name can be a released preset (what `adm sample --preset` takes), a training preset (what
 `adm train --preset` / `adm train-classifier --preset` take), or both: the released models have
@@ -91,19 +91,24 @@ def _training_json(preset: TrainPreset, registry: Registry) -> dict[str, Any]:
 
 
 def _released_list(registry: Registry) -> Table:
+    """One section per family (guided-diffusion, improved-diffusion, consistency-models,
+    third-party, demo, then plugins' own), headed by the family's name."""
     table = Table(title="adm presets: released models (adm sample --preset NAME)",
                   caption="size a→b: an upsampler; `adm presets NAME` shows one preset in full, its downloads too")
     for column in ("name", "size", "classes", "guidance", "sampler"):
         table.add_column(column, no_wrap=True)
-    for preset in registry.presets.values():
-        flags = preset.model_flags
-        table.add_row(
-            preset.name,
-            _size(flags),
-            str(flags.num_classes) if flags.class_cond else "-",
-            f"scale {preset.classifier_scale:g}" if preset.classifier_flags else "-",
-            f"{preset.sampling.sampler} {preset.sampling.steps}",
-        )
+    for family, members in Preset.by_family(registry.presets.values()).items():
+        table.add_section()
+        table.add_row(f"[bold]{family}[/bold]", "", "", "", "")
+        for preset in members:
+            flags = preset.model_flags
+            table.add_row(
+                preset.name,
+                _size(flags),
+                str(flags.num_classes) if flags.class_cond else "-",
+                f"scale {preset.classifier_scale:g}" if preset.classifier_flags else "-",
+                f"{preset.sampling.sampler} {preset.sampling.steps}",
+            )
     return table
 
 

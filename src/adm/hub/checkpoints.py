@@ -26,6 +26,12 @@ from adm.core.fileio import atomic_path
 StateDict = dict[str, torch.Tensor]
 Signature = dict[str, tuple[int, ...]]
 
+# consistency_models stores the attention blocks' 1x1 projections as Conv2d weights
+# [C_out, C_in, 1, 1] where adm (and guided-diffusion) has Conv1d weights [C_out, C_in, 1]: the
+# same numbers. AttentionBlock's load hook (adm.models.attention) squeezes them when loading; the
+# checks here compare, and `adm convert` writes, the 3-D form.
+POINTWISE_WEIGHTS = ("qkv.weight", "proj_out.weight")
+
 
 def _format(path: Path, fmt: str | None) -> str:
     """``"safetensors"`` or ``"pt"``: given, or by the suffix (a cache's ``.part`` / ``.tmp`` files
@@ -99,7 +105,7 @@ def read_signature(path: str | Path, *, fmt: str | None = None, shown: str | Non
     if _format(path, fmt) == "safetensors":
         try:
             with safe_open(str(path), framework="pt") as f:
-                return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
+                return {k: network_shape(k, f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
         except Exception as err:  # as in load_state_dict
             raise CheckpointError(f"{shown or path} is not a readable safetensors file ({one_line(err)})") from None
     return signature(load_state_dict(path, fmt=fmt, mmap=True, shown=shown))
@@ -175,14 +181,40 @@ def _save_safetensors(tensors: StateDict, file: Path, metadata: dict[str, str] |
 
 
 def convert(src: str | Path, dst: str | Path) -> Path:
-    """Re-save a checkpoint in another format (``.pt`` ↔ ``.safetensors``), tensors unchanged."""
-    return save_state_dict(load_state_dict(src), dst)
+    """Re-save a checkpoint in another format (``.pt`` ↔ ``.safetensors``), values unchanged.
+
+    A consistency_models checkpoint comes out in adm's form: its 4-D attention projections are
+    written 3-D (``network_form``), so the file loads into any guided-diffusion-style U-Net.
+    """
+    return save_state_dict(network_form(load_state_dict(src)), dst)
+
+
+def is_pointwise(key: str, shape: Iterable[int]) -> bool:
+    """Whether ``key`` is an attention projection stored 4-D, as consistency_models stores them."""
+    shape = tuple(shape)
+    name = key.rsplit(".", 2)[-2:]
+    return len(shape) == 4 and shape[-2:] == (1, 1) and ".".join(name) in POINTWISE_WEIGHTS
+
+
+def network_shape(key: str, shape: Iterable[int]) -> tuple[int, ...]:
+    """The shape of the network's parameter that a file's tensor ``key`` of ``shape`` loads into."""
+    shape = tuple(shape)
+    return shape[:-1] if is_pointwise(key, shape) else shape
+
+
+def network_form(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
+    """The state_dict with consistency_models' 4-D attention projections squeezed to adm's 3-D."""
+    return {k: v.squeeze(-1) if is_pointwise(k, v.shape) else v for k, v in state_dict.items()}
 
 
 def signature(state: Mapping[str, torch.Tensor] | nn.Module) -> Signature:
-    """Key → shape, the part of a state_dict that decides whether it fits an architecture."""
+    """Key → shape, the part of a state_dict that decides whether it fits an architecture.
+
+    Shapes are the network's (``network_shape``): a consistency_models file fits the network its
+    flags build.
+    """
     items = state.state_dict() if isinstance(state, nn.Module) else state
-    return {k: tuple(v.shape) for k, v in items.items()}
+    return {k: network_shape(k, v.shape) for k, v in items.items()}
 
 
 def describe_mismatch(expected: Signature, got: Signature, limit: int = 4) -> str:

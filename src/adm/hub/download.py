@@ -169,6 +169,9 @@ def download_artifact(
         state, record = inspect_entry(art, path)
         if state == "ok" and record is not None:
             return Fetched(art, path, record.sha256, record.size, "cached", record.source)
+    if art.import_only and resolve_url(art, base_url) == art.url:  # no mirror serves it either
+        raise MissingFileError(f"{art.name} cannot be downloaded: {art.url} is a page, not the file",
+                               f"fetch {art.filename} there and run `adm download {art.name} --from-file FILE`")
     with locked(art, path, status):
         if not force:
             state, record, _ = check_locked(art, path, reporter.bytes)

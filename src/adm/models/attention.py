@@ -22,6 +22,8 @@ from .layers import GroupNorm32, zero_module
 
 AttentionOrder = Literal["legacy", "new"]
 ATTENTION_ORDERS: tuple[str, ...] = ("legacy", "new")
+# AttentionBlock's 1x1 projections, which consistency_models stores 4-D (see _load_from_state_dict).
+POINTWISE_WEIGHTS = ("qkv.weight", "proj_out.weight")
 
 
 def attention_heads(channels: int, num_heads: int, num_head_channels: int | None) -> int:
@@ -124,6 +126,18 @@ class AttentionBlock(nn.Module):
         self.norm = GroupNorm32(channels)
         self.qkv = nn.Conv1d(channels, 3 * channels, 1)
         self.proj_out = zero_module(nn.Conv1d(channels, channels, 1))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Accept consistency_models' 4-D projections: its checkpoints store ``qkv`` and
+        ``proj_out`` as 1x1 ``Conv2d`` weights [C_out, C_in, 1, 1], the same numbers as these
+        ``Conv1d`` weights [C_out, C_in, 1]. Squeezed here, every way of loading (``load_state_dict``
+        with or without ``assign``, adm's loaders, a ported script) takes both forms."""
+        for name in POINTWISE_WEIGHTS:
+            key = prefix + name
+            weight = state_dict.get(key)
+            if weight is not None and weight.dim() == 4 and weight.shape[-2:] == (1, 1):
+                state_dict[key] = weight.squeeze(-1)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.use_checkpoint and torch.is_grad_enabled():

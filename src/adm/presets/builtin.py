@@ -1,4 +1,6 @@
-"""adm's built-in presets: OpenAI's released guided-diffusion checkpoints.
+"""adm's built-in presets: OpenAI's released guided-diffusion checkpoints, the demo, and (from
+``adm.presets.families``) the rest of the ADM family: improved-diffusion, consistency_models and
+widely reused third-party U-Nets.
 
 Flags are the README's MODEL_FLAGS (openai/guided-diffusion, commit 22e0df8), pasted as strings so
 they can be compared with the README by eye. Default guidance scales are the README's sample
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from adm.presets.families import family_presets
 from adm.presets.training import builtin_training_presets
 from adm.presets.types import Artifact, Preset, SamplingDefaults
 
@@ -202,6 +205,7 @@ def _digits() -> Preset:
 
     return Preset(
         name="digits",
+        family="demo",
         description="offline demo: 16x16 handwritten digits (scikit-learn), guided; ships with adm",
         model_flags=DIGITS_MODEL,
         classifier_flags=DIGITS_CLASSIFIER,
@@ -215,10 +219,17 @@ def _digits() -> Preset:
     )
 
 
-def _artifacts() -> list[Artifact]:
+def _artifacts(family_checkpoints: list[Artifact]) -> list[Artifact]:
+    """Every artifact, checkpoints first, family by family (`adm download --list` keeps the order)."""
     artifacts = [
         Artifact(name=name, url=BASE_URL + filename, filename=filename, kind="checkpoint", description=text)
         for name, (filename, text) in CHECKPOINTS.items()
+    ]
+    artifacts += family_checkpoints
+    artifacts += [
+        Artifact(name=name, url=f"package:adm.assets/{filename}", filename=filename, sha256=sha, kind=kind,
+                 description="ships inside the adm wheel (the digits demo)")
+        for name, (filename, sha, kind) in DIGITS_ASSETS.items()
     ]
     artifacts += [
         Artifact(
@@ -230,11 +241,6 @@ def _artifacts() -> list[Artifact]:
             description="reference batch of the ADM evaluator",
         )
         for name, path in REFERENCE_BATCHES.items()
-    ]
-    artifacts += [
-        Artifact(name=name, url=f"package:adm.assets/{filename}", filename=filename, sha256=sha, kind=kind,
-                 description="ships inside the adm wheel (the digits demo)")
-        for name, (filename, sha, kind) in DIGITS_ASSETS.items()
     ]
     artifacts.append(
         Artifact(
@@ -251,9 +257,10 @@ def _artifacts() -> list[Artifact]:
 
 def register(registry: Registry) -> None:
     """Entry point ``adm.presets:builtin``."""
-    for artifact in _artifacts():
+    families = family_presets()
+    for artifact in _artifacts([artifact for _, artifact in families]):
         registry.add_artifact(artifact)
-    for preset in [*_presets(), _digits()]:
+    for preset in [*_presets(), *(preset for preset, _ in families), _digits()]:
         registry.add_preset(preset)
     for training in builtin_training_presets():
         registry.add_training_preset(training)

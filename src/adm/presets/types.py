@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from adm.spec.flags import (
     ClassifierFlags,
@@ -17,6 +18,10 @@ from adm.spec.flags import (
 
 ArtifactKind = Literal["checkpoint", "reference", "weights", "other"]
 TrainKind = Literal["diffusion", "classifier"]
+
+# How `adm presets` groups released models, in this order: a flag family (whose code and
+# conventions a network uses), or who released it. A plugin may name its own group.
+FAMILY_ORDER = ("guided-diffusion", "improved-diffusion", "consistency-models", "third-party", "demo")
 
 
 class Artifact(BaseModel):
@@ -38,6 +43,11 @@ class Artifact(BaseModel):
     )
     kind: ArtifactKind = "other"
     description: str = ""
+    import_only: bool = Field(
+        default=False,
+        description="no direct download (``url`` is the page that links it): the user fetches the file "
+        "and imports it with `adm download NAME --from-file F` (a mirror, ADM_BASE_URL, still serves it)",
+    )
 
 
 class SamplingDefaults(BaseModel):
@@ -73,6 +83,12 @@ class Preset(BaseModel):
     sampling: SamplingDefaults = SamplingDefaults()
     base_preset: str | None = Field(default=None, description="upsamplers: the preset whose samples they upsample")
     results: dict[str, float] = Field(default_factory=dict, description="published metrics, for reference")
+    source: str = Field(default="", description="where the flags, defaults and results were published")
+    family: str = Field(
+        default="",
+        validate_default=True,
+        description="the group `adm presets` lists it under (FAMILY_ORDER); default: its flags' --family",
+    )
 
     @field_validator("model_flags", mode="before")
     @classmethod
@@ -88,9 +104,26 @@ class Preset(BaseModel):
             return value
         return parse_flags(ClassifierFlags, value)
 
+    @field_validator("family")
+    @classmethod
+    def _family(cls, value: str, info: ValidationInfo) -> str:
+        """Unset: the family of the code the flags are written for (a checkpoint released by
+        another group says so explicitly, e.g. ``third-party``)."""
+        flags = info.data.get("model_flags")
+        return value or (flags.family if flags is not None else "")
+
     @property
     def is_upsampler(self) -> bool:
         return isinstance(self.model_flags, SuperResFlags)
+
+    @staticmethod
+    def by_family(presets: Iterable[Preset]) -> dict[str, list[Preset]]:
+        """Presets grouped by ``family``: FAMILY_ORDER's groups first, then any a plugin names,
+        each in registration order (what `adm presets` lists)."""
+        groups: dict[str, list[Preset]] = {family: [] for family in FAMILY_ORDER}
+        for preset in presets:
+            groups.setdefault(preset.family, []).append(preset)
+        return {family: members for family, members in groups.items() if members}
 
     @property
     def artifacts(self) -> list[str]:
@@ -101,6 +134,7 @@ class Preset(BaseModel):
         """The preset in the original's flag names (what `adm presets NAME --json` prints)."""
         return {
             "name": self.name,
+            "family": self.family,
             "description": self.description,
             "kind": "upsampler" if self.is_upsampler else "diffusion",
             "model_flags": self.model_flags.flag_dict(),
@@ -112,6 +146,7 @@ class Preset(BaseModel):
             "download": self.artifacts,
             "base_preset": self.base_preset,
             "results": self.results,
+            "source": self.source,
         }
 
 
