@@ -169,3 +169,50 @@ def test_edits_of_a_consistency_model_renoise_and_inpaint(ckpts, tmp_path):
     painted = tmp_path / "paint.npz"
     invoke([*common, "--mask", str(masks), "--steps", "0,22,39", "--out", str(painted)])
     assert np.array_equal(load(painted)["arr_0"][:, :, :8], images[:, :, :8])  # the known half, bit for bit
+
+
+def test_an_edm_model_is_guided_through_the_classifiers_own_schedule(ckpts, tmp_path, monkeypatch):
+    """The classifier reads the t its own training process gives each σ (the σ ↔ t map); without
+    that process recorded, guidance of an EDM model is a one-line error."""
+    from adm.diffusion.continuous import NoiseSchedule
+    from adm.presets import Artifact, Preset, Registry, SamplingDefaults
+    from adm.presets.builtin import register as builtin
+    from adm.spec.factory import build_classifier
+    from adm.spec.flags import ClassifierFlags, parse_flags
+    from tiny import CLASSIFIER_FLAGS
+
+    classifier = tmp_path / "classifier.safetensors"
+    save_state_dict(randomize(build_classifier(parse_flags(ClassifierFlags, CLASSIFIER_FLAGS)), 7).state_dict(), classifier)
+    source = ModelSource(model_flags=FLAGS["edm"], model_path=ckpts["edm"], classifier_flags=CLASSIFIER_FLAGS,
+                         classifier_path=classifier)
+    with pytest.raises(adm.UsageError, match="noising process the classifier was trained on"):
+        adm.sample(source=source, scale=2.0, steps="5", num_samples=2)
+
+    def plugin(registry):
+        for name, path in (("tiny-edm", ckpts["edm"]), ("tiny-edm-classifier", classifier)):
+            registry.add_artifact(Artifact(name=name, url=f"http://127.0.0.1:9/{path.name}", filename=path.name,
+                                           kind="checkpoint"))
+        registry.add_preset(Preset(name="tiny-edm", model_flags=FLAGS["edm"], checkpoint="tiny-edm",
+                                   classifier_flags=CLASSIFIER_FLAGS, classifier_checkpoint="tiny-edm-classifier",
+                                   classifier_noise="--diffusion_steps 100 --noise_schedule cosine",
+                                   sampling=SamplingDefaults(sampler="heun", steps="5")))
+
+    registry = Registry().load_plugins([("builtin", builtin), ("tiny", plugin)])
+    seen = []
+    real = adm.sampling.guidance.ClassifierGuidance.gradient
+
+    def spy(self, x, time, **kwargs):
+        seen.append((float(time[0]), self.schedule.num_steps))
+        return real(self, x, time, **kwargs)
+
+    monkeypatch.setattr(adm.sampling.guidance.ClassifierGuidance, "gradient", spy)
+    kwargs = dict(num_samples=2, classes="balanced", registry=registry, seed=3)
+    unguided = adm.sample(source=ModelSource(preset="tiny-edm", model_path=ckpts["edm"]), scale=0.0, **kwargs)
+    assert not seen
+    guided = adm.sample(source=ModelSource(preset="tiny-edm", model_path=ckpts["edm"], classifier_path=classifier),
+                        scale=5.0, **kwargs)
+    assert not np.array_equal(guided.images, unguided.images)
+    cosine = NoiseSchedule.create("cosine", 100)
+    first_sigma = 80.0  # the heun grid's top; the classifier's t there is its own schedule's
+    assert seen[0][1] == 100
+    assert seen[0][0] == pytest.approx(float(cosine.tau_at(first_sigma)), abs=1e-3)

@@ -20,6 +20,7 @@ from adm.core.distributed import pick_device
 from adm.core.errors import UsageError
 from adm.core.progress import ProgressFn
 from adm.diffusion.adapters import ModelAdapter
+from adm.diffusion.continuous import NoiseSchedule
 from adm.diffusion.karras import Schedule
 from adm.diffusion.process import GaussianProcess, LossType
 from adm.hub.checkpoints import Signature, load_into, load_state_dict, signature
@@ -33,6 +34,7 @@ from adm.spec.factory import (
 )
 from adm.spec.flags import (
     ClassifierFlags,
+    DiffusionFlags,
     ModelFlags,
     SuperResFlags,
     parse_flags,
@@ -56,6 +58,16 @@ class LoadedModel:
     checkpoint: Path | None = None  # the files the weights came from
     classifier_checkpoint: Path | None = None
     respacing: str | None = None  # the steps of ``process`` (None: the flags' timestep_respacing)
+    classifier_noise: DiffusionFlags | None = None  # the classifier's training process, when not the model's
+
+    @property
+    def classifier_schedule(self) -> NoiseSchedule | None:
+        """The schedule the classifier reads time on: its own training process for a model with
+        continuous noise levels; None (the model's own timesteps, as the original passes them) for a
+        VP model, where a classifier trained on another process is warned about instead."""
+        if self.classifier_noise is None or self.schedule.discrete:
+            return None
+        return noise_schedule(self.classifier_noise)
 
     @cached_property
     def process(self) -> GaussianProcess:

@@ -47,7 +47,7 @@ class Setup:
         size = flags.large_size if superres else flags.image_size
         return Networks(self.loaded.model, self.loaded.schedule, self.loaded.adapter, self.loaded.device,
                         (3, size, size), flags.num_classes, flags.class_cond, self.loaded.classifier,
-                        flags.small_size if superres else None)
+                        flags.small_size if superres else None, self.loaded.classifier_schedule)
 
     def notes(self) -> dict:
         """Sidecar facts that are not part of the key: which rule chose the steps, where the weights were."""
@@ -156,6 +156,8 @@ def resolve(
     if settings.guided and weights.classifier_flags is None:
         raise UsageError("a guidance scale > 0 needs a classifier",
                          "pass --classifier-run-dir, or classifier flags and checkpoint, or use scale 0")
+    if settings.guided:
+        weights.check_guidance()
     extra = tuple(cascade_upsampler(cascade, registry, flags).artifacts) if cascade is not None else ()
     preflight(weights, preset, settings.guided, download, registry, extra)
     loaded = load_networks(weights, preset, with_classifier=settings.guided, device=device, download=download,

@@ -78,6 +78,16 @@ class Weights:
     classifier_flags: ClassifierFlags | None = None
     classifier_path: Path | None = None
     warnings: tuple[str, ...] = ()
+    classifier_noise: DiffusionFlags | None = None  # what the classifier was trained on, where recorded
+
+    def check_guidance(self) -> None:
+        """A model with continuous noise levels reads a classifier's time through the classifier's own
+        training schedule: without it, guidance cannot map σ to the classifier's t."""
+        if self.model_flags.is_karras and self.classifier_noise is None:
+            raise UsageError("classifier guidance of an EDM or consistency model needs the noising process the "
+                             "classifier was trained on",
+                             "guide with a classifier run dir (--classifier-run-dir records it) or a preset that "
+                             "pairs them (edm-imagenet64)")
 
 
 def resolve_weights(source: ModelSource, preset: Preset | None = None) -> Weights:
@@ -88,9 +98,10 @@ def resolve_weights(source: ModelSource, preset: Preset | None = None) -> Weight
     """
     model_flags, model_path, warnings = _model_weights(source, preset)
     classifier_flags, classifier_path, noise = _classifier_weights(source, preset)
-    if noise is not None and classifier_flags is not None:
+    if noise is not None and classifier_flags is not None and not model_flags.is_karras:
         warnings += _noise_mismatch(noise, model_flags, classifier_path)
-    return Weights(model_flags, model_path, classifier_flags, classifier_path, tuple(warnings))
+    noise_flags = parse_flags(DiffusionFlags, noise) if noise is not None and classifier_flags is not None else None
+    return Weights(model_flags, model_path, classifier_flags, classifier_path, tuple(warnings), noise_flags)
 
 
 def _model_weights(source: ModelSource, preset: Preset | None) -> tuple[ModelFlags | SuperResFlags, Path | None, list[str]]:
@@ -140,7 +151,8 @@ def _classifier_weights(source: ModelSource, preset: Preset | None) -> tuple[Cla
                              "sample it with --run-dir; guide with a run of adm train-classifier")
         return run.flags, run.weights(), run.doc.get("diffusion_flags")
     if preset is not None and preset.classifier_flags is not None:
-        return preset.classifier_flags, source.classifier_path, None
+        noise = parse_flags(DiffusionFlags, preset.classifier_noise).flag_dict() if preset.classifier_noise else None
+        return preset.classifier_flags, source.classifier_path, noise
     if source.classifier_path is None:
         return None, None, None
     flags, noise = _recorded(source.classifier_path, "classifier")
@@ -218,6 +230,7 @@ def load_networks(weights: Weights, preset: Preset | None, *, with_classifier: b
     )
     if loaded.classifier is not None:
         loaded.classifier.requires_grad_(False)
+        loaded.classifier_noise = weights.classifier_noise
     return loaded
 
 

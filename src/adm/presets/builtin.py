@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from adm.presets.families import family_presets
+from adm.presets.families import adm_classifier, family_presets
 from adm.presets.training import builtin_training_presets
 from adm.presets.types import Artifact, Preset, SamplingDefaults
 
@@ -58,14 +58,6 @@ REFERENCE_BATCHES = {
 }
 
 
-def _classifier(size: int, depth: int = 2) -> str:
-    return (
-        f"--image_size {size} --classifier_attention_resolutions 32,16,8 --classifier_depth {depth} "
-        "--classifier_width 128 --classifier_pool attention --classifier_resblock_updown True "
-        "--classifier_use_scale_shift_norm True"
-    )
-
-
 def _lsun(dropout: str) -> str:
     return (
         f"{COMMON} --attention_resolutions 32,16,8 --class_cond False --dropout {dropout} --image_size 256 "
@@ -86,7 +78,7 @@ def _presets() -> list[Preset]:
             model_flags=f"{COMMON} --attention_resolutions 32,16,8 --class_cond True --dropout 0.1 --image_size 64 "
             "--noise_schedule cosine --num_channels 192 --num_head_channels 64 --num_res_blocks 3 "
             "--use_new_attention_order True --use_fp16 True",
-            classifier_flags=_classifier(64, depth=4),
+            classifier_flags=adm_classifier(64, depth=4),
             checkpoint="64-cond",
             classifier_checkpoint="64-classifier",
             classifier_scale=1.0,
@@ -98,7 +90,7 @@ def _presets() -> list[Preset]:
             description="ImageNet 128x128, class-conditional, classifier-guided (ADM-G)",
             model_flags=f"{COMMON} --attention_resolutions 32,16,8 --class_cond True --image_size 128 "
             "--noise_schedule linear --num_channels 256 --num_heads 4 --num_res_blocks 2 --use_fp16 True",
-            classifier_flags=_classifier(128),
+            classifier_flags=adm_classifier(128),
             checkpoint="128-cond",
             classifier_checkpoint="128-classifier",
             classifier_scale=0.5,
@@ -109,7 +101,7 @@ def _presets() -> list[Preset]:
             name="imagenet256",
             description="ImageNet 256x256, class-conditional, classifier-guided (ADM-G)",
             model_flags=f"{p256} --class_cond True",
-            classifier_flags=_classifier(256),
+            classifier_flags=adm_classifier(256),
             checkpoint="256-cond",
             classifier_checkpoint="256-classifier",
             classifier_scale=1.0,
@@ -120,7 +112,7 @@ def _presets() -> list[Preset]:
             name="imagenet256-uncond",
             description="ImageNet 256x256, unconditional model guided by the classifier at scale 10",
             model_flags=f"{p256} --class_cond False",
-            classifier_flags=_classifier(256),
+            classifier_flags=adm_classifier(256),
             checkpoint="256-uncond",
             classifier_checkpoint="256-classifier",
             classifier_scale=10.0,
@@ -131,7 +123,7 @@ def _presets() -> list[Preset]:
             description="ImageNet 512x512, class-conditional, classifier-guided (ADM-G)",
             model_flags=f"{COMMON} --attention_resolutions 32,16,8 --class_cond True --image_size 512 "
             "--noise_schedule linear --num_channels 256 --num_head_channels 64 --num_res_blocks 2 --use_fp16 False",
-            classifier_flags=_classifier(512),
+            classifier_flags=adm_classifier(512),
             checkpoint="512-cond",
             classifier_checkpoint="512-classifier",
             classifier_scale=4.0,

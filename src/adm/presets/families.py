@@ -93,6 +93,15 @@ def _openai(base_url: str, filename: str, artifact: str, **preset) -> tuple[Pres
                           description=f"{made.description.split(';')[0]} ({made.family})")
 
 
+def adm_classifier(size: int, depth: int = 2) -> str:
+    """guided-diffusion's released noisy classifiers (README CLASSIFIER_FLAGS)."""
+    return (
+        f"--image_size {size} --classifier_attention_resolutions 32,16,8 --classifier_depth {depth} "
+        "--classifier_width 128 --classifier_pool attention --classifier_resblock_updown True "
+        "--classifier_use_scale_shift_norm True"
+    )
+
+
 # --------------------------------------------------------------------------- consistency_models
 
 CM_DATA = {  # dataset -> (flags of its network, description)
@@ -150,6 +159,11 @@ CM_MODELS = {
     ("ct", "cat256", ""): (_two_steps("0,62,150", 151), {"fid_1step": 20.7, "fid_2step": 11.7}, ""),
 }
 CM_KIND = {"edm": "EDM teacher", "cd": "consistency distillation", "ct": "consistency training"}
+# The ImageNet-64 EDM teacher may be guided by guided-diffusion's released 64x64 classifier (trained
+# on ADM-64's 1000-step cosine process, whose t it reads at each σ). Unguided by default, as the
+# consistency-models paper samples it; the guided recipe is not measured (no checkpoints here).
+GUIDED_EDM = {"classifier_flags": adm_classifier(64, depth=4), "classifier_checkpoint": "64-classifier",
+              "classifier_noise": "--diffusion_steps 1000 --noise_schedule cosine"}
 
 
 def _consistency() -> list[tuple[Preset, Artifact]]:
@@ -163,7 +177,7 @@ def _consistency() -> list[tuple[Preset, Artifact]]:
         found.append(_openai(CM_URL, file, name, name=name,
                              description=f"{what}, {CM_KIND[kind]}{metric}" + (f"; {note}" if note else ""),
                              model_flags=f"{CM_MODE[kind]} {flags}", sampling=sampling, results=results,
-                             source=CM_SOURCE))
+                             source=CM_SOURCE, **(GUIDED_EDM if name == "edm-imagenet64" else {})))
     return found
 
 

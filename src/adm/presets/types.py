@@ -80,6 +80,11 @@ class Preset(BaseModel):
     checkpoint: str | None = Field(default=None, description="artifact name of the model weights")
     classifier_checkpoint: str | None = Field(default=None, description="artifact name of the classifier")
     classifier_scale: float = Field(default=0.0, description="default guidance scale (0 = unguided)")
+    classifier_noise: str | None = Field(
+        default=None,
+        description="the noising process the classifier was trained on (diffusion flags), when it is not the "
+                    "model's: an EDM model is guided through the σ ↔ t map of this schedule",
+    )
     sampling: SamplingDefaults = SamplingDefaults()
     base_preset: str | None = Field(default=None, description="upsamplers: the preset whose samples they upsample")
     results: dict[str, float] = Field(default_factory=dict, description="published metrics, for reference")
@@ -140,6 +145,7 @@ class Preset(BaseModel):
             "model_flags": self.model_flags.flag_dict(),
             "classifier_flags": self.classifier_flags.flag_dict() if self.classifier_flags else None,
             "classifier_scale": self.classifier_scale,
+            "classifier_noise": self.classifier_noise,
             "sampling": self.sampling.model_dump(),
             "checkpoint": self.checkpoint,
             "classifier_checkpoint": self.classifier_checkpoint,
