@@ -4,7 +4,9 @@ Change ``from guided_diffusion.script_util import ...`` to ``from adm.compat imp
 original's modules under their own names (``adm.compat.gaussian_diffusion``, ``.respace``, ``.unet``,
 ``.nn``, ``.script_util``, ``.losses``, ``.dist_util``, ``.logger``), or leave the code as it is and
 call ``adm.compat.install()`` (or run it with ``python -m adm.compat script.py``): then
-``import guided_diffusion...`` resolves to these modules. Everything here is a veneer over adm's own
+``import guided_diffusion...`` resolves to these modules. The same for the family's other code:
+``adm.compat.improved`` stands for ``improved_diffusion`` and ``adm.compat.cm`` for consistency_models'
+``cm``, each with its own defaults and signatures. Everything here is a veneer over adm's own
 layers (``adm.models``, ``adm.diffusion``, ``adm.sampling``), so the golden vectors that exercise
 this layer check the code the rest of adm runs.
 
@@ -35,6 +37,7 @@ _HOMES = {  # name -> the submodule that defines it
 SUBMODULES = (
     "alias", "diffusion", "dist_util", "gaussian_diffusion", "logger", "losses", "models", "nn", "respace",
     "script_util", "unet",
+    "improved", "cm",  # the other families: improved_diffusion's and consistency_models' names
 )
 
 

@@ -1,8 +1,9 @@
-"""``python -m adm.compat SCRIPT [ARGS...]``: run an unmodified guided-diffusion script on adm.
+"""``python -m adm.compat SCRIPT [ARGS...]``: run an unmodified guided-diffusion, improved-diffusion or
+consistency_models script on adm.
 
 The script runs as ``__main__`` with ``sys.argv`` and ``sys.path[0]`` as ``python SCRIPT ARGS``
-would set them, after ``adm.compat.install()``: its ``import guided_diffusion...`` lines get adm's
-modules (and so adm's safe checkpoint loading). ``-m MODULE`` runs a module instead, as
+would set them, after ``adm.compat.install()``: its ``import guided_diffusion...`` (``improved_diffusion``,
+``cm``) lines get adm's modules (and so adm's safe checkpoint loading). ``-m MODULE`` runs a module instead, as
 ``python -m MODULE``. A problem adm explains (``AdmError``) is printed as one line and exits with
 its code; anything else the script raises is the script's own and keeps its traceback.
 """

@@ -1,0 +1,50 @@
+"""Drop-in names for scripts written against ``cm`` (openai/consistency_models).
+
+Change ``from cm.script_util import ...`` to ``from adm.compat.cm import ...``, import its modules
+under their own names (``adm.compat.cm.script_util``, ``.karras_diffusion``, ``.random_util``,
+``.unet``, ``.nn``; ``.dist_util``, ``.logger`` and ``.losses`` are ``adm.compat``'s, identical in
+both codebases), or leave the code as it is and call ``adm.compat.install()``
+(``python -m adm.compat scripts/image_sample.py ...``): ``import cm...`` then resolves here.
+A veneer over adm's layers (the model adapter, ``KarrasSchedule``, adm's samplers). Importing this
+package imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+SUBMODULES = ("karras_diffusion", "nn", "random_util", "script_util", "unet")
+SHARED = ("dist_util", "logger", "losses")  # guided-diffusion's modules, unchanged in consistency_models
+_HOMES = {  # name -> the submodule that defines it
+    **dict.fromkeys(("KarrasDenoiser", "get_sigmas_karras", "karras_sample"), "karras_diffusion"),
+    **dict.fromkeys(("get_generator",), "random_util"),
+    **dict.fromkeys(("UNetModel",), "unet"),
+    **dict.fromkeys(
+        ("NUM_CLASSES", "add_dict_to_argparser", "args_to_dict", "cm_train_defaults", "create_model",
+         "create_model_and_diffusion", "model_and_diffusion_defaults", "str2bool"),
+        "script_util",
+    ),
+}
+
+
+def module_path(name: str) -> str:
+    """The adm module that stands for ``cm.<name>``."""
+    return f"adm.compat.{name}" if name in SHARED else f"adm.compat.cm.{name}"
+
+
+def __getattr__(name: str):
+    if name in _HOMES:
+        value = getattr(importlib.import_module(module_path(_HOMES[name])), name)
+    elif name in SUBMODULES or name in SHARED:
+        value = importlib.import_module(module_path(name))
+    else:
+        raise AttributeError(f"module 'adm.compat.cm' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_HOMES, *SUBMODULES, *SHARED})
+
+
+__all__ = sorted(_HOMES)
