@@ -90,8 +90,10 @@ def uniform_logsnr_grid(schedule: NoiseSchedule, n: int, sigma_max: float | None
     return _with_zero(log_sigmas.exp())
 
 
-def karras_grid(schedule: NoiseSchedule, n: int, sigma_max: float | None = None, rho: float = KARRAS_RHO) -> Tensor:
+def karras_grid(schedule: NoiseSchedule, n: int, sigma_max: float | None = None, rho: float | None = None) -> Tensor:
+    """Karras et al.'s ρ-spaced levels; ρ is an EDM model's own (``KarrasSchedule.rho``), else 7."""
     _check_count(n)
+    rho = rho or getattr(schedule, "rho", KARRAS_RHO)
     hi = _top(schedule, sigma_max) ** (1 / rho)
     lo = schedule.sigma_min ** (1 / rho)
     ramp = torch.linspace(0, 1, n, dtype=torch.float64) if n > 1 else torch.zeros(1, dtype=torch.float64)

@@ -30,13 +30,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from adm.core.errors import UsageError
 from adm.diffusion.adapters import EDM, ConsistencyBoundary
-from adm.diffusion.grids import KARRAS_RHO, karras_grid, karras_index_grid
+from adm.diffusion.grids import karras_grid, karras_index_grid
 from adm.diffusion.karras import KarrasSchedule
 from adm.sampling.denoiser import Denoiser
 from adm.sampling.registry import get_sampler
@@ -175,9 +175,8 @@ def _multistep_grid(diffusion, schedule, steps: int, ts) -> Tensor:
     if indices[-1] != steps - 1:
         raise UsageError(f"ts must end at steps - 1 = {steps - 1} (sigma_min: the clean image), got {indices[-1]}",
                          "the released index lists do, e.g. ts=(0, 22, 39) with steps=40")
-    if diffusion.rho != KARRAS_RHO:
-        raise UsageError(f"multistep sampling takes the Karras grid's rho {KARRAS_RHO:g}, the diffusion has {diffusion.rho:g}")
-    return karras_index_grid(schedule, indices, steps)
+    # the reference places multistep levels on the diffusion's rho, not karras_sample's
+    return karras_index_grid(replace(schedule, rho=diffusion.rho), indices, steps)
 
 
 def _reference_callback(callback: Callable[[dict], None], x: Tensor) -> Callable[[dict], None]:
