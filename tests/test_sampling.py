@@ -160,7 +160,7 @@ def test_sampling_api_ddim_guided_matches_original(nets):
     io, case = golden.io(CASE), golden.case(CASE)
     schedule = NoiseSchedule.create("linear", 1000)
     param = EpsilonVP(ModelVarType.LEARNED_RANGE)
-    guidance = ClassifierGuidance(classifier, io["y"], case["classifier_scale"], schedule)
+    guidance = ClassifierGuidance(classifier=classifier, labels=io["y"], scale=case["classifier_scale"], schedule=schedule)
     denoiser = Denoiser(unet, schedule, param, {"y": io["y"]}, guidance, clip_denoised=True)
     sigmas = respaced_grid(schedule, case["ddim_respacing"])
     steps = []
@@ -304,7 +304,8 @@ def test_the_sampling_choices_are_declared_once():
     from adm.sampling.settings import SamplerSettings
 
     shared = set(SamplingChoices.model_fields)
-    assert shared == {"sampler", "steps", "spacing", "scale", "guidance_interval", "threshold", "clip_denoised", "precision"}
+    assert shared == {"sampler", "steps", "spacing", "scale", "guidance_interval", "cfg_scale", "cfg_interval",
+                      "autoguidance", "autoguidance_interval", "guidance", "threshold", "clip_denoised", "precision"}
     for name in shared:
         for model in (SamplingOptions, SamplerSettings):
             assert repr(model.model_fields[name]) == repr(SamplingChoices.model_fields[name]), (model.__name__, name)

@@ -7,6 +7,7 @@ import torch
 import adm.compat as compat
 import golden
 from adm.diffusion.continuous import NoiseSchedule
+from adm.sampling.guidance.protocol import GuidanceContext
 from adm.sampling.noise import ReplayNoise
 from adm.sampling.run import run_sampler
 from adm.sampling.settings import SamplerSettings
@@ -48,7 +49,7 @@ def test_cli_sampling_path_matches_the_original(nets, name, sampler, respacing_k
     trajectory = []
     final = run_sampler(
         model, schedule, param, settings.plan(schedule), io["noise"], ReplayNoise(steps),
-        model_kwargs={"y": io["y"]}, classifier=classifier if guided else None, labels=io["y"],
+        model_kwargs={"y": io["y"]}, context=GuidanceContext(io["y"], classifier if guided else None),
         callback=lambda step: trajectory.append(step["x"]),
     )
     assert (torch.stack(trajectory) - io[f"{name}/samples"]).abs().max() <= 1e-3

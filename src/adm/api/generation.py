@@ -171,12 +171,13 @@ def upsample(
     sampling = gather(sampling, SamplingOptions, options)
     run = gather(run, RunOptions, options)
     refuse_leftovers(options, "upsample", SamplingOptions, RunOptions)
-    if sampling.scale:
-        raise UsageError("upsamplers are not classifier-guided", "drop the scale")
+    if sampling.scale or sampling.cfg_scale or sampling.autoguidance or sampling.guidance:
+        raise UsageError("upsamplers are not guided", "drop the guidance scales")
     source = source or ModelSource(preset=preset)
     base = open_images(base_samples, name="base samples")
     labels = npz_labels(base_samples)
-    setup = resolve(source, sampling.model_copy(update={"scale": 0.0, "guidance_interval": None}),
+    setup = resolve(source, sampling.model_copy(update={"scale": 0.0, "guidance_interval": None, "cfg_scale": 0.0,
+                                                        "autoguidance": 0.0}),
                     registry or default_registry(), upsampler=True, device=run.device, download=run.download,
                     dist=dist, on_progress=on_progress)
     total = given_or(run.num_samples, base.count)

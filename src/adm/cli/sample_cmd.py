@@ -47,12 +47,28 @@ def parse_sampler_options(values: list[str] | None) -> dict[str, str]:
     return options
 
 
-def parse_interval(text: str) -> tuple[float, float]:
+def parse_interval(text: str, option: str = "--guidance-interval") -> tuple[float, float]:
     try:
         lo, hi = (float(part) for part in text.split(","))
     except ValueError:
-        raise UsageError(f"--guidance-interval expects LO,HI in [0, 1], got {text!r}", "e.g. 0.2,0.8") from None
+        raise UsageError(f"{option} expects LO,HI in [0, 1], got {text!r}", "e.g. 0.2,0.8") from None
     return lo, hi
+
+
+def parse_guidance(values: list[str] | None) -> dict[str, float] | None:
+    """``["mine=2"]`` → ``{"mine": 2.0}``: a plugin's guidance method at a scale."""
+    if not values:
+        return None
+    found: dict[str, float] = {}
+    for item in values:
+        name, sep, value = item.partition("=")
+        try:
+            found[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise UsageError(f"--guidance expects NAME=SCALE, got {item!r}", "e.g. --guidance mine=2")
+    return found
 
 
 def sampling_options(*, skip: tuple[str, ...] = (), scale_help: str | None = None):
@@ -65,6 +81,12 @@ def sampling_options(*, skip: tuple[str, ...] = (), scale_help: str | None = Non
         "guidance_interval": Rename("--guidance-interval", "Apply the classifier only where LO <= t/T <= HI "
                                     "(e.g. 0,0.6); it is not run elsewhere. Default: 0,1 (guided ddim on a cosine "
                                     "schedule: 0,0.995; give 0,1 for the original's exact path).", parse_interval),
+        "cfg_scale": Rename("--cfg-scale", None),
+        "cfg_interval": Rename("--cfg-interval", None, lambda text: parse_interval(text, "--cfg-interval")),
+        "autoguidance": Rename("--autoguidance", None),
+        "autoguidance_interval": Rename("--autoguidance-interval", None,
+                                        lambda text: parse_interval(text, "--autoguidance-interval")),
+        "guidance": Rename("--guidance", None, parse_guidance, repeat=True, metavar="NAME=SCALE"),
         "compile": Rename("--compile", flag=True),
     })
 
@@ -144,7 +166,7 @@ def sample(
 
 
 @guarded
-@sampling_options(skip=("scale", "guidance_interval", "compile"))
+@sampling_options(skip=("scale", "guidance_interval", "cfg_scale", "cfg_interval", "autoguidance", "autoguidance_interval", "guidance", "compile"))
 @run_options(num_samples_help="How many to upsample (default: all).", out_help="Output .npz (default: BASE-up.npz).")
 def upsample(
     sampling: dict,

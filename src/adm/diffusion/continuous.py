@@ -135,6 +135,13 @@ class NoiseSchedule:
         """What the network is conditioned on at network time τ (rescaled to [0, 1000) if asked)."""
         return tau * (1000.0 / self.num_steps) if self.rescale_timesteps else tau
 
+    def time_fraction(self, time: Tensor) -> Tensor:
+        """τ/T of the network's timestep input ``time`` (what guidance intervals are read in), float64."""
+        tau = torch.as_tensor(time, dtype=torch.float64)
+        if self.rescale_timesteps:
+            tau = tau * (self.num_steps / 1000.0)
+        return tau / self.num_steps
+
     def network_time(self, sigma: Tensor) -> Tensor:
         """The timestep input of a network trained on this schedule at noise levels σ (float64)."""
         return self.model_timesteps(self.tau_at(sigma))

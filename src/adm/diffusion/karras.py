@@ -75,6 +75,11 @@ class KarrasSchedule:
         """250·ln σ: consistency_models' ``rescaled_t`` (float64)."""
         return 250.0 * torch.log(torch.as_tensor(sigma, dtype=torch.float64) + 1e-44)
 
+    def time_fraction(self, time: Tensor) -> Tensor:
+        """τ/T of the network's input 250·ln σ: the fraction of the ρ-ramp (guidance intervals)."""
+        sigma = torch.exp(torch.as_tensor(time, dtype=torch.float64).cpu() / 250.0)
+        return self.tau_at(sigma) / self.num_steps
+
     @staticmethod
     def state_scale(sigma: Tensor | float) -> Tensor:
         """The state is x_0 + σ·ε itself."""

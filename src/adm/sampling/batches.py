@@ -22,6 +22,7 @@ from adm.data.pixels import from_uint8, to_uint8
 from adm.diffusion.adapters import ModelAdapter
 from adm.diffusion.continuous import NoiseSchedule
 from adm.diffusion.karras import Schedule
+from adm.sampling.guidance.protocol import GuidanceContext
 from adm.sampling.noise import PerSampleNoise
 from adm.sampling.precision import network_call
 from adm.sampling.run import run_sampler
@@ -43,6 +44,19 @@ class Networks:
     classifier: torch.nn.Module | None = None
     low_res_size: int | None = None  # upsamplers: the side of the images they condition on
     classifier_schedule: NoiseSchedule | None = None  # the classifier's training schedule (None: the model's)
+    guide: torch.nn.Module | None = None  # autoguidance: the weaker model
+    null_label: int | None = None  # the label that means "no class" (models trained with label dropout)
+
+    def guidance_context(self, settings, labels: torch.Tensor | None) -> GuidanceContext:
+        """What the plan's guidance methods are built from (the API loads a classifier or a guide
+        only when a method of the plan needs it)."""
+        classifier = guide = None
+        if self.classifier is not None and settings.uses("classifier"):
+            classifier = network_call(self.classifier, self.device, settings.precision, inference=False)
+        if self.guide is not None and settings.uses("guide"):
+            guide = network_call(self.guide, self.device, settings.precision)
+        return GuidanceContext(labels.to(self.device) if labels is not None else None, classifier,
+                               self.classifier_schedule, guide, self.null_label)
 
     def start_noise(self, noise: PerSampleNoise, count: int, sigma: float) -> torch.Tensor:
         """Pure noise at the grid's top level ``sigma``, in the model's state scaling."""
@@ -106,9 +120,10 @@ def sample_batch(
     """
     generators = generators_for(seed, indices)
     settings = plan.settings
-    guided = plan.guided and nets.classifier is not None  # the API loads the classifier of a guided plan
     if labels is None and plan.needs_labels(nets.class_cond):
-        labels = labels_for(classes, indices, nets.num_classes, generators)
+        if classes == "null" and settings.uses("classifier"):
+            raise UsageError("--classes null asks for no class, and a classifier guides towards one", "drop --scale")
+        labels = labels_for(classes, indices, nets.num_classes, generators, nets.null_label)
     noise = PerSampleNoise(generators)
     x = start(noise, labels) if start is not None else nets.start_noise(noise, len(indices), float(plan.sigmas[0]))
     model_kwargs = dict(extra_kwargs or {})
@@ -116,10 +131,7 @@ def sample_batch(
         model_kwargs["y"] = labels.to(nets.device)
     x0 = run_sampler(
         network_call(nets.model, nets.device, settings.precision), nets.schedule, nets.adapter, plan, x, noise,
-        model_kwargs=model_kwargs,
-        classifier=network_call(nets.classifier, nets.device, settings.precision, inference=False) if guided else None,
-        classifier_schedule=nets.classifier_schedule,
-        labels=labels.to(nets.device) if labels is not None else None,
+        model_kwargs=model_kwargs, context=nets.guidance_context(settings, labels),
         callback=callback, denoised_fn=denoised_fn, sampler=sampler,
     )
     _check_finite(x0, indices, settings)
@@ -138,11 +150,12 @@ def _check_finite(x0: torch.Tensor, indices: Sequence[int], settings) -> None:
     bad = ~torch.isfinite(x0).flatten(1).all(dim=1)
     if bool(bad.any()):
         first = indices[int(bad.nonzero()[0])]
-        hint = "lower --scale" if settings.scale > 0 else "check the model's weights"
+        scales = ", ".join(f"{name} scale {scale:g}" for name, scale, _ in settings.methods()) or "unguided"
+        hint = "lower the guidance scale" if settings.guided else "check the model's weights"
         if settings.precision != "fp32":
             hint += ", or sample with --precision fp32"
         raise UsageError(f"sample {first} came out as NaN/infinity: the arithmetic overflowed "
-                         f"(precision {settings.precision}, classifier scale {settings.scale:g})", hint)
+                         f"(precision {settings.precision}, {scales})", hint)
 
 
 def _labels(labels: torch.Tensor | None) -> np.ndarray | None:

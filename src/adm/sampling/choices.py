@@ -33,6 +33,10 @@ STEPS_HELP = (
 )
 
 
+# the built-in guidance methods and the option that sets each one's scale
+BUILTIN_GUIDANCE = {"classifier": "--scale", "cfg": "--cfg-scale", "autoguidance": "--autoguidance"}
+
+
 def check_interval(interval: tuple[float, float]) -> tuple[float, float]:
     """A guidance interval (lo, hi) in fractions of the schedule's T: 0 <= lo <= hi <= 1."""
     lo, hi = interval
@@ -53,6 +57,17 @@ class SamplingChoices(BaseModel):
     scale: float | None = Field(None, ge=0, description="classifier scale; unset: the preset's (0: no classifier)")
     guidance_interval: tuple[float, float] | None = Field(None, description="apply the classifier only where "
                                                           "LO <= t/T <= HI; it is not run elsewhere")
+    cfg_scale: float | None = Field(None, ge=0, description="classifier-free guidance w: conditional + w·(conditional "
+                                    "- unconditional); 0: conditional, unguided; needs a model trained with "
+                                    "--label-dropout; unset: the preset's")
+    cfg_interval: tuple[float, float] | None = Field(None, description="apply classifier-free guidance only where "
+                                                     "LO <= t/T <= HI (the unconditional pass is skipped elsewhere)")
+    autoguidance: float | None = Field(None, ge=0, description="autoguidance w: model + w·(model - guide model); 0: "
+                                       "unguided (Karras et al.'s w is this + 1); needs --guide-model; unset: the preset's")
+    autoguidance_interval: tuple[float, float] | None = Field(None, description="apply autoguidance only where "
+                                                              "LO <= t/T <= HI")
+    guidance: dict[str, float] | None = Field(None, description="a plugin's guidance method at a scale, NAME=SCALE "
+                                              "(`adm samplers` lists the methods)")
     threshold: float | None = Field(None, gt=0.5, le=1.0, description="dynamic thresholding of x0 at this quantile "
                                     "(e.g. 0.995) instead of clipping; helps strong guidance")
     clip_denoised: bool | None = Field(None, description="clamp the x0 estimate to [-1, 1]; unset: the preset's, "
@@ -66,7 +81,17 @@ class SamplingChoices(BaseModel):
     def _steps_as_text(cls, value: Any) -> Any:
         return str(value) if isinstance(value, int) else value
 
-    @field_validator("guidance_interval")
+    @field_validator("guidance_interval", "cfg_interval", "autoguidance_interval")
     @classmethod
     def _interval(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
         return None if value is None else check_interval(value)
+
+    @field_validator("guidance")
+    @classmethod
+    def _plugin_guidance(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        for name, scale in (value or {}).items():
+            if name in BUILTIN_GUIDANCE:
+                raise ValueError(f"{name} has its own option ({BUILTIN_GUIDANCE[name]}): use it instead of --guidance")
+            if scale < 0:
+                raise ValueError(f"the scale of guidance {name} must be >= 0, got {scale:g}")
+        return value

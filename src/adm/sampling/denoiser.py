@@ -27,7 +27,8 @@ from adm.diffusion.adapters import ModelAdapter, VPAdapter
 from adm.diffusion.continuous import per_sample
 from adm.diffusion.karras import Schedule
 from adm.sampling.chain import ChainDenoiser
-from adm.sampling.guidance import ClassifierGuidance, CondFn
+from adm.sampling.guidance.classifier import CondFn
+from adm.sampling.guidance.protocol import Guidance, Guided
 
 Tensor = torch.Tensor
 ModelFn = Callable[..., Tensor]
@@ -56,10 +57,15 @@ class Denoiser:
     schedule: Schedule
     adapter: ModelAdapter
     model_kwargs: Mapping[str, Any] = field(default_factory=dict)
-    guidance: ClassifierGuidance | None = None
+    guidance: tuple[Guidance, ...] = ()
     clip_denoised: bool = True
     threshold: float | None = None
     denoised_fn: Callable[[Tensor], Tensor] | None = None
+
+    def __post_init__(self):
+        methods = () if self.guidance is None else self.guidance if isinstance(self.guidance, tuple) else (self.guidance,)
+        object.__setattr__(self, "guidance", methods)
+        object.__setattr__(self, "guided", Guided.make(self.network, methods, self.schedule.time_fraction))
 
     def __call__(self, x: Tensor, sigma: Tensor | float) -> Tensor:
         """The x_0 estimate at ``x = x_0 + σ·ε``; ``sigma`` is a scalar or one level per sample."""
@@ -67,9 +73,9 @@ class Denoiser:
         if sigma.ndim == 0:
             sigma = sigma.expand(x.shape[0])
         time = self.schedule.network_time(sigma).to(device=x.device, dtype=torch.float32)
-        x0, _, _ = self.adapter.denoise(self.network, time, x, sigma, **self.model_kwargs)
-        if self.guidance is not None:
-            x0 = self.guidance.shift_denoised(x0, x, sigma)
+        x0, _, _ = self.adapter.denoise(self.guided.network, time, x, sigma, **self.model_kwargs)
+        for method in self.guided.score:
+            x0 = method.shift_denoised(x0, x, sigma)
         return self.correct(x0)
 
     def to_state(self, x: Tensor, sigma: Tensor | float) -> Tensor:
@@ -108,9 +114,10 @@ class Denoiser:
             )
         process = self.schedule.chain(sorted(int(k) for k in kept))
         denoiser = ChainDenoiser(
-            self.network, process, self.adapter, dict(self.model_kwargs), self.clip_denoised, self._chain_denoised_fn()
+            self.guided.network, process, self.adapter, dict(self.model_kwargs), self.clip_denoised,
+            self._chain_denoised_fn(),
         )
-        return denoiser, (self.guidance.gradient if self.guidance is not None else None)
+        return denoiser, self.guided.cond_fn()
 
     def _chain_denoised_fn(self) -> Callable[[Tensor], Tensor] | None:
         """``denoised_fn``, then thresholding: the chain's clamp comes after, as in the original."""

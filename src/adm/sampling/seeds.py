@@ -35,7 +35,7 @@ def parse_classes(spec: str | int | Sequence[int], num_classes: int) -> str | li
         spec = [int(spec)]
     if not isinstance(spec, str):
         return _checked([int(i) for i in spec], num_classes)
-    if spec in ("random", "balanced"):
+    if spec in ("random", "balanced", "null"):
         return spec
     text = spec
     if not re.fullmatch(r"[-+\d,\s]+", spec):  # not a literal list (-1 is one, out of range): a file of ids
@@ -71,9 +71,15 @@ def _checked(ids: list[int], num_classes: int) -> list[int]:
 
 
 def labels_for(
-    plan: str | list[int], indices: Sequence[int], num_classes: int, generators: Sequence[torch.Generator]
+    plan: str | list[int], indices: Sequence[int], num_classes: int, generators: Sequence[torch.Generator],
+    null_label: int | None = None,
 ) -> torch.Tensor:
-    """Labels of samples ``indices``: drawn per sample (random), cycled (balanced), or from a list."""
+    """Labels of samples ``indices``: drawn per sample (random), cycled (balanced), from a list, or
+    the model's null label for all (``null``: unconditional samples of a classifier-free-guidance model)."""
+    if plan == "null":
+        if null_label is None:
+            raise UsageError("--classes null needs a model trained with a null class (adm train --label-dropout)")
+        return torch.full((len(indices),), null_label, dtype=torch.long)
     if plan == "random":
         return torch.stack([torch.randint(num_classes, (), generator=g) for g in generators])
     if plan == "balanced":

@@ -15,7 +15,8 @@ from adm.diffusion.karras import Schedule
 from adm.sampling.choices import DEFAULT_SOLVER_STEPS, SamplingChoices
 from adm.sampling.registry import SamplerOptions, SamplerSpec, available_samplers, get_sampler
 
-RESOLVED = {"sampler": "ddpm", "scale": 0.0, "clip_denoised": True, "precision": "fp32"}  # what unset choices mean here
+RESOLVED = {"sampler": "ddpm", "scale": 0.0, "cfg_scale": 0.0, "autoguidance": 0.0, "clip_denoised": True,
+            "precision": "fp32"}  # what unset choices mean here
 STRONG_GUIDANCE = 4.0  # classifier scales from which single-step high-order solvers are warned about
 SCORE_SHIFT_CHAIN = "ddim"  # the original's guided DDIM, whose score shift diverges above the schedule's start
 
@@ -41,10 +42,28 @@ class SamplerSettings(SamplingChoices):
             values = {**values, **{k: v for k, v in RESOLVED.items() if values.get(k) is None}}
         return values
 
+    def methods(self) -> tuple[tuple[str, float, tuple[float, float]], ...]:
+        """The guidance methods this run applies, as (name, scale, interval): those with a scale > 0.
+
+        The one place that decides which guidance a run has; the plan, the API and the samplers ask
+        it (``guided``, ``uses``).
+        """
+        chosen = [("classifier", self.scale, self.guidance_interval or (0.0, 1.0)),
+                  ("cfg", self.cfg_scale, self.cfg_interval or (0.0, 1.0)),
+                  ("autoguidance", self.autoguidance, self.autoguidance_interval or (0.0, 1.0)),
+                  *((name, scale, (0.0, 1.0)) for name, scale in sorted((self.guidance or {}).items()))]
+        return tuple(method for method in chosen if method[1] > 0)
+
     @property
     def guided(self) -> bool:
-        """Whether a classifier guides the run: the one place this is decided."""
-        return self.scale > 0
+        """Whether any guidance method is applied."""
+        return bool(self.methods())
+
+    def uses(self, need: str) -> bool:
+        """Whether a method of this run needs ``need`` (labels, classifier, guide, null_label)."""
+        from adm.sampling.guidance.registry import get_guidance
+
+        return any(need in get_guidance(name).needs for name, _, _ in self.methods())
 
     @classmethod
     def make(cls, **values: Any) -> SamplerSettings:
@@ -113,7 +132,7 @@ class SamplerSettings(SamplingChoices):
         if self.guidance_interval is not None:
             return self.guidance_interval, None
         top = float(schedule.tau_at(sigmas[0]))
-        if not self.guided or spec.name != SCORE_SHIFT_CHAIN or top <= schedule.start_timestep + 1e-6:
+        if self.scale <= 0 or spec.name != SCORE_SHIFT_CHAIN or top <= schedule.start_timestep + 1e-6:
             return (0.0, 1.0), None
         hi = schedule.start_timestep / schedule.num_steps
         return (0.0, hi), (
@@ -143,8 +162,8 @@ class SamplingPlan:
         return self.settings.guided
 
     def needs_labels(self, class_cond: bool) -> bool:
-        """Labels are needed by a class-conditional network and by a classifier's guidance."""
-        return class_cond or self.guided
+        """Labels are needed by a class-conditional network and by guidance towards a class."""
+        return class_cond or self.settings.uses("labels")
 
     @property
     def evaluations(self) -> int:

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
+from adm.core.errors import UsageError
 from adm.diffusion.continuous import NoiseSchedule, per_sample, vp_scale
 from adm.diffusion.gaussian import (
     Prediction,
@@ -27,7 +29,7 @@ from adm.diffusion.gaussian import (
     q_posterior_mean_variance,
 )
 from adm.diffusion.process import GaussianProcess, extract
-from adm.sampling.choices import check_interval
+from adm.sampling.guidance.protocol import ScoreGuidance, within
 
 Tensor = torch.Tensor
 CondFn = Callable[..., Tensor]
@@ -85,8 +87,8 @@ def condition_score(
 
 
 
-@dataclass(frozen=True)
-class ClassifierGuidance:
+@dataclass(frozen=True, kw_only=True)
+class ClassifierGuidance(ScoreGuidance):
     """s·∇ log p(y | x_t) of a noisy classifier, applied where lo ≤ τ/T ≤ hi.
 
     ``classifier(x_t, time) -> logits`` sees ADM's x_t and the timesteps it was trained with:
@@ -97,12 +99,11 @@ class ClassifierGuidance:
 
     classifier: Callable[[Tensor, Tensor], Tensor]
     labels: Tensor
-    scale: float
     schedule: NoiseSchedule
-    interval: tuple[float, float] = (0.0, 1.0)
+    name: ClassVar[str] = "classifier"
 
     def __post_init__(self):
-        check_interval(self.interval)
+        super().__post_init__()
         object.__setattr__(self, "_cond_fn", classifier_grad_fn(self.classifier, self.scale))
 
     def _active(self, time: Tensor) -> Tensor:
@@ -110,9 +111,7 @@ class ClassifierGuidance:
         tau = torch.as_tensor(time, dtype=torch.float64)
         if self.schedule.rescale_timesteps:
             tau = tau * (steps / 1000.0)
-        lo, hi = self.interval
-        frac = tau / steps
-        return (frac >= lo - 1e-9) & (frac <= hi + 1e-9)
+        return within(tau / steps, self.interval)
 
     def gradient(self, x: Tensor, time: Tensor, **_ignored) -> Tensor | None:
         """s·∇ log p(y | x) at ADM's x_t and the classifier's ``time``, or None where the interval
@@ -142,3 +141,11 @@ class ClassifierGuidance:
         if grad is None:
             return x0
         return x0 + per_sample(sigma * sigma * vp_scale(sigma), x0) * grad.to(x0.dtype)
+
+
+def build(scale: float, interval: tuple[float, float], context) -> ClassifierGuidance:
+    """The registry's builder: the context's classifier towards its labels, on its schedule."""
+    if context.classifier is None or context.labels is None:
+        raise UsageError("classifier guidance needs a classifier and target labels")
+    return ClassifierGuidance(scale=scale, interval=interval, classifier=context.classifier, labels=context.labels,
+                              schedule=context.classifier_schedule)
