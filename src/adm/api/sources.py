@@ -1,10 +1,12 @@
 """Where the networks of a run come from, checked before anything is built, and what identifies them.
 
 A ``ModelSource`` is a preset, flags + a checkpoint, or a training run directory (for the
-classifier too). ``resolve_weights`` decides each network's flags and file once; ``preflight``
-names every missing file at once; ``load_networks`` builds and loads them; ``identity`` is the
-content fingerprint of the weights that goes into a run's key (a changed checkpoint is another
-run, never silently mixed into the shards of the old one).
+classifier too; ``runs/x@2000`` is that run's checkpoint of step 2000). ``resolve_weights`` decides
+each network's flags and file once; ``preflight`` names every missing file at once;
+``load_networks`` builds and loads them; ``identity`` is the content fingerprint of the weights
+that goes into a run's key (a changed checkpoint is another run, never silently mixed into the
+shards of the old one). ``resolve_guide``, ``load_guide`` and ``guide_identity`` do the same for
+autoguidance's guide model (``--guide-model``).
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from adm.api.models import LoadedModel, load_model
 from adm.core.errors import MissingFileError, UsageError
 from adm.core.progress import ProgressFn
+from adm.core.suggest import did_you_mean
 from adm.hub.fingerprint import file_fingerprint
 from adm.presets import Preset, Registry
 from adm.spec.flags import (
@@ -24,6 +27,7 @@ from adm.spec.flags import (
     DiffusionFlags,
     ModelFlags,
     SuperResFlags,
+    image_size,
     parse_flags,
     parse_model_flags,
 )
@@ -33,7 +37,8 @@ from adm.spec.flags import (
 class ModelSource:
     """Where the networks come from: a preset, flags + checkpoint, or a training run directory.
 
-    For a run directory, ``weights`` picks its newest checkpoint's EMA (the slowest rate, or
+    For a run directory (``runs/x``, or ``runs/x@STEP`` for the checkpoint of that step instead
+    of the newest), ``weights`` picks the checkpoint's EMA (the slowest rate, or
     ``ema_rate``) or its raw model weights. A checkpoint given without flags (``model_path``,
     ``classifier_path``) takes the flags its run dir's ``config.json`` records. The guiding
     classifier is flags + checkpoint, a run dir of ``adm train-classifier``
@@ -120,21 +125,21 @@ def _model_weights(source: ModelSource, preset: Preset | None) -> tuple[ModelFla
             "sample a diffusion run; guide it with this classifier via --classifier-run-dir",
         )
     weights = run.weights(source.weights, rate=source.ema_rate)
-    return run.flags, source.model_path or weights, _ema_warnings(run, source)
+    return run.flags, source.model_path or weights, _ema_warnings(run, source.weights, source.ema_rate)
 
 
-def _ema_warnings(run, source: ModelSource) -> list[str]:
+def _ema_warnings(run, weights: str, ema_rate: float | None, whose: str = "",
+                  how: str = "sample the raw weights with --weights model, or a faster EMA with --ema-rate") -> list[str]:
     """Right after a short run, the slow EMA is still mostly the initial weights: say how to choose."""
-    if source.weights != "ema" or not run.emas:
+    if weights != "ema" or not run.emas:
         return []
     rates = sorted(run.emas)
-    rate, step = (source.ema_rate or rates[-1]), run.step
+    rate, step = (ema_rate or rates[-1]), run.step
     if rate**step <= 0.5:
         return []
     return [
-        f"the EMA of rate {rate:g} at step {step} still weighs the initial weights by {rate**step:.1%}; "
-        f"sample the raw weights with --weights model, or a faster EMA with --ema-rate (this run has: "
-        f"{', '.join(f'{r:g}' for r in rates)})"
+        f"{whose}the EMA of rate {rate:g} at step {step} still weighs the initial weights by {rate**step:.1%}; "
+        f"{how} (this run has: {', '.join(f'{r:g}' for r in rates)})"
     ]
 
 
@@ -159,15 +164,16 @@ def _classifier_weights(source: ModelSource, preset: Preset | None) -> tuple[Cla
     return flags, source.classifier_path, noise
 
 
-_OPTIONS = {"diffusion": ("--model-path", "--model-flags"), "classifier": ("--classifier-path", "--classifier-flags")}
+_OPTIONS = {"diffusion": ("--model-path", "--model-flags"), "classifier": ("--classifier-path", "--classifier-flags"),
+            "guide": ("--guide-model", "--guide-flags")}
 
 
-def _recorded(checkpoint: Path, kind: str) -> tuple[Any, dict | None]:
+def _recorded(checkpoint: Path, kind: str, options: str | None = None) -> tuple[Any, dict | None]:
     """(flags, the noising process a classifier was trained on) that the ``config.json`` of the run
-    dir a checkpoint given without flags sits in records."""
+    dir a checkpoint given without flags sits in records (``options``: whose options errors name)."""
     from adm.training.rundir import CONFIG, read_run_config, run_flags
 
-    path_option, flags_option = _OPTIONS[kind]
+    path_option, flags_option = _OPTIONS[options or kind]
     folder = Path(checkpoint).parent
     if not (folder / CONFIG).is_file():
         raise UsageError(f"{path_option} needs {flags_option} for a checkpoint outside a run dir (no {folder / CONFIG})",
@@ -243,6 +249,115 @@ def identity(loaded: LoadedModel) -> dict:
     if loaded.classifier is not None:
         found["classifier_weights"] = file_fingerprint(loaded.classifier_checkpoint)
     return found
+
+
+class Guide(NamedTuple):
+    """Autoguidance's guide model, decided before anything is loaded (``resolve_guide``)."""
+
+    flags: ModelFlags | SuperResFlags
+    path: Path | None  # the weights file; None: the preset's checkpoint artifact (a download)
+    preset: Preset | None = None
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def artifacts(self) -> tuple[str, ...]:
+        """The artifacts it needs downloaded (for ``preflight(extra=...)``)."""
+        if self.path is None and self.preset is not None and self.preset.checkpoint:
+            return (self.preset.checkpoint,)
+        return ()
+
+
+def resolve_guide(spec: str | Path, flags: str | dict | None = None, *, registry: Registry,
+                  main_flags: ModelFlags | SuperResFlags, weights: Literal["ema", "model"] = "ema",
+                  ema_rate: float | None = None) -> Guide:
+    """``--guide-model SPEC`` (``flags``: ``--guide-flags``): the weaker model autoguidance guides with.
+
+    ``spec`` is, tried in this order: a checkpoint file (its flags from ``flags``, else from the
+    ``config.json`` of the run dir it sits in, as for ``--model-path``); a run dir, ``runs/x`` or
+    ``runs/x@2000`` for that step's checkpoint (its EMA of the slowest rate, or ``ema_rate``, or
+    with ``weights="model"`` the raw weights); a preset name (its flags and checkpoint artifact).
+    A file or folder on disk wins over a preset of the same name.
+
+    The guide must be conditioned as ``main_flags`` is: same kind (base model or upsampler, and
+    the same low-res size), image size, ``class_cond``, ``num_classes`` and ``null_class``; a
+    difference is a one-line error naming it. Its architecture and training length may differ:
+    a smaller or less-trained version of the main model is what autoguidance wants.
+    """
+    text = str(spec)
+    path = Path(text)
+    if path.is_file():
+        guide_flags = parse_model_flags(flags) if flags is not None else _recorded(path, "diffusion", "guide")[0]
+        guide = Guide(guide_flags, path)
+    elif path.is_dir() or "@" in path.name:
+        _no_guide_flags(flags, f"the run dir {spec}")
+        guide = _guide_run(text, weights, ema_rate)
+    elif text in registry.presets:
+        _no_guide_flags(flags, f"the preset {text}")
+        preset = registry.preset(text)
+        guide = Guide(preset.model_flags, None, preset)
+    else:
+        raise UsageError(f"--guide-model {spec} is not a checkpoint file, a run dir or a preset",
+                         did_you_mean(text, registry.presets, "adm presets"))
+    check_guide_conditioning(main_flags, guide.flags, text)
+    return guide
+
+
+def _no_guide_flags(flags: str | dict | None, what: str) -> None:
+    if flags is not None:
+        raise UsageError(f"--guide-flags are for a checkpoint file: {what} brings its own flags", "drop --guide-flags")
+
+
+def _guide_run(run_dir: str, weights: Literal["ema", "model"], ema_rate: float | None) -> Guide:
+    from adm.training.rundir import read_run
+
+    run = read_run(run_dir)
+    if run.kind != "diffusion":
+        raise UsageError(f"--guide-model {run_dir} is a classifier run, not a diffusion model",
+                         "guide with a diffusion run dir (adm train), a checkpoint or a preset")
+    warnings = _ema_warnings(run, weights, ema_rate, "the guide model: ",
+                             "guide with its raw weights or a faster EMA")
+    return Guide(run.flags, run.weights(weights, rate=ema_rate), None, tuple(warnings))
+
+
+def _conditioning(flags: ModelFlags | SuperResFlags) -> dict[str, Any]:
+    """What a model is conditioned on: what its guide must share for their outputs to be mixed."""
+    is_sr = isinstance(flags, SuperResFlags)
+    return {
+        "kind": "an upsampler" if is_sr else "a base model",
+        "image size": image_size(flags),
+        "low-res size": flags.small_size if is_sr else None,
+        "class_cond": flags.class_cond,
+        "num_classes": flags.num_classes if flags.class_cond else None,
+        "null_class": flags.null_class,
+    }
+
+
+def check_guide_conditioning(main: ModelFlags | SuperResFlags, guide: ModelFlags | SuperResFlags, name: str) -> None:
+    """A one-line error naming the first way the guide ``name`` is conditioned otherwise than the model."""
+    ours, theirs = _conditioning(main), _conditioning(guide)
+    for what, value in ours.items():
+        if theirs[what] == value:
+            continue
+        if what == "kind":
+            message = f"the guide model {name} is {theirs[what]}, the model {value}"
+        else:
+            message = f"the guide model {name} has {what} {theirs[what]}, the model {value}"
+        raise UsageError(message, "autoguidance needs a guide conditioned as the model is (a smaller or earlier version of it)")
+
+
+def load_guide(guide: Guide, *, device, download: bool, registry: Registry,
+               on_progress: ProgressFn | None = None) -> LoadedModel:
+    """The guide network, ready to sample (no classifier)."""
+    return load_model(guide.preset, model_flags=guide.flags, checkpoint=guide.path, with_classifier=False,
+                      device=device, download=download, registry=registry, on_progress=on_progress)
+
+
+def guide_identity(loaded: LoadedModel) -> dict:
+    """The guide's part of a run's key: its architecture and the exact weights (as ``identity``)."""
+    return {
+        "guide_model": loaded.preset.name if loaded.preset else loaded.flags.model_dump(),
+        "guide_weights": file_fingerprint(loaded.checkpoint),
+    }
 
 
 def content_fingerprint(path: str | Path) -> dict:

@@ -49,7 +49,7 @@ def unet_kwargs(flags: ModelFlags | SuperResFlags) -> dict[str, Any]:
         attention_resolutions=rates,
         dropout=flags.dropout,
         channel_mult=mults,
-        num_classes=flags.num_classes if flags.class_cond else None,
+        num_classes=flags.num_classes + int(flags.null_class) if flags.class_cond else None,
         use_checkpoint=flags.use_checkpoint,
         num_heads=flags.num_heads,
         num_head_channels=flags.num_head_channels,
@@ -58,6 +58,15 @@ def unet_kwargs(flags: ModelFlags | SuperResFlags) -> dict[str, Any]:
         resblock_updown=flags.resblock_updown,
         attention_order=attention_order(flags),
     )
+
+
+def null_label(flags: ModelFlags | SuperResFlags) -> int | None:
+    """The label that means "no class" (classifier-free guidance), or None when the flags have none.
+
+    With ``--null_class True`` the label embedding has one row more than ``num_classes``; the last
+    one, index ``num_classes``, is what label dropout trains and unconditional sampling feeds.
+    """
+    return flags.num_classes if flags.class_cond and flags.null_class else None
 
 
 def attention_order(flags: ModelFlags | SuperResFlags) -> str:

@@ -9,7 +9,7 @@ Three flag sets mirror ``script_util``'s defaults dicts: ``ModelFlags`` (base mo
 ``model_and_diffusion_defaults``), ``SuperResFlags`` (``sr_model_and_diffusion_defaults``) and
 ``ClassifierFlags`` (``classifier_defaults``). A few extension flags that the original hard-codes
 (``num_classes``, the classifier's ``channel_mult``/head width) are marked as such; their defaults
-reproduce the original.
+reproduce the original. ``null_class`` (classifier-free guidance's "no class" label) is adm's own.
 """
 
 from __future__ import annotations
@@ -96,6 +96,9 @@ class _NetworkFlags(DiffusionFlags):
     resblock_updown: bool = False
     use_fp16: bool = False
     num_classes: int = 1000  # extension: the original hard-codes NUM_CLASSES = 1000
+    # extension (classifier-free guidance): label_emb has one extra row, index num_classes, meaning
+    # "no class"; every other key and shape stays the original's (spec.factory.null_label)
+    null_class: bool = False
     family: Family = "guided-diffusion"  # extension: whose defaults and conventions the flags use
 
 
@@ -371,6 +374,8 @@ def check_flags(flags: _Flags) -> None:
     num_classes = flags.classifier_num_classes if isinstance(flags, ClassifierFlags) else flags.num_classes
     if num_classes < 1:
         raise UsageError("the number of classes must be at least 1")
+    if isinstance(flags, _NetworkFlags) and flags.null_class and not flags.class_cond:
+        raise UsageError("--null_class True needs a class-conditional model", "add --class_cond True, or drop --null_class")
     if isinstance(flags, DiffusionFlags) and flags.predict_v and flags.predict_xstart:
         raise UsageError("--predict_v and --predict_xstart both say what the network predicts", "give one of them")
     if isinstance(flags, ModelFlags) and flags.is_karras != (flags.family == "consistency-models"):

@@ -4,6 +4,7 @@ Layout of a run dir (step = optimizer steps done, 6 digits as the original)::
 
     config.json               the run: kind, flags (original names), resolved training config
     checkpoint.json           commit record: the newest complete checkpoint and the ones kept
+                              (snapshots, ``--snapshots``, are marked and never pruned)
     model000200.pt            network state_dict (fp32, loadable by the original)
     ema_0.9999_000200.pt      one per EMA rate, rate written as Python str(float)
     opt000200.pt              AdamW state_dict
@@ -60,16 +61,19 @@ class CheckpointRecord:
     opt: str
     state: str
     emas: dict[str, str] = field(default_factory=dict)  # str(rate) -> file
+    snapshot: bool = False  # a --snapshots step: kept whatever --keep says
 
     def files(self) -> list[str]:
         return [self.model, self.opt, self.state, *self.emas.values()]
 
     def to_json(self) -> dict[str, Any]:
-        return {"step": self.step, "model": self.model, "opt": self.opt, "state": self.state, "emas": self.emas}
+        doc = {"step": self.step, "model": self.model, "opt": self.opt, "state": self.state, "emas": self.emas}
+        return {**doc, "snapshot": True} if self.snapshot else doc
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> CheckpointRecord:
-        return cls(int(data["step"]), data["model"], data["opt"], data["state"], dict(data.get("emas", {})))
+        return cls(int(data["step"]), data["model"], data["opt"], data["state"], dict(data.get("emas", {})),
+                   bool(data.get("snapshot", False)))
 
 
 def read_records(run_dir: Path) -> list[CheckpointRecord]:
@@ -98,10 +102,16 @@ def write_checkpoint(
     optimizer: Mapping[str, Any],
     state: Mapping[str, Any],
     keep: int,
+    snapshot: bool = False,
 ) -> CheckpointRecord:
-    """Write one checkpoint, commit it in ``checkpoint.json``, then delete those beyond ``keep``."""
+    """Write one checkpoint, commit it in ``checkpoint.json``, then delete those beyond ``keep``.
+
+    ``keep`` counts the newest checkpoints; older ones are deleted unless they are snapshots
+    (``snapshot``: marked in the commit record, so they stay even if a later call of the run
+    names other snapshot steps).
+    """
     run_dir = Path(run_dir)
-    record = CheckpointRecord(step, model_file(step), opt_file(step), state_file(step))
+    record = CheckpointRecord(step, model_file(step), opt_file(step), state_file(step), snapshot=snapshot)
     save_state_dict(model, run_dir / record.model)
     for rate, weights in emas.items():
         record.emas[str(float(rate))] = ema_file(rate, step)
@@ -111,8 +121,8 @@ def write_checkpoint(
 
     records = [r for r in read_records(run_dir) if r.step != step] + [record]
     records.sort(key=lambda r: r.step)
-    dropped = records[:-keep] if keep else []
-    kept = records[len(dropped) :]
+    dropped = [r for r in records[:-keep] if not r.snapshot] if keep else []
+    kept = [r for r in records if r not in dropped]
     write_text_atomic(run_dir / POINTER, json.dumps({"checkpoints": [r.to_json() for r in kept]}, indent=1) + "\n")
     still_used = {f for r in kept for f in r.files()}
     for old in dropped:

@@ -91,6 +91,29 @@ class TrainConfig(CommonTrainConfig):
     """Training a diffusion model (base or super-resolution)."""
 
     schedule_sampler: ScheduleSampler = Field("uniform", description="how training timesteps are drawn")
+    label_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="replace each label by the null class with this probability (classifier-free guidance; sets --null_class True)")
+    snapshots: tuple[int, ...] = Field((), description="extra checkpoints at these steps (comma list, e.g. 2000,4000), never deleted by --keep (an autoguidance guide)")
+
+    @field_validator("snapshots", mode="before")
+    @classmethod
+    def _snapshot_list(cls, value: Any) -> Any:
+        """The CLI gives the steps as text (``2000,4000``; ``none`` for none); kept sorted and distinct."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.lower() in ("", "none"):
+                return ()
+            try:
+                value = [int(part) for part in text.split(",") if part.strip()]
+            except ValueError:
+                raise ValueError(f"expected a comma list of steps (e.g. 2000,4000), got {value!r}") from None
+        return value
+
+    @field_validator("snapshots")
+    @classmethod
+    def _snapshot_steps(cls, steps: tuple[int, ...]) -> tuple[int, ...]:
+        if any(step < 1 for step in steps):
+            raise ValueError(f"snapshot steps must be at least 1, got {min(steps)}")
+        return tuple(sorted(set(steps)))
 
 
 class ClassifierTrainConfig(CommonTrainConfig):

@@ -2,8 +2,9 @@
 
 ``fit`` resumes from the run dir's commit record (or starts fresh), draws each step's batch from
 the rank-independent stream, runs ``train_step`` (``adm.training.trainer``), logs, checkpoints every
-``save_every`` steps and at the end, and on SIGTERM / SIGINT checkpoints and returns early.
-``run_task`` is what every entry point does before that.
+``save_every`` steps, at the ``snapshots`` steps (kept whatever ``keep`` says) and at the end, and
+on SIGTERM / SIGINT checkpoints and returns early. ``run_task`` is what every entry point does
+before that.
 """
 
 from __future__ import annotations
@@ -152,6 +153,7 @@ def fit(
     )
     meter = _Meter(config, dist, start)
     eval_every = getattr(config, "eval_every", 0)
+    snapshots = set(getattr(config, "snapshots", ()))  # extra checkpoints kept for good (diffusion runs)
     trainer.model.train()
     with GracefulStop() as stop:
         for step in range(start, config.iterations):
@@ -177,7 +179,7 @@ def fit(
                 report(on_progress, "train", done, config.iterations, "step", info=_shown(result.metrics))
 
             stopping = _any_rank(stop.requested, dist)
-            if done % config.save_every == 0 or done == config.iterations or stopping:
+            if done % config.save_every == 0 or done == config.iterations or stopping or done in snapshots:
                 save(trainer, task, run_dir, done, plan, config)
             result.step = done
             if stopping:

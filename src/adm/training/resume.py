@@ -96,6 +96,7 @@ def save(trainer: Trainer, task: Task, run_dir: Path, step: int, plan: StreamPla
             optimizer=trainer.optimizer.state_dict(),
             state=state,
             keep=config.keep,
+            snapshot=step in getattr(config, "snapshots", ()),
         )
         if config.plot:
             plot_run(run_dir)

@@ -11,7 +11,9 @@
 
 ``read_run`` reads a run dir once (``config.json`` and the commit record); its ``weights`` picks
 the weights to sample with: the newest checkpoint's EMA of the slowest rate by default, its model
-weights otherwise. ``newest_checkpoint`` is the one rule for "can this run dir be continued".
+weights otherwise. A run dir named with ``@STEP`` (``runs/x@2000``) means that step's checkpoint
+instead of the newest (``split_step``). ``newest_checkpoint`` is the one rule for "can this run
+dir be continued".
 """
 
 from __future__ import annotations
@@ -89,8 +91,9 @@ _MODEL = re.compile(r"^model(\d{6,})\.pt$")
 _EMA = re.compile(r"^ema_([0-9.e-]+)_(\d{6,})\.pt$")
 
 
-def _scan(run_dir: Path) -> tuple[int, str | None, dict[float, str]] | None:
-    """Fallback for run dirs without a commit record (e.g. the original's files + a config.json)."""
+def _scan(run_dir: Path) -> dict[int, tuple[str | None, dict[float, str]]]:
+    """Fallback for run dirs without a commit record (e.g. the original's files + a config.json):
+    step -> (model file, EMA files) from the file names."""
     models: dict[int, str] = {}
     emas: dict[int, dict[float, str]] = {}
     for path in run_dir.iterdir():
@@ -98,11 +101,28 @@ def _scan(run_dir: Path) -> tuple[int, str | None, dict[float, str]] | None:
             models[int(m.group(1))] = path.name
         elif m := _EMA.match(path.name):
             emas.setdefault(int(m.group(2)), {})[float(m.group(1))] = path.name
-    steps = set(models) | set(emas)
-    if not steps:
-        return None
-    step = max(steps)
-    return step, models.get(step), emas.get(step, {})
+    return {step: (models.get(step), emas.get(step, {})) for step in sorted(set(models) | set(emas))}
+
+
+def _checkpoints(run_dir: Path) -> dict[int, tuple[str | None, dict[float, str]]]:
+    """Every checkpoint of a run dir, step -> (model file, EMA files): the commit record's, or the
+    files' when there is no record."""
+    records = read_records(run_dir)
+    if records:
+        return {r.step: (r.model, {float(k): v for k, v in r.emas.items()}) for r in records}
+    return _scan(run_dir)
+
+
+def split_step(run_dir: str | Path) -> tuple[Path, int | None]:
+    """``runs/x@2000`` → ``(runs/x, 2000)``: a run dir at a given step. A path without ``@STEP``,
+    or an existing folder whose name has an ``@``, is itself with step None."""
+    path = Path(run_dir)
+    base, at, step = path.name.rpartition("@")
+    if not at or path.is_dir():
+        return path, None
+    if not base or not step.isdigit():
+        raise UsageError(f"{run_dir}: after @ comes the step of a checkpoint", f"e.g. {base or 'runs/x'}@2000")
+    return path.with_name(base), int(step)
 
 
 def newest_checkpoint(run_dir: str | Path) -> CheckpointRecord | None:
@@ -115,14 +135,16 @@ def newest_checkpoint(run_dir: str | Path) -> CheckpointRecord | None:
 
 @dataclass(frozen=True)
 class SavedRun:
-    """A run dir as sampling reads it, each file once: its ``config.json`` and newest checkpoint
-    (from the commit record, or file names for the original's files beside a ``config.json``)."""
+    """A run dir as sampling reads it, each file once: its ``config.json`` and one checkpoint, the
+    newest or a chosen step's (from the commit record, or file names for the original's files
+    beside a ``config.json``)."""
 
     path: Path
     doc: dict[str, Any]
     step: int | None = None  # None: no checkpoint yet
     model: str | None = None
     emas: dict[float, str] = field(default_factory=dict)
+    steps: tuple[int, ...] = ()  # every checkpoint the run dir has (oldest first)
 
     @property
     def kind(self) -> str:
@@ -133,7 +155,7 @@ class SavedRun:
         return run_flags(self.doc)
 
     def weights(self, prefer: Literal["ema", "model"] = "ema", *, rate: float | None = None) -> Path:
-        """The newest checkpoint's weights file: an EMA (slowest rate, or ``rate``) or the model."""
+        """The checkpoint's weights file: an EMA (slowest rate, or ``rate``) or the model."""
         if self.step is None:
             raise UsageError(f"{self.path} has no checkpoints yet", "train longer or lower --save-every")
         emas = self.emas
@@ -147,15 +169,28 @@ class SavedRun:
         return self.path / chosen
 
 
-def read_run(run_dir: str | Path) -> SavedRun:
-    """Read a run dir once: ``config.json`` (a one-line error if missing) and its newest checkpoint."""
-    run_dir = Path(run_dir)
-    doc = read_run_config(run_dir)
-    record = newest_checkpoint(run_dir)
-    if record is not None:
-        return SavedRun(run_dir, doc, record.step, record.model, {float(k): v for k, v in record.emas.items()})
-    scanned = _scan(run_dir)
-    return SavedRun(run_dir, doc) if scanned is None else SavedRun(run_dir, doc, *scanned)
+def read_run(run_dir: str | Path, step: int | None = None) -> SavedRun:
+    """Read a run dir once: ``config.json`` (a one-line error if missing) and a checkpoint.
+
+    The newest checkpoint, or the one of ``step`` (also given as ``runs/x@STEP``: ``split_step``);
+    a step the run dir has no checkpoint of is a one-line error listing the steps it has.
+    """
+    path, at = split_step(run_dir)
+    if step is not None and at is not None and step != at:
+        raise UsageError(f"{run_dir} names step {at}, not {step}", "give the step once")
+    step = at if step is None else step
+    doc = read_run_config(path)
+    found = _checkpoints(path)
+    if step is None:
+        if not found:
+            return SavedRun(path, doc)
+        step = max(found)
+    elif step not in found:
+        have = ", ".join(str(s) for s in sorted(found)) or "none yet"
+        raise UsageError(f"{path} has no checkpoint at step {step} (it has: {have})",
+                         f"pick one of those steps, e.g. {path}@{max(found)}" if found else "train it first")
+    model, emas = found[step]
+    return SavedRun(path, doc, step, model, emas, tuple(sorted(found)))
 
 
 def latest_weights(
@@ -173,6 +208,16 @@ NETWORK_KEYS = ("model_flags", "classifier_flags", "diffusion_flags")
 RUNTIME_FLAGS = {"use_checkpoint", "use_fp16", "classifier_use_fp16"}  # do not change the network
 
 
+def _with_defaults(key: str, values: dict[str, Any]) -> dict[str, Any]:
+    """Recorded flags with the defaults filled in: a flag added to adm since a run was written is
+    absent from its ``config.json`` and means its default (which reproduces the earlier network)."""
+    if not values:
+        return values
+    cls = {"model_flags": SuperResFlags if "large_size" in values else ModelFlags,
+           "classifier_flags": ClassifierFlags, "diffusion_flags": DiffusionFlags}[key]
+    return {**{name: info.default for name, info in cls.model_fields.items()}, **values}
+
+
 def open_run(run_dir: Path, doc: dict[str, Any], *, resume: bool) -> bool:
     """Check ``run_dir`` before anything is written; True when it holds a checkpoint to continue.
 
@@ -187,7 +232,7 @@ def open_run(run_dir: Path, doc: dict[str, Any], *, resume: bool) -> bool:
     if old.get("kind") != doc["kind"]:
         raise UsageError(f"{run_dir} holds a {old.get('kind')} run, not a {doc['kind']} run", "use another --run-dir")
     for key in NETWORK_KEYS:
-        before, after = old.get(key) or {}, doc.get(key) or {}
+        before, after = _with_defaults(key, old.get(key) or {}), _with_defaults(key, doc.get(key) or {})
         for name in sorted(set(before) | set(after)):
             if name not in RUNTIME_FLAGS and before.get(name) != after.get(name):
                 raise UsageError(

@@ -64,6 +64,10 @@ class ResolvedRun:
         from adm.training.data import open_training_data
 
         flags, _ = open_training_data(self.flags, self.config.data, self.config.labels, init=self.config.init)
+        if self.kind == "diffusion":
+            from adm.training.diffusion import trained_flags
+
+            flags = trained_flags(flags, self.config)  # what fit_diffusion records (null_class, use_checkpoint)
         return run_config(self.kind, flags, self.config.model_dump(mode="json"), diffusion_flags=self.noise,
                           preset=self.preset)
 
