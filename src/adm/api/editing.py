@@ -15,7 +15,7 @@ import numpy as np
 from adm.api.generation import Samples, run_job
 from adm.api.options import RunOptions, SamplingOptions, gather, refuse_leftovers
 from adm.api.setup import given_or, resolve
-from adm.api.sources import ModelSource, content_fingerprint, identity
+from adm.api.sources import ModelSource, content_fingerprint
 from adm.core.distributed import Dist
 from adm.core.errors import UsageError
 from adm.core.progress import ProgressFn
@@ -98,7 +98,7 @@ def edit(
         out=run.out, num_samples=total, batch_size=setup.batch_size(run.batch_size), seed=run.seed, plan=setup.plan,
         classes=target.tolist() if target is not None else "inputs", grid_size=run.grid, notes=setup.notes(),
         overwrite=run.overwrite, extra_outputs={"latents": Path(save_latents)} if save_latents is not None else {},
-        identity={**identity(setup.loaded), "edit": editing.model_dump(), "inputs": content_fingerprint(inputs),
+        identity={**setup.identity(), "edit": editing.model_dump(), "inputs": content_fingerprint(inputs),
                   "mask": content_fingerprint(mask) if mask is not None else None},
     )
     producer = EditProducer(

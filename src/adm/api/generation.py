@@ -19,7 +19,7 @@ import numpy as np
 
 from adm.api.options import RunOptions, SamplingOptions, gather, refuse_leftovers
 from adm.api.setup import given_or, resolve
-from adm.api.sources import ModelSource, content_fingerprint, identity
+from adm.api.sources import ModelSource, content_fingerprint
 from adm.core.distributed import Dist
 from adm.core.errors import UsageError
 from adm.core.progress import ProgressFn
@@ -130,7 +130,7 @@ def sample(
         job = SampleJob(
             out=out, num_samples=num_samples, batch_size=setup.batch_size(run.batch_size), seed=run.seed,
             plan=setup.plan, classes=classes, grid_size=run.grid,
-            identity=identity(setup.loaded), notes=setup.notes(), overwrite=run.overwrite,
+            identity=setup.identity(), notes=setup.notes(), overwrite=run.overwrite,
         )
         producer = SampleProducer(setup.networks(), setup.plan, run.seed, classes, columns(classes, flags.num_classes))
         return run_job(job, producer, dist, on_progress)
@@ -186,7 +186,7 @@ def upsample(
     job = SampleJob(
         out=run.out, num_samples=total, batch_size=setup.batch_size(run.batch_size), overwrite=run.overwrite,
         seed=run.seed, plan=setup.plan, grid_size=run.grid, notes=setup.notes(),
-        identity={**identity(setup.loaded), "base": content_fingerprint(base_samples), "base_count": base.count},
+        identity={**setup.identity(), "base": content_fingerprint(base_samples), "base_count": base.count},
     )
     producer = UpsampleProducer(setup.networks(), setup.plan, run.seed, base, labels, total)
     return run_job(job, producer, dist, on_progress)

@@ -14,7 +14,17 @@ import torch
 
 from adm.api.models import LoadedModel
 from adm.api.options import SamplingOptions
-from adm.api.sources import ModelSource, load_networks, preflight, resolve_weights
+from adm.api.sources import (
+    Guide,
+    ModelSource,
+    guide_identity,
+    identity,
+    load_guide,
+    load_networks,
+    preflight,
+    resolve_guide,
+    resolve_weights,
+)
 from adm.core.distributed import Dist, pick_device
 from adm.core.errors import UsageError
 from adm.core.progress import ProgressFn, report
@@ -24,7 +34,7 @@ from adm.sampling.choices import DEFAULT_SOLVER_STEPS
 from adm.sampling.precision import default_precision, precision_warnings, prepare
 from adm.sampling.registry import SamplerSpec, get_sampler
 from adm.sampling.settings import SamplerSettings, SamplingPlan
-from adm.spec.factory import default_sampler
+from adm.spec.factory import default_sampler, noise_process, null_label
 from adm.spec.flags import ModelFlags, SuperResFlags
 
 
@@ -37,6 +47,7 @@ class Setup:
     plan: SamplingPlan
     steps_rule: str
     warnings: tuple[str, ...] = ()
+    guide: LoadedModel | None = None  # autoguidance's weaker model
 
     def batch_size(self, requested: int | None) -> int:
         return given_or(requested, self.preset.sampling.batch_size if self.preset else 16)
@@ -47,13 +58,21 @@ class Setup:
         size = flags.large_size if superres else flags.image_size
         return Networks(self.loaded.model, self.loaded.schedule, self.loaded.adapter, self.loaded.device,
                         (3, size, size), flags.num_classes, flags.class_cond, self.loaded.classifier,
-                        flags.small_size if superres else None, self.loaded.classifier_schedule)
+                        flags.small_size if superres else None, self.loaded.classifier_schedule,
+                        self.guide.model if self.guide is not None else None, null_label(flags))
+
+    def identity(self) -> dict:
+        """What made the images: every network's architecture and exact weights (the run's key)."""
+        found = identity(self.loaded)
+        return {**found, **guide_identity(self.guide)} if self.guide is not None else found
 
     def notes(self) -> dict:
         """Sidecar facts that are not part of the key: which rule chose the steps, where the weights were."""
         files = {"model": str(self.loaded.checkpoint)}
         if self.loaded.classifier_checkpoint is not None:
             files["classifier"] = str(self.loaded.classifier_checkpoint)
+        if self.guide is not None:
+            files["guide"] = str(self.guide.checkpoint)
         return {"steps_rule": self.steps_rule, "weights_files": files, "evaluations": self.plan.evaluations}
 
     def warn(self, on_progress: ProgressFn | None, total: int) -> None:
@@ -150,21 +169,52 @@ def resolve(
         sampler=sampler.name, steps=steps, spacing=choice.spacing, options=_sampler_options(choice, preset, sampler.name),
         scale=scale, threshold=choice.threshold,  # an unset interval lets the plan choose (guided ddim, cosine)
         guidance_interval=choice.guidance_interval,
+        cfg_scale=given_or(choice.cfg_scale, preset.cfg_scale if preset else 0.0), cfg_interval=choice.cfg_interval,
+        autoguidance=given_or(choice.autoguidance, preset.autoguidance if preset else 0.0),
+        autoguidance_interval=choice.autoguidance_interval, guidance=choice.guidance,
         clip_denoised=given_or(choice.clip_denoised, defaults.clip_denoised if defaults else True),
         precision=choice.precision or default_precision(device, flags.use_fp16),
     )
-    if settings.guided and weights.classifier_flags is None:
+    classified = settings.uses("classifier")
+    if classified and weights.classifier_flags is None:
         raise UsageError("a guidance scale > 0 needs a classifier",
                          "pass --classifier-run-dir, or classifier flags and checkpoint, or use scale 0")
-    if settings.guided:
+    if classified:
         weights.check_guidance()
+    if settings.uses("null_label") and null_label(flags) is None:
+        raise UsageError("classifier-free guidance needs a model trained with a null class (label dropout)",
+                         "train one with `adm train --label-dropout 0.1`, or guide with --scale / --autoguidance")
+    guide = _guide(source, preset, settings, registry, flags)
     extra = tuple(cascade_upsampler(cascade, registry, flags).artifacts) if cascade is not None else ()
-    preflight(weights, preset, settings.guided, download, registry, extra)
-    loaded = load_networks(weights, preset, with_classifier=settings.guided, device=device, download=download,
+    preflight(weights, preset, classified, download, registry, extra + (guide.artifacts if guide else ()))
+    loaded = load_networks(weights, preset, with_classifier=classified, device=device, download=download,
                            registry=registry, on_progress=on_progress)
     top = None if strength is None else strength * (loaded.schedule.num_steps - 1)
     plan = settings.plan(loaded.schedule, max_timestep=top)  # validates before the networks are converted
     loaded.model = prepare(loaded.model, settings.precision, compile=choice.compile)
     if loaded.classifier is not None:
         loaded.classifier = prepare(loaded.classifier, settings.precision, gradients=True)
-    return Setup(preset, loaded, plan, rule, (*weights.warnings, *precision_warnings(loaded.device, settings.precision)))
+    guide_model = None
+    if guide is not None:
+        guide_model = load_guide(guide, device=device, download=download, registry=registry, on_progress=on_progress)
+        guide_model.model = prepare(guide_model.model, settings.precision, compile=choice.compile)
+    warnings = (*weights.warnings, *(guide.warnings if guide else ()), *precision_warnings(loaded.device, settings.precision))
+    return Setup(preset, loaded, plan, rule, warnings, guide_model)
+
+
+def _guide(source: ModelSource, preset: Preset | None, settings: SamplerSettings, registry: Registry, flags) -> Guide | None:
+    """Autoguidance's guide model (``--guide-model``, else the preset's), checked against the model:
+    the same conditioning (``resolve_guide``) and the same noise process and parameterisation, since
+    their raw outputs are mixed at the same network input."""
+    spec = source.guide_model or (preset.guide_model if preset else None)
+    if not settings.uses("guide"):
+        if source.guide_model is not None:
+            raise UsageError("--guide-model is the guide of autoguidance, and its scale is 0", "give --autoguidance W (> 0)")
+        return None
+    if spec is None:
+        raise UsageError("autoguidance needs a guide model", "pass --guide-model (a preset, a run dir[@STEP] or a checkpoint)")
+    guide = resolve_guide(spec, source.guide_flags, registry=registry, main_flags=flags)
+    if noise_process(guide.flags) != noise_process(flags):
+        raise UsageError(f"the guide model {spec} was trained on another noise process or parameterisation than the model",
+                         "autoguidance mixes their outputs at the same input: guide with a model of the same diffusion flags")
+    return guide

@@ -54,6 +54,8 @@ class ModelSource:
     weights: Literal["ema", "model"] = "ema"
     ema_rate: float | None = None
     classifier_run_dir: Path | None = None
+    guide_model: str | None = None  # autoguidance: a preset, a run dir[@STEP] or a checkpoint (resolve_guide)
+    guide_flags: str | dict | None = None  # the guide checkpoint's flags, when its run dir does not record them
 
     def check(self) -> None:
         named = sum(x is not None for x in (self.preset, self.model_flags, self.run_dir))

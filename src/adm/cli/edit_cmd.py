@@ -18,6 +18,8 @@ from adm.cli.sample_cmd import (
     CLASSIFIER_PATH,
     CLASSIFIER_RUN_DIR,
     EMA_RATE,
+    GUIDE_FLAGS,
+    GUIDE_MODEL,
     MODEL_FLAGS,
     MODEL_PATH,
     PRESET,
@@ -64,6 +66,8 @@ def edit(
     run_dir: Path | None = RUN_DIR,
     weights: str = WEIGHTS,
     ema_rate: float | None = EMA_RATE,
+    guide_model: str | None = GUIDE_MODEL,
+    guide_flags: str | None = GUIDE_FLAGS,
     quiet: bool = QUIET,
 ) -> None:
     """Edit real images: image-to-image (SDEdit), class transfer, inpainting, DDIM inversion."""
@@ -71,6 +75,6 @@ def edit(
     from adm.api.sources import ModelSource
 
     source = ModelSource(preset, model_flags, model_path, run_dir, classifier_flags, classifier_path, weights, ema_rate,
-                         classifier_run_dir)
+                         classifier_run_dir, guide_model, guide_flags)
     render(edit_images, run, inputs.with_name(inputs.stem + "-edit.npz"), quiet, source=source, inputs=inputs,
            classes=classes, mask=mask, save_latents=save_latents, **editing, **sampling)

@@ -30,10 +30,15 @@ CLASSIFIER_PATH = typer.Option(None, "--classifier-path", help="Classifier check
                                "Inside a run dir of `adm train-classifier`, its flags are read from there.")
 CLASSIFIER_RUN_DIR = typer.Option(None, "--classifier-run-dir", help="A classifier's training run directory "
                                   "(`adm train-classifier`): its flags and newest checkpoint guide the sampling.")
-RUN_DIR = typer.Option(None, "--run-dir", help="A training run directory (`adm train`): its flags and newest checkpoint.")
+RUN_DIR = typer.Option(None, "--run-dir", help="A training run directory (`adm train`): its flags and newest checkpoint "
+                       "(runs/x@2000: the checkpoint of step 2000).")
 WEIGHTS = typer.Option("ema", "--weights", help="With --run-dir: ema (the newest checkpoint's slowest EMA) or model (the raw weights).")
 EMA_RATE = typer.Option(None, "--ema-rate", help="With --run-dir: the EMA of this rate (e.g. 0.999).", show_default=False)
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar or summary.")
+GUIDE_MODEL = typer.Option(None, "--guide-model", help="Autoguidance's guide: a weaker model of the same conditioning — a "
+                           "preset, a run dir (runs/x, or runs/x@2000 for that step's checkpoint) or a checkpoint file.")
+GUIDE_FLAGS = typer.Option(None, "--guide-flags", help="The guide checkpoint's flags (original syntax), when its run dir "
+                           "does not record them.")
 
 
 def parse_sampler_options(values: list[str] | None) -> dict[str, str]:
@@ -142,7 +147,7 @@ def sample(
     sampling: dict,
     run: dict,
     preset: str | None = PRESET,
-    classes: str | None = typer.Option(None, "--classes", help="random (the original's way), balanced, a comma list of ids, or a file of ids (default: the preset's, else random)."),
+    classes: str | None = typer.Option(None, "--classes", help="random (the original's way), balanced, a comma list of ids, a file of ids, or null (no class: a model trained with --label-dropout) (default: the preset's, else random)."),
     model_path: Path | None = MODEL_PATH,
     classifier_path: Path | None = CLASSIFIER_PATH,
     model_flags: str | None = MODEL_FLAGS,
@@ -151,6 +156,8 @@ def sample(
     run_dir: Path | None = RUN_DIR,
     weights: str = WEIGHTS,
     ema_rate: float | None = EMA_RATE,
+    guide_model: str | None = GUIDE_MODEL,
+    guide_flags: str | None = GUIDE_FLAGS,
     upsample: str | None = typer.Option(None, "--upsample", help="Then upsample the samples with this preset (cascade), e.g. upsample-64-256."),
     quiet: bool = QUIET,
 ) -> None:
@@ -159,7 +166,7 @@ def sample(
     from adm.api.sources import ModelSource
 
     source = ModelSource(preset, model_flags, model_path, run_dir, classifier_flags, classifier_path, weights, ema_rate,
-                         classifier_run_dir)
+                         classifier_run_dir, guide_model, guide_flags)
     name = preset or (run_dir.resolve().name if run_dir is not None else "model")  # runs/tc -> tc_samples.npz
     render(sample_images, run, Path(f"{name}_samples.npz"), quiet, source=source, classes=classes,
            then_upsample=upsample, **sampling)

@@ -80,6 +80,9 @@ class Preset(BaseModel):
     checkpoint: str | None = Field(default=None, description="artifact name of the model weights")
     classifier_checkpoint: str | None = Field(default=None, description="artifact name of the classifier")
     classifier_scale: float = Field(default=0.0, description="default guidance scale (0 = unguided)")
+    cfg_scale: float = Field(default=0.0, ge=0, description="default classifier-free guidance scale (0 = unguided)")
+    autoguidance: float = Field(default=0.0, ge=0, description="default autoguidance scale (0 = unguided)")
+    guide_model: str | None = Field(default=None, description="autoguidance's guide by default (a preset name)")
     classifier_noise: str | None = Field(
         default=None,
         description="the noising process the classifier was trained on (diffusion flags), when it is not the "
@@ -146,6 +149,9 @@ class Preset(BaseModel):
             "classifier_flags": self.classifier_flags.flag_dict() if self.classifier_flags else None,
             "classifier_scale": self.classifier_scale,
             "classifier_noise": self.classifier_noise,
+            "cfg_scale": self.cfg_scale,
+            "autoguidance": self.autoguidance,
+            "guide_model": self.guide_model,
             "sampling": self.sampling.model_dump(),
             "checkpoint": self.checkpoint,
             "classifier_checkpoint": self.classifier_checkpoint,

@@ -155,6 +155,15 @@ def noise_schedule(flags: DiffusionFlags):
     return NoiseSchedule.create(flags.noise_schedule, flags.diffusion_steps, flags.rescale_timesteps)
 
 
+def noise_process(flags: ModelFlags | SuperResFlags) -> tuple:
+    """What identifies a network's noise process and parameterisation: two networks with the same
+    can have their raw outputs mixed at one input (autoguidance)."""
+    adapter = type(parameterization(flags)[0]).__name__
+    if isinstance(flags, ModelFlags) and flags.is_karras:
+        return adapter, flags.sigma_min, flags.sigma_max, flags.sigma_data
+    return adapter, flags.noise_schedule, flags.diffusion_steps, flags.rescale_timesteps
+
+
 def default_sampler(flags: ModelFlags | SuperResFlags) -> str:
     """How a model without a preset is sampled unless told: as its own family's code samples it
     (the original's ancestral chain; Heun for an EDM model, one consistency step for a consistency model)."""
