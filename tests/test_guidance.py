@@ -148,3 +148,47 @@ def test_a_new_method_is_one_class():
     guided = Denoiser(net, SCHEDULE, adapter, {"y": y}, Dimmed(scale=1.0), clip_denoised=False)
     plain = Denoiser(net, SCHEDULE, adapter, {"y": y}, clip_denoised=False)
     assert not torch.allclose(guided(x, sigma), plain(x, sigma))
+
+
+GUIDANCE_PLUGIN = '''
+"""A third party's guidance method: extrapolate away from the model at a quarter of its input."""
+from dataclasses import dataclass
+from adm.sampling.guidance import GuidanceSpec, OutputGuidance
+
+
+@dataclass(frozen=True)
+class Dimmed(OutputGuidance):
+    name = "dimmed"
+
+    def weak(self, network, x_in, time, kwargs):
+        return network(x_in * 0.25, time, **kwargs)
+
+
+def build(scale, interval, context):
+    return Dimmed(scale=scale, interval=interval)
+
+
+DIMMED = GuidanceSpec("dimmed", build, "a plugin's guidance")
+'''
+
+
+@pytest.mark.slow
+def test_a_plugin_guidance_is_chosen_by_name_and_keyed_like_a_builtin(tmp_path):
+    """Installed as a real distribution (entry point adm.guidance), used by a fresh adm process."""
+    import json
+    import textwrap
+
+    import numpy as np
+
+    from tests_support import install_plugin, run_adm_with
+
+    root = install_plugin(tmp_path / "site", "adm_dimmed", textwrap.dedent(GUIDANCE_PLUGIN),
+                          {"adm.guidance": {"dimmed": "adm_dimmed:DIMMED"}})
+    plain, guided = tmp_path / "p.npz", tmp_path / "g.npz"
+    common = ["sample", "--preset", "digits", "--scale", "0", "--sampler", "dpm++2m", "--steps", "6", "-n", "3", "-q"]
+    assert run_adm_with(root, *common, "--out", plain, cwd=tmp_path).returncode == 0
+    done = run_adm_with(root, *common, "--guidance", "dimmed=2", "--out", guided, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(guided.with_suffix(".json").read_text())["key"]["guidance"] == {"dimmed": 2.0}
+    with np.load(plain) as a, np.load(guided) as b:
+        assert not np.array_equal(a["arr_0"], b["arr_0"])
