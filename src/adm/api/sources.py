@@ -121,13 +121,17 @@ def _model_weights(source: ModelSource, preset: Preset | None) -> tuple[ModelFla
     from adm.training.rundir import read_run
 
     run = read_run(source.run_dir)
-    if run.kind != "diffusion":
-        raise UsageError(
-            f"{source.run_dir} is a classifier run (adm train-classifier), not a diffusion model",
-            "sample a diffusion run; guide it with this classifier via --classifier-run-dir",
-        )
+    if not run.task.generator:
+        raise UsageError(f"{source.run_dir} is a {run.task.trains}, not a diffusion model", _no_generator_hint(run))
     weights = run.weights(source.weights, rate=source.ema_rate)
     return run.flags, source.model_path or weights, _ema_warnings(run, source.weights, source.ema_rate)
+
+
+def _no_generator_hint(run) -> str:
+    """What to do with a run whose kind yields nothing to sample (its task's ``generator``)."""
+    if run.task.flags == "classifier":
+        return "sample a diffusion run; guide it with this classifier via --classifier-run-dir"
+    return f"a {run.kind} run yields no generator to sample: sample a diffusion run (adm train)"
 
 
 def _ema_warnings(run, weights: str, ema_rate: float | None, whose: str = "",
@@ -153,9 +157,10 @@ def _classifier_weights(source: ModelSource, preset: Preset | None) -> tuple[Cla
         from adm.training.rundir import read_run
 
         run = read_run(source.classifier_run_dir)
-        if run.kind != "classifier":
-            raise UsageError(f"{source.classifier_run_dir} is a diffusion run, not a classifier (adm train-classifier)",
-                             "sample it with --run-dir; guide with a run of adm train-classifier")
+        if run.task.flags != "classifier":
+            raise UsageError(f"{source.classifier_run_dir} is a {run.kind} run, not a classifier (adm train-classifier)",
+                             "sample it with --run-dir; guide with a run of adm train-classifier"
+                             if run.task.generator else "guide with a run of adm train-classifier")
         return run.flags, run.weights(), run.doc.get("diffusion_flags")
     if preset is not None and preset.classifier_flags is not None:
         noise = parse_flags(DiffusionFlags, preset.classifier_noise).flag_dict() if preset.classifier_noise else None
@@ -172,8 +177,11 @@ _OPTIONS = {"diffusion": ("--model-path", "--model-flags"), "classifier": ("--cl
 
 def _recorded(checkpoint: Path, kind: str, options: str | None = None) -> tuple[Any, dict | None]:
     """(flags, the noising process a classifier was trained on) that the ``config.json`` of the run
-    dir a checkpoint given without flags sits in records (``options``: whose options errors name)."""
-    from adm.training.rundir import CONFIG, read_run_config, run_flags
+    dir a checkpoint given without flags sits in records (``options``: whose options errors name).
+
+    ``kind`` is the role the checkpoint plays: ``"diffusion"``, a generator (a run of any task that
+    yields one), or ``"classifier"`` (a run of a task recording classifier flags)."""
+    from adm.training.rundir import CONFIG, read_run_config, run_flags, task_of
 
     path_option, flags_option = _OPTIONS[options or kind]
     folder = Path(checkpoint).parent
@@ -181,7 +189,8 @@ def _recorded(checkpoint: Path, kind: str, options: str | None = None) -> tuple[
         raise UsageError(f"{path_option} needs {flags_option} for a checkpoint outside a run dir (no {folder / CONFIG})",
                          f"pass {flags_option} in the original syntax, or a checkpoint of an adm run dir")
     doc = read_run_config(folder)
-    if doc["kind"] != kind:
+    task = task_of(doc)
+    if not (task.generator if kind == "diffusion" else task.flags == kind):
         raise UsageError(f"{checkpoint} is a checkpoint of a {doc['kind']} run ({folder / CONFIG}), not of a {kind} run",
                          f"pass {flags_option} for it, or a checkpoint of the right kind")
     return run_flags(doc), doc.get("diffusion_flags")
@@ -313,8 +322,8 @@ def _guide_run(run_dir: str, weights: Literal["ema", "model"], ema_rate: float |
     from adm.training.rundir import read_run
 
     run = read_run(run_dir)
-    if run.kind != "diffusion":
-        raise UsageError(f"--guide-model {run_dir} is a classifier run, not a diffusion model",
+    if not run.task.generator:
+        raise UsageError(f"--guide-model {run_dir} is a {run.kind} run, not a diffusion model",
                          "guide with a diffusion run dir (adm train), a checkpoint or a preset")
     warnings = _ema_warnings(run, weights, ema_rate, "the guide model: ",
                              "guide with its raw weights or a faster EMA")

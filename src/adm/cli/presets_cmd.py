@@ -22,10 +22,14 @@ from adm.api.catalog import (
     default_registry,
     image_size,
 )
-from adm.api.training import option_name
+from adm.api.training import find_task, option_name
 from adm.cli.common import console, guarded, warn
 
-COMMAND = {"diffusion": "adm train", "classifier": "adm train-classifier"}
+
+def _command(kind: str) -> str:
+    """The command that trains a kind's runs (its training task says; adm.training.tasks)."""
+    task = find_task(kind)
+    return task.command if task is not None and task.command else "adm train"
 
 
 @guarded
@@ -73,7 +77,7 @@ def _training_json(preset: TrainPreset, registry: Registry) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "name": preset.name,
         "kind": preset.kind,
-        "command": f"{COMMAND[preset.kind]} --preset {preset.name}",
+        "command": f"{_command(preset.kind)} --preset {preset.name}",
         "description": preset.description,
         "released": preset.released,
         "network_flags": registry.network_flags(preset).flag_dict(),
@@ -125,7 +129,7 @@ def _training_list(registry: Registry) -> Table:
 
 
 def _training_table(preset: TrainPreset, registry: Registry) -> Table:
-    table = Table(title=f"training preset {preset.name} ({COMMAND[preset.kind]} --preset {preset.name})", show_header=False)
+    table = Table(title=f"training preset {preset.name} ({_command(preset.kind)} --preset {preset.name})", show_header=False)
     table.add_row("description", preset.description)
     table.add_row("network", _network(preset, registry))
     table.add_row("network_flags", _cell(registry.network_flags(preset).flag_dict()))

@@ -2,12 +2,18 @@
 
 Everything returns per-sample, unreduced terms of shape [B]; callers weight and average.
 Bits per dimension are nats / ln 2 averaged over all non-batch dimensions.
+
+A training loss is a small callable, as in EDM's ``loss.py``: built once from what it needs of the
+model (process, adapter), then called on the network and a batch. A training task names its losses
+(``adm.training.tasks.TaskSpec.losses``) and its config's ``loss`` chooses one; ``ChainLoss`` is
+the diffusion task's ``ddpm``.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -137,6 +143,26 @@ def training_losses(
     terms["mse"] = mean_flat((target - mean_output) ** 2)
     terms["loss"] = terms["mse"] + terms["vb"] if "vb" in terms else terms["mse"]
     return terms
+
+
+@dataclass(frozen=True)
+class ChainLoss:
+    """The ADM objective on the original's chain (``training_losses``), as the flags set it: the
+    MSE against the adapter's target (ε, x₀, v), plus L_vlb for a learned variance (the hybrid
+    loss), or the bound itself with ``--use_kl``.
+
+    ``loss(net, x0, t=t, noise=noise, model_kwargs=kwargs)`` → per-sample terms ``loss`` (and
+    ``mse`` / ``vb``), each [B]: the signature the diffusion task calls its loss with.
+    """
+
+    process: GaussianProcess
+    adapter: VPAdapter
+    loss_type: LossType
+
+    def __call__(self, net: ModelFn, x0: Tensor, *, t: Tensor, noise: Tensor,
+                 model_kwargs: dict | None = None) -> dict[str, Tensor]:
+        return training_losses(self.process, self.adapter, self.loss_type, net, x0, t, noise=noise,
+                               model_kwargs=model_kwargs)
 
 
 def prior_bpd(process: GaussianProcess, x_start: Tensor) -> Tensor:

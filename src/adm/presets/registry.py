@@ -25,7 +25,7 @@ from importlib.metadata import EntryPoint, entry_points
 
 from adm.core.errors import UsageError
 from adm.core.suggest import did_you_mean
-from adm.presets.types import Artifact, Preset, TrainKind, TrainPreset
+from adm.presets.types import Artifact, FlagSet, Preset, TrainKind, TrainPreset, flag_set
 from adm.spec.flags import (
     ClassifierFlags,
     ModelFlags,
@@ -67,11 +67,11 @@ class Registry:
 
     @property
     def all_training_presets(self) -> list[TrainPreset]:
-        """Every registered training preset (both kinds), in registration order."""
+        """Every registered training preset (of every kind), in registration order."""
         return list(self._training.values())
 
     def training_presets_named(self, name: str) -> dict[TrainKind, TrainPreset]:
-        """The registered training presets called ``name``: for diffusion, classifier, or both."""
+        """The registered training presets called ``name``, by kind (diffusion, classifier, ...)."""
         return {kind: p for (kind, n), p in self._training.items() if n == name}
 
     def lookup(self, name: str) -> tuple[Preset | None, dict[TrainKind, TrainPreset]]:
@@ -85,27 +85,34 @@ class Registry:
             raise UsageError(f"unknown preset {name!r}", did_you_mean(name, sorted(known), "adm presets"))
         return self._presets.get(name), training
 
-    def training_preset(self, name: str, kind: TrainKind) -> TrainPreset:
-        """A training preset; a released preset without one gets its flags and default values."""
+    def training_preset(self, name: str, kind: TrainKind, flags: FlagSet | None = None) -> TrainPreset:
+        """A training preset; a released preset without one gets its flags and default values.
+
+        ``flags`` is the flag set the task of ``kind`` trains (``adm.training.tasks``): a released
+        preset serves a model-flag task with its model, a classifier task only when it has a classifier.
+        """
         if (kind, name) in self._training:
             return self._training[(kind, name)]
+        classifier = flag_set(kind, flags) == "classifier"
         released = self._presets.get(name)
-        if released is not None and (kind == "diffusion" or released.classifier_flags is not None):
+        if released is not None and (not classifier or released.classifier_flags is not None):
             return TrainPreset(name=name, kind=kind, released=name, unknown=("all training values",))
         known = set(self.training_presets(kind)) | {
-            n for n, p in self._presets.items() if kind == "diffusion" or p.classifier_flags is not None
+            n for n, p in self._presets.items() if not classifier or p.classifier_flags is not None
         }
-        what = "classifier training preset" if kind == "classifier" else "training preset"
+        what = "training preset" if kind == "diffusion" else f"{kind} training preset"
         raise UsageError(f"unknown {what} {name!r}", did_you_mean(name, sorted(known), "adm presets"))
 
-    def network_flags(self, preset: TrainPreset) -> ModelFlags | SuperResFlags | ClassifierFlags:
-        """The network a training preset trains: its own flags, or its released preset's."""
+    def network_flags(self, preset: TrainPreset, flags: FlagSet | None = None) -> ModelFlags | SuperResFlags | ClassifierFlags:
+        """The network a training preset trains: its own flags, or its released preset's (``flags``:
+        the flag set of its task, as for ``training_preset``)."""
+        classifier = flag_set(preset.kind, flags) == "classifier"
         if preset.flags is not None:
-            if preset.kind == "classifier":
+            if classifier:
                 return parse_flags(ClassifierFlags, preset.flags)
             return parse_model_flags(preset.flags)
         released = self.preset(preset.released or preset.name)
-        if preset.kind == "classifier":
+        if classifier:
             if released.classifier_flags is None:
                 raise UsageError(f"preset {released.name!r} has no classifier")
             return released.classifier_flags

@@ -17,7 +17,16 @@ from adm.spec.flags import (
 )
 
 ArtifactKind = Literal["checkpoint", "reference", "weights", "other"]
-TrainKind = Literal["diffusion", "classifier"]
+# A training task's kind (adm.training.tasks: "diffusion", "classifier" or one a package registers
+# under adm.training_tasks); checked against the task registry when a run uses it.
+TrainKind = str
+FlagSet = Literal["model", "classifier"]  # which network flags a training task records and reads
+
+
+def flag_set(kind: TrainKind, flags: FlagSet | None = None) -> FlagSet:
+    """The flag set of a training preset of ``kind``: the task's when the caller knows it, else
+    classifier flags for the classifier kind and model flags for every other."""
+    return flags or ("classifier" if kind == "classifier" else "model")
 
 # How `adm presets` groups released models, in this order: a flag family (whose code and
 # conventions a network uses), or who released it. A plugin may name its own group.
@@ -168,7 +177,7 @@ class TrainPreset(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str
-    kind: TrainKind
+    kind: TrainKind = Field(description="the training task it is for (diffusion, classifier, or a plugin's kind)")
     description: str = ""
     flags: str | None = Field(None, description="network flags (original syntax); None: the released preset's")
     released: str | None = Field(None, description="adm preset whose flags (and checkpoint) this is")

@@ -5,9 +5,11 @@
 >>> adm.train_classifier("tiny", data="digits.npz", run_dir="runs/tiny-cls")
 
 ``adm.training.runs`` holds the rule that layers a preset, the run being continued and explicit
-values (the CLI uses it too); ``fit_diffusion`` / ``fit_classifier`` run a resolved config. A
-run dir holds ``config.json`` and checkpoints in the original's names; ``latest_weights`` finds
-the weights to sample with. See docs/training.md.
+values (the CLI uses it too); ``fit_diffusion`` / ``fit_classifier`` run a resolved config.
+``adm.training.tasks`` is the registry of training tasks (a run dir's ``kind``): the built-in
+diffusion and classifier tasks and those packages add (entry points ``adm.training_tasks``),
+trained with ``train_task(kind, ...)``. A run dir holds ``config.json`` and checkpoints in the
+original's names; ``latest_weights`` finds the weights to sample with. See docs/training.md.
 
 The names below are imported on first use: ``adm.training.config`` (the settings ``adm train``
 builds its options from) loads without torch, so ``adm --help`` starts at once.
@@ -34,6 +36,10 @@ _SUBMODULE = {  # name -> the submodule that defines it
     "start_run": "runs",
     "train": "runs",
     "train_classifier": "runs",
+    "train_task": "runs",
+    "TaskSpec": "tasks",
+    "get_task": "tasks",
+    "task_kinds": "tasks",
 }
 
 __all__ = sorted(_SUBMODULE)

@@ -11,7 +11,7 @@ fixed validation subset — held out from ``--data`` (``val_fraction``) or a sep
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +40,9 @@ from adm.training.metrics import quarter_sums
 from adm.training.rundir import run_config
 from adm.training.seeding import derive_seed, per_sample_normal, uniform
 from adm.training.trainer import DeviceBatch, MicroOut, Trainer
+
+if TYPE_CHECKING:
+    from adm.training.runs import ResolvedRun
 
 EVAL_BATCH = 64
 
@@ -180,3 +183,10 @@ def fit_classifier(
         return ClassifierTask(flags, diffusion, config, init=None if resuming else config.init, source=source)
 
     return run_task(doc, config, run_dir, dist, make_task, resume=resume, on_progress=on_progress)
+
+
+def fit_run(run: ResolvedRun, *, dist: Dist | None = None, on_progress: ProgressFn | None = None,
+            resume: bool = False) -> TrainResult:
+    """The classifier task's ``fit`` (``adm.training.tasks``): ``fit_classifier`` of a resolved run."""
+    return fit_classifier(run.config, run.flags, run.run_dir, diffusion=run.noise, dist=dist, on_progress=on_progress,
+                          preset=run.preset, resume=resume)

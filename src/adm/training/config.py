@@ -6,7 +6,8 @@ classifier) share ``CommonTrainConfig``. The resolved config is written to the r
 Durations are in optimizer steps (``iterations``, as the CLI's ``--iterations``, is a real
 stopping point, unlike the original's ``lr_anneal_steps = 0`` that never stops); ``batch_size`` is
 the GLOBAL batch, split over ranks. ``steps``, the field's old name, is still read (the
-``config.json`` of earlier runs, Python callers and plugin presets): ``OLD_NAMES``.
+``config.json`` of earlier runs, Python callers and plugin presets): ``OLD_NAMES``. A config with
+a ``loss`` field chooses among its training task's named losses (``adm.training.tasks``).
 """
 
 from __future__ import annotations
@@ -91,6 +92,8 @@ class TrainConfig(CommonTrainConfig):
     """Training a diffusion model (base or super-resolution)."""
 
     schedule_sampler: ScheduleSampler = Field("uniform", description="how training timesteps are drawn")
+    loss: str = Field("ddpm", description="training loss: ddpm, the ADM objective the flags set (MSE on eps / x0 / v, "
+                                         "+ the bound for a learned variance; the bound with --use_kl)")
     label_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="replace each label by the null class with this probability (classifier-free guidance; sets --null_class True)")
     snapshots: tuple[int, ...] = Field((), description="extra checkpoints at these steps (comma list, e.g. 2000,4000), never deleted by --keep (an autoguidance guide)")
 

@@ -1,9 +1,9 @@
 """Training a diffusion model: the base model, or the upsampler conditioned on a low-res copy.
 
 Per micro-batch (the original's ``TrainLoop.forward_backward``): draw chain indices ``t`` from the
-timestep sampler and noise ``ε`` (both seeded by each sample's stream position), compute
-``training_losses`` (L_simple, plus L_vlb for a learned variance), and weight each sample's loss by
-the sampler's importance weight. With ``label_dropout`` p a sample's label is replaced by the null
+timestep sampler and noise ``ε`` (both seeded by each sample's stream position), compute the
+config's loss (``loss``, a named loss of the task: ``ddpm`` is ``training_losses``, L_simple plus
+L_vlb for a learned variance), and weight each sample's loss by the sampler's importance weight. With ``label_dropout`` p a sample's label is replaced by the null
 class (``--null_class``, classifier-free guidance) with probability p, decided by its stream
 position as well. The upsampler is conditioned on
 ``F.interpolate(x_0, small_size, mode="area")`` (super_res_train.py's downsampling); the
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +22,6 @@ import torch.nn.functional as F
 from adm.core.distributed import Dist
 from adm.core.errors import UsageError
 from adm.core.progress import ProgressFn
-from adm.diffusion.losses import training_losses
 from adm.hub.checkpoints import load_into, load_state_dict
 from adm.spec.factory import build_model, build_process, null_label
 from adm.spec.flags import ModelFlags, SuperResFlags, image_size
@@ -38,8 +37,12 @@ from adm.training.engine import TrainResult, run_task
 from adm.training.metrics import quarter_sums
 from adm.training.rundir import run_config
 from adm.training.seeding import derive_seed, per_sample_normal, uniform
+from adm.training.tasks import get_task
 from adm.training.timesteps import make_sampler
 from adm.training.trainer import DeviceBatch, MicroOut, Trainer
+
+if TYPE_CHECKING:
+    from adm.training.runs import ResolvedRun
 
 Net = TypeVar("Net", ModelFlags, SuperResFlags)
 
@@ -86,7 +89,12 @@ def with_null_row(state: Mapping[str, torch.Tensor], flags: ModelFlags | SuperRe
 
 
 class DiffusionTask:
-    """Loss of a (super-resolution) diffusion model on one micro-batch."""
+    """Loss of a (super-resolution) diffusion model on one micro-batch.
+
+    The loss is the config's ``loss`` among the named losses of the task ``kind``
+    (``adm.training.tasks``), built from the process, adapter and loss type the flags give and
+    called as ``loss(net, x0, t=t, noise=noise, model_kwargs=kwargs)``.
+    """
 
     kind = "diffusion"
 
@@ -103,6 +111,7 @@ class DiffusionTask:
         flags = trained_flags(flags, config)
         self.flags, self.seed, self.label_dropout = flags, config.seed, config.label_dropout
         self.process, self.adapter, self.loss_type = build_process(flags)
+        self.loss = get_task(self.kind).loss(config.loss)(self.process, self.adapter, self.loss_type)
         self.sampler = make_sampler(config.schedule_sampler, self.process.num_steps)
         self.is_upsampler = isinstance(flags, SuperResFlags)
         self.dataset = StreamDataset(
@@ -132,7 +141,7 @@ class DiffusionTask:
             kwargs["low_res"] = F.interpolate(x0, size=(self.flags.small_size,) * 2, mode="area")
         if self.flags.class_cond:
             kwargs["y"] = self.labels(batch)
-        terms = training_losses(self.process, self.adapter, self.loss_type, trainer, x0, t, noise=noise, model_kwargs=kwargs)
+        terms = self.loss(trainer, x0, t=t, noise=noise, model_kwargs=kwargs)
         per_sample = terms["loss"].detach()
         sums = {key: (terms[key].detach().sum(), n) for key in ("loss", "mse", "vb") if key in terms}
         sums.update(quarter_sums(per_sample, t, self.process.num_steps))
@@ -160,6 +169,14 @@ class DiffusionTask:
         self.sampler.load_state_dict(state.get("sampler", {}))
 
 
+def _prepared(config: TrainConfig, flags: Net, preset: str | None) -> tuple[Net, LabelledImages, dict[str, Any]]:
+    """(the flags trained, the data, the ``config.json`` recorded): the data's class count filled
+    in (``open_training_data``) and what the options imply (``trained_flags``)."""
+    flags, source = open_training_data(flags, config.data, config.labels, init=config.init)
+    flags = trained_flags(flags, config)
+    return flags, source, run_config("diffusion", flags, config.model_dump(mode="json"), preset=preset)
+
+
 def fit_diffusion(
     config: TrainConfig,
     flags: ModelFlags | SuperResFlags,
@@ -180,12 +197,21 @@ def fit_diffusion(
     it has one.
     """
     dist = dist or Dist()
-    run_dir = Path(run_dir)
-    flags, source = open_training_data(flags, config.data, config.labels, init=config.init)
-    flags = trained_flags(flags, config)
-    doc = run_config("diffusion", flags, config.model_dump(mode="json"), preset=preset)
+    flags, source, doc = _prepared(config, flags, preset)
     return run_task(
-        doc, config, run_dir, dist,
+        doc, config, Path(run_dir), dist,
         lambda resuming: DiffusionTask(flags, config, init=None if resuming else config.init, source=source),
         resume=resume, on_progress=on_progress,
     )
+
+
+def fit_run(run: ResolvedRun, *, dist: Dist | None = None, on_progress: ProgressFn | None = None,
+            resume: bool = False) -> TrainResult:
+    """The diffusion task's ``fit`` (``adm.training.tasks``): ``fit_diffusion`` of a resolved run."""
+    return fit_diffusion(run.config, run.flags, run.run_dir, dist=dist, on_progress=on_progress, preset=run.preset,
+                         resume=resume)
+
+
+def run_document(run: ResolvedRun) -> dict[str, Any]:
+    """The ``config.json`` ``fit_run`` will write (``--dry-run``), null class and all."""
+    return _prepared(run.config, run.flags, run.preset)[2]

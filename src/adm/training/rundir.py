@@ -2,11 +2,13 @@
 
 ``config.json`` keys:
 
-* ``kind``: ``"diffusion"`` or ``"classifier"``;
-* ``model_flags`` (diffusion; ``ModelFlags`` or, with ``large_size``, ``SuperResFlags``) or
-  ``classifier_flags`` plus ``diffusion_flags`` (the noising process it was trained on), all
-  as dicts in the original's flag names;
-* ``train``: the resolved ``TrainConfig`` / ``ClassifierTrainConfig``;
+* ``kind``: the training task (``adm.training.tasks``): ``"diffusion"``, ``"classifier"`` or a
+  plugin's; a kind no installed task has is a one-line error;
+* the network's flags under the key of the task's flag set: ``model_flags`` (``ModelFlags`` or,
+  with ``large_size``, ``SuperResFlags``) or ``classifier_flags``, plus ``diffusion_flags`` (the
+  noising process) for a task that records it (the classifier), all as dicts in the original's
+  flag names;
+* ``train``: the resolved config of the task (``TrainConfig`` / ``ClassifierTrainConfig`` / ...);
 * ``adm_version``; ``preset`` (the preset name, or null).
 
 ``read_run`` reads a run dir once (``config.json`` and the commit record); its ``weights`` picks
@@ -36,26 +38,31 @@ from adm.spec.flags import (
     parse_model_flags,
 )
 from adm.training.checkpoint import CheckpointRecord, read_records
+from adm.training.tasks import (
+    NOISE_KEY,
+    TaskSpec,
+    find_task,
+    get_task,
+    task_kinds,
+    unknown_kind_hint,
+)
 
 CONFIG = "config.json"
-Kind = Literal["diffusion", "classifier"]
 
 
 def run_config(
-    kind: Kind,
+    kind: str,
     flags: ModelFlags | SuperResFlags | ClassifierFlags,
     train: dict[str, Any],
     *,
     diffusion_flags: DiffusionFlags | None = None,
     preset: str | None = None,
 ) -> dict[str, Any]:
-    """The ``config.json`` document of a run."""
-    doc: dict[str, Any] = {"kind": kind}
-    if kind == "classifier":
-        doc["classifier_flags"] = flags.flag_dict()
-        doc["diffusion_flags"] = (diffusion_flags or DiffusionFlags()).flag_dict()
-    else:
-        doc["model_flags"] = flags.flag_dict()
+    """The ``config.json`` document of a run of the task ``kind`` (its flags under its flag set's key)."""
+    task = get_task(kind)
+    doc: dict[str, Any] = {"kind": kind, task.flags_key: flags.flag_dict()}
+    if task.noise:
+        doc[NOISE_KEY] = (diffusion_flags or DiffusionFlags()).flag_dict()
     doc.update(train=train, adm_version=__version__, preset=preset)
     return doc
 
@@ -75,16 +82,26 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
         doc = json.loads(path.read_text())
     except ValueError as err:
         raise UsageError(f"{path} is not valid JSON ({err})") from None
-    if doc.get("kind") not in ("diffusion", "classifier"):
-        raise UsageError(f"{path} has no valid 'kind' (diffusion or classifier)")
+    kind = doc.get("kind") if isinstance(doc, dict) else None
+    if not isinstance(kind, str) or not kind:
+        raise UsageError(f"{path} has no valid 'kind' ({' or '.join(task_kinds())})")
+    if find_task(kind) is None:
+        raise UsageError(f"{path} is a run of kind {kind!r}, which no installed training task trains",
+                         unknown_kind_hint(kind))
     return doc
 
 
+def task_of(doc: dict[str, Any]) -> TaskSpec:
+    """The training task of a ``config.json`` document (read by ``read_run_config``)."""
+    return get_task(doc["kind"])
+
+
 def run_flags(doc: dict[str, Any]) -> ModelFlags | SuperResFlags | ClassifierFlags:
-    """The network flags recorded in a ``config.json`` document."""
-    if doc["kind"] == "classifier":
-        return parse_flags(ClassifierFlags, doc["classifier_flags"])
-    return parse_model_flags(doc["model_flags"])
+    """The network flags recorded in a ``config.json`` document (under its task's flag set)."""
+    task = task_of(doc)
+    if task.flags == "classifier":
+        return parse_flags(ClassifierFlags, doc[task.flags_key])
+    return parse_model_flags(doc[task.flags_key])
 
 
 _MODEL = re.compile(r"^model(\d{6,})\.pt$")
@@ -149,6 +166,11 @@ class SavedRun:
     @property
     def kind(self) -> str:
         return self.doc["kind"]
+
+    @property
+    def task(self) -> TaskSpec:
+        """What trained it: its flag set, and whether it yields a generator to sample."""
+        return task_of(self.doc)
 
     @property
     def flags(self) -> ModelFlags | SuperResFlags | ClassifierFlags:
