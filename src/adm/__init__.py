@@ -34,6 +34,7 @@ _EXPORTS = {
     "edit": "adm.api.editing",
     "train": "adm.api.training",
     "train_classifier": "adm.api.training",
+    "distill": "adm.api.distill",
     "get_preset": "adm.api.catalog",
     "list_presets": "adm.api.catalog",
 }

@@ -12,6 +12,7 @@
 | ``adm.api.downloads`` | downloads, the cache, imports, conversion, the demo dataset |
 | ``adm.api.scoring`` | metrics (``evaluate_samples``) and reference batches |
 | ``adm.api.training`` | training runs (``train``, ``train_classifier``) |
+| ``adm.api.distill`` | ``distill``: a one- or two-step consistency student of any model adm samples |
 
 The package imports nothing on its own: ``import adm`` stays cheap until a name is used.
 """

@@ -15,6 +15,7 @@ from adm._version import __version__
 from adm.cli.common import AdmCommand, AdmGroup
 from adm.cli.convert_cmd import convert
 from adm.cli.data_cmd import app as data_app
+from adm.cli.distill_cmd import distill
 from adm.cli.download_cmd import download
 from adm.cli.edit_cmd import edit
 from adm.cli.evaluate_cmd import evaluate
@@ -74,6 +75,7 @@ app.command("upsample", cls=AdmCommand)(upsample)
 app.command("edit", cls=AdmCommand)(edit)
 app.command("train", cls=AdmCommand)(train)
 app.command("train-classifier", cls=AdmCommand)(train_classifier)
+app.command("distill", cls=AdmCommand)(distill)
 app.add_typer(data_app, name="data")
 app.add_typer(recipe_app, name="recipe")
 

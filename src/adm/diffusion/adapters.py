@@ -17,6 +17,10 @@ class here and a line in ``adm.spec.factory``:
 | ``VelocityVP`` | 1/(1+σ²) | −σ/√(1+σ²) | 1/√(1+σ²) | ``--predict_v`` (user models) |
 | ``EDM`` | σd²/(σ²+σd²) | σ·σd/√(σ²+σd²) | 1/√(σ²+σd²) | consistency_models' EDM teachers |
 | ``ConsistencyBoundary`` | σd²/((σ−σmin)²+σd²) | (σ−σmin)·σd/√(σ²+σd²) | as EDM | consistency models (f(x, σmin) = x) |
+| ``ConsistencyOver`` | b + (1−b)·c_skip' | (1−b)·c_out' | c_in' | a VP network's consistency student (``adm distill``) |
+
+(``ConsistencyOver``: b = σd²/((σ−σmin)²+σd²), the boundary's c_skip, over another adapter's
+c_skip', c_out', c_in'.)
 
 Where the network is told its noise level (a chain index, the rescaled 0–1000 index, 250·ln σ) is
 the schedule's job (``Schedule.network_time``): an adapter never sees a timestep.
@@ -251,3 +255,41 @@ class ConsistencyBoundary(EDM):
         sigma, sd = _sigma(sigma), self.sigma_data
         shifted = sigma - self.sigma_min
         return sd**2 / (shifted**2 + sd**2), shifted * sd / (sigma**2 + sd**2).sqrt(), (sigma**2 + sd**2).rsqrt()
+
+
+@dataclass(frozen=True)
+class ConsistencyOver(ModelAdapter):
+    """A consistency model read over another parameterisation (``adm distill`` of a VP network):
+
+        f(x, σ) = b(σ)·x + (1 − b(σ))·x̂_0(x, σ),    b(σ) = σd²/((σ − σmin)² + σd²)
+
+    with x̂_0 the ``inner`` adapter's reading of the same network. b(σmin) = 1, so f(x, σmin) = x
+    exactly (the boundary condition of Song et al. 2023, §3.1); at high σ, b → 0 and f is the
+    network's own x̂_0, so a student initialised from its teacher starts as the teacher's x̂_0
+    there. Everything else of the network stays: its input c_in', its time (the schedule's), its
+    channels (a learned variance is split off and ignored). It is linear in the output, so it is one
+    more set of scalings: (b + (1 − b)·c_skip', (1 − b)·c_out', c_in'). No discrete chain reads it.
+    """
+
+    inner: ModelAdapter
+    sigma_min: float = 0.002
+    sigma_data: float = 0.5
+    name: ClassVar[str] = "consistency-over"
+
+    @property
+    def learns_variance(self) -> bool:  # type: ignore[override]
+        return self.inner.learns_variance
+
+    def describe(self) -> str:
+        return f"consistency model over {self.inner.describe()}"
+
+    def boundary(self, sigma: Tensor) -> Tensor:
+        """b(σ): the weight of x itself, 1 at σmin."""
+        sigma, sd = _sigma(sigma), self.sigma_data
+        return sd**2 / ((sigma - self.sigma_min) ** 2 + sd**2)
+
+    def scalings(self, sigma: Tensor) -> Scalings:
+        sigma = _sigma(sigma)
+        b = self.boundary(sigma)
+        c_skip, c_out, c_in = self.inner.scalings(sigma)
+        return b + (1 - b) * c_skip, (1 - b) * c_out, c_in

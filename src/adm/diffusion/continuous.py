@@ -177,3 +177,51 @@ def per_sample(value: Tensor, x: Tensor) -> Tensor:
     if value.ndim == 0:
         value = value.expand(x.shape[0])
     return value.to(device=x.device, dtype=x.dtype).view(-1, *([1] * (x.ndim - 1)))
+
+
+@dataclass(frozen=True, eq=False)
+class BoundedSchedule(NoiseSchedule):
+    """A VP network's schedule read between ``low`` and ``high`` only: a consistency student of a
+    guided-/improved-diffusion network (``adm distill``).
+
+    The student keeps its teacher's timesteps (network time, state scaling), but its consistency
+    function is anchored at ``low`` (the σ_min where f(x, σ) = x) and was distilled from ``high``
+    down: grids run from ``high`` to ``low``, so ``cm`` starts where the student learned to. It has
+    no discrete chain (a consistency model is not a Gaussian chain): ``ddpm`` and ``ddim`` are
+    refused when the plan is made.
+    """
+
+    low: float = 0.0
+    high: float = math.inf
+    discrete: ClassVar[bool] = False
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0 < self.low < self.high:
+            raise UsageError(f"a consistency model's sigma_min {self.low:g} and sigma_max {self.high:g} "
+                             "must satisfy 0 < min < max")
+
+    @property
+    def sigma_min(self) -> float:
+        return self.low
+
+    @property
+    def log_sigma_min(self) -> Tensor:
+        return torch.tensor(self.low, dtype=torch.float64).log()
+
+    @property
+    def sigma_start(self) -> float:
+        """``high``, or the table's own start when that is lower."""
+        table_start = NoiseSchedule.start_timestep.func(self)  # the VP schedule's own (not ours)
+        return min(self.high, math.exp(float(self.log_sigmas[table_start])))
+
+    @cached_property
+    def start_timestep(self) -> int:
+        """The highest integer timestep at or below ``sigma_start``."""
+        return int(self.tau_at(self.sigma_start).floor())
+
+    def chain(self, timesteps: list[int]) -> GaussianProcess:
+        raise UsageError("a consistency model has no discrete Gaussian chain (ddpm and ddim need one)")
+
+    def describe(self) -> str:
+        return f"consistency model on a {self.num_steps}-step VP schedule, sigma {self.low:g}..{self.sigma_start:g}"

@@ -117,15 +117,19 @@ def parameterization(flags: DiffusionFlags):
 
     VP flags as ``create_gaussian_diffusion`` derives them (learned or fixed variance; ε, x_0 or,
     as an extension, v); consistency_models' ``--training_mode`` gives EDM preconditioning or the
-    consistency boundary condition (``distillation`` in its builder).
+    consistency boundary condition (``distillation`` in its builder). A VP network's consistency
+    student (``adm distill``) is the boundary condition over its own VP reading (``ConsistencyOver``).
     """
-    from adm.diffusion.adapters import EDM, ConsistencyBoundary, vp_adapter
+    from adm.diffusion.adapters import EDM, ConsistencyBoundary, ConsistencyOver, vp_adapter
     from adm.diffusion.process import LossType, ModelMeanType, ModelVarType
 
     if isinstance(flags, ModelFlags) and flags.is_karras:
         if flags.training_mode == "edm":
             return EDM(flags.sigma_data), LossType.MSE
         return ConsistencyBoundary(flags.sigma_data, flags.sigma_min), LossType.MSE
+    if isinstance(flags, ModelFlags) and flags.is_consistency:
+        inner, loss = parameterization(flags.replace(training_mode=""))
+        return ConsistencyOver(inner, flags.sigma_min, flags.sigma_data), loss
     if flags.learn_sigma:
         variance = ModelVarType.LEARNED_RANGE
     else:
@@ -147,11 +151,15 @@ def parameterization(flags: DiffusionFlags):
 
 def noise_schedule(flags: DiffusionFlags):
     """The noise levels the network was trained on and how it is told them (``Schedule``)."""
-    from adm.diffusion.continuous import NoiseSchedule
+    from adm.diffusion.continuous import BoundedSchedule, NoiseSchedule
     from adm.diffusion.karras import KarrasSchedule
+    from adm.diffusion.schedules import beta_schedule
 
     if isinstance(flags, ModelFlags) and flags.is_karras:
         return KarrasSchedule(flags.sigma_min, flags.sigma_max)
+    if isinstance(flags, ModelFlags) and flags.is_consistency:  # a VP network's consistency student
+        betas = beta_schedule(flags.noise_schedule, flags.diffusion_steps)
+        return BoundedSchedule(betas, flags.rescale_timesteps, low=flags.sigma_min, high=flags.sigma_max)
     return NoiseSchedule.create(flags.noise_schedule, flags.diffusion_steps, flags.rescale_timesteps)
 
 
@@ -161,14 +169,19 @@ def noise_process(flags: ModelFlags | SuperResFlags) -> tuple:
     adapter = type(parameterization(flags)[0]).__name__
     if isinstance(flags, ModelFlags) and flags.is_karras:
         return adapter, flags.sigma_min, flags.sigma_max, flags.sigma_data
-    return adapter, flags.noise_schedule, flags.diffusion_steps, flags.rescale_timesteps
+    vp = adapter, flags.noise_schedule, flags.diffusion_steps, flags.rescale_timesteps
+    if isinstance(flags, ModelFlags) and flags.is_consistency:
+        return (*vp, flags.sigma_min, flags.sigma_max, flags.sigma_data)
+    return vp
 
 
 def default_sampler(flags: ModelFlags | SuperResFlags) -> str:
     """How a model without a preset is sampled unless told: as its own family's code samples it
     (the original's ancestral chain; Heun for an EDM model, one consistency step for a consistency model)."""
+    if isinstance(flags, ModelFlags) and flags.is_consistency:
+        return "cm"
     if isinstance(flags, ModelFlags) and flags.is_karras:
-        return "heun" if flags.training_mode == "edm" else "cm"
+        return "heun"
     return "ddpm"
 
 
@@ -179,7 +192,7 @@ def build_process(flags: DiffusionFlags, respacing: str | None = None):
     """
     from adm.diffusion.process import GaussianProcess
 
-    if isinstance(flags, ModelFlags) and flags.is_karras:
+    if isinstance(flags, ModelFlags) and (flags.is_karras or flags.is_consistency):
         raise UsageError(f"--training_mode {flags.training_mode} models have no discrete Gaussian chain",
                          "adm train and the original's chain need guided-/improved-diffusion (VP) flags; "
                          "sample such models with heun, cm or a solver")

@@ -56,6 +56,9 @@ class _Flags(BaseModel):
 
 Family = Literal["guided-diffusion", "improved-diffusion", "consistency-models"]
 TrainingMode = Literal["", "edm", "consistency_distillation", "consistency_training"]
+# What a guided-/improved-diffusion (VP) flag set may say of --training_mode besides nothing: a
+# consistency student of that network (adm distill), read over its VP parameterisation.
+VP_CONSISTENCY_MODES = ("consistency_distillation",)
 
 # Each family's ``model_and_diffusion_defaults()`` where it differs from guided-diffusion's, so a
 # flag string pasted from that family's README means what it meant there. consistency_models
@@ -111,6 +114,8 @@ class ModelFlags(_NetworkFlags):
     # consistency_models' flags (cm/script_util.py): an EDM-preconditioned network ("edm") or a
     # consistency model (the boundary condition at sigma_min); "" is a Gaussian (VP) model.
     training_mode: TrainingMode = ""
+    # the σ range: consistency_models' networks are trained on it; a VP consistency student (adm
+    # distill) is the identity at sigma_min (its schedule's lowest σ) and starts at sigma_max
     sigma_min: float = 0.002
     sigma_max: float = 80.0
     sigma_data: float = 0.5  # extension: hard-coded in KarrasDenoiser
@@ -118,8 +123,16 @@ class ModelFlags(_NetworkFlags):
 
     @property
     def is_karras(self) -> bool:
-        """An EDM / consistency model: continuous sigma, preconditioned (consistency_models)."""
-        return bool(self.training_mode)
+        """A consistency_models network (EDM teacher or consistency model): continuous σ in
+        [sigma_min, sigma_max], told 250·ln σ, EDM-preconditioned."""
+        return bool(self.training_mode) and self.family == "consistency-models"
+
+    @property
+    def is_consistency(self) -> bool:
+        """A consistency model, read through the boundary condition f(x, sigma_min) = x and sampled
+        with ``cm``: consistency_models' own, or a guided-/improved-diffusion network distilled by
+        ``adm distill`` (it keeps its VP schedule and timesteps, ``VP_CONSISTENCY_MODES``)."""
+        return self.training_mode in ("consistency_distillation", "consistency_training")
 
 
 class SuperResFlags(_NetworkFlags):
@@ -378,12 +391,24 @@ def check_flags(flags: _Flags) -> None:
         raise UsageError("--null_class True needs a class-conditional model", "add --class_cond True, or drop --null_class")
     if isinstance(flags, DiffusionFlags) and flags.predict_v and flags.predict_xstart:
         raise UsageError("--predict_v and --predict_xstart both say what the network predicts", "give one of them")
-    if isinstance(flags, ModelFlags) and flags.is_karras != (flags.family == "consistency-models"):
+    if isinstance(flags, ModelFlags):
+        _check_training_mode(flags)
+
+
+def _check_training_mode(flags: ModelFlags) -> None:
+    """consistency_models flag sets have a ``--training_mode``; a guided-/improved-diffusion network
+    has none, or is a consistency model distilled from such a network (``VP_CONSISTENCY_MODES``)."""
+    if flags.family == "consistency-models":
+        fits = bool(flags.training_mode)
+    else:
+        fits = flags.training_mode in ("", *VP_CONSISTENCY_MODES)
+    if not fits:
         raise UsageError(f"--training_mode {flags.training_mode or '(none)'} does not fit --family {flags.family}",
-                         "consistency_models flag sets have a --training_mode, the other families none")
-    if isinstance(flags, ModelFlags) and flags.is_karras:
-        if flags.learn_sigma:
-            raise UsageError(f"--training_mode {flags.training_mode} models have no learned variance", "drop --learn_sigma")
+                         "consistency_models flag sets have a --training_mode, the other families none "
+                         "(or consistency_distillation: a student of adm distill)")
+    if flags.is_karras and flags.learn_sigma:
+        raise UsageError(f"--training_mode {flags.training_mode} models have no learned variance", "drop --learn_sigma")
+    if flags.is_karras or flags.is_consistency:
         if not 0 < flags.sigma_min < flags.sigma_max:
             raise UsageError(f"--sigma_min {flags.sigma_min:g} and --sigma_max {flags.sigma_max:g} must satisfy 0 < min < max")
         if flags.sigma_data <= 0:
