@@ -337,6 +337,45 @@ def test_the_student_samples_with_cm_in_one_and_two_steps(files, tmp_path):
         assert sidecar["key"]["grid"][0] == pytest.approx(10.0, rel=1e-12)
 
 
+def test_a_resumed_distillation_is_bitwise_the_straight_one(files, tmp_path):
+    """Straight to 4 steps, and 2 then 2 more: the second call takes the teacher, its guidance and
+    the options from the run dir (only --iterations given), and the weights, both EMAs (the target
+    among them) and the optimizer state come out identical."""
+    guided(files, tmp_path / "straight", iterations=4, save_every=2)
+    guided(files, tmp_path / "resumed", iterations=2)
+    invoke("distill", "--run-dir", tmp_path / "resumed", "--iterations", 4)
+    same_files(tmp_path / "straight", tmp_path / "resumed",
+               ["model000004.pt", "ema_0.95_000004.pt", "ema_0.999_000004.pt"])
+    one = torch.load(tmp_path / "straight" / "opt000004.pt", weights_only=True)["state"]
+    two = torch.load(tmp_path / "resumed" / "opt000004.pt", weights_only=True)["state"]
+    assert all(torch.equal(one[k][n], two[k][n]) for k in one for n in ("exp_avg", "exp_avg_sq"))
+    assert [r["loss"] for r in read_metrics(tmp_path / "straight")] == [r["loss"] for r in read_metrics(tmp_path / "resumed")]
+
+
+def test_a_run_continues_only_with_its_own_teacher(files, tmp_path):
+    guided(files, tmp_path / "run")
+    line = error_line(invoke(*guided_args(files, tmp_path / "run", "--scale", 3, "--iterations", 4), code=2))
+    assert "distilled from another teacher (guidance differs)" in line
+    line = error_line(invoke(*guided_args(files, tmp_path / "run", "--sigma-max", 10, "--iterations", 4), code=2))
+    assert "--sigma_max" in line  # another student: its flags differ
+    with pytest.raises(UsageError, match="started and continued with its teacher by adm distill"):
+        adm.training.train_task("distillation", run_dir=tmp_path / "run", iterations=4)
+
+
+def test_the_student_run_dir_samples_as_any_generator(files, tmp_path):
+    guided(files, tmp_path / "run", sigma_max=10.0)
+    for steps, evaluations in (("1", 1), ("2", 2)):
+        out = tmp_path / f"r{steps}.npz"
+        invoke("sample", "--run-dir", tmp_path / "run", "--steps", steps, "-n", 3, "--out", out, "-q")
+        sidecar = json.loads(out.with_suffix(".json").read_text())
+        assert sidecar["key"]["sampler"] == "cm" and sidecar["evaluations"] == evaluations
+        assert sidecar["key"]["grid"][0] == pytest.approx(10.0, rel=1e-12)
+    # a checkpoint of the run dir given alone takes the run's recorded flags; the API agrees with the CLI
+    path = tmp_path / "run" / "ema_0.999_000002.pt"
+    api = adm.sample(source=adm.ModelSource(model_path=path), steps="1", num_samples=3)
+    assert np.array_equal(api.images, np.load(tmp_path / "r1.npz")["arr_0"])
+
+
 def test_an_edm_teacher_distils_into_consistency_models_format(files, tmp_path):
     result = adm.distill(teacher_path=files["edm"], teacher_flags=EDM_FLAGS, data=str(files["data"]),
                          run_dir=tmp_path, teacher_solver="euler", **FAST)

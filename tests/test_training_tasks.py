@@ -181,7 +181,7 @@ def test_an_unknown_kind_in_a_config_json_is_a_one_line_error(tmp_path):
         read_run_config(run_dir)
     assert "known kinds: diffusion, classifier" in err.value.hint
     (run_dir / "config.json").write_text(json.dumps({"model_flags": {}, "train": {}}))
-    with pytest.raises(UsageError, match=r"has no valid 'kind' \(diffusion or classifier\)"):
+    with pytest.raises(UsageError, match=r"has no valid 'kind' \(diffusion or classifier or distillation\)"):
         read_run_config(run_dir)
     with pytest.raises(UsageError, match="unknown training task 'mine'"):
         resolve_run(RunRequest("mine", tmp_path / "r", None, MODEL_FLAGS, {"data": "x"}))
@@ -196,7 +196,7 @@ def test_the_built_in_kinds_write_config_json_as_before():
     classifier = run_config("classifier", parse_flags(ClassifierFlags, CLASSIFIER_FLAGS), {})
     assert list(classifier) == ["kind", "classifier_flags", "diffusion_flags", "train", "adm_version", "preset"]
     assert get_task("diffusion").generator and not get_task("classifier").generator
-    assert list(BUILTIN) == ["diffusion", "classifier"]
+    assert list(BUILTIN) == ["diffusion", "classifier", "distillation"]  # adm distill's (tests/test_distill.py)
 
 
 def test_a_task_yielding_a_generator_records_model_flags():

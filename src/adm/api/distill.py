@@ -21,7 +21,6 @@ too), and a different teacher is refused.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,8 +30,9 @@ from adm.api.options import SamplingOptions, refuse_leftovers
 from adm.core.errors import UsageError
 from adm.core.suggest import did_you_mean
 from adm.core.validation import validated
-from adm.training.config import make_config, renamed_options
+from adm.training.config import renamed_options
 from adm.training.distill_config import KIND, DistillConfig
+from adm.training.tasks import get_task
 
 if TYPE_CHECKING:  # the rest imports torch: loaded when a distillation runs, not by `adm --help`
     import torch
@@ -215,16 +215,14 @@ class ResolvedDistill:
 
 
 def _saved(run_dir: Path) -> dict[str, Any] | None:
-    """The run dir's ``config.json`` when it holds a distillation to continue."""
-    from adm.training.rundir import CONFIG, newest_checkpoint
+    """The run dir's ``config.json`` when it holds a distillation to continue (another kind is
+    refused by ``open_run`` before anything is written)."""
+    from adm.training.rundir import newest_checkpoint, read_run_config
 
     if newest_checkpoint(run_dir) is None:
         return None
-    try:
-        doc = json.loads((run_dir / CONFIG).read_text())
-    except (OSError, ValueError):
-        return None  # open_run names the problem
-    return doc if isinstance(doc, dict) and doc.get("kind") == KIND else None
+    doc = read_run_config(run_dir)
+    return doc if doc["kind"] == KIND else None
 
 
 def _split(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -273,7 +271,7 @@ def resolve_distill(teacher: str | Path | None = None, *, run_dir: str | Path, t
                          "--teacher-flags")
     if "data" not in values:
         raise UsageError("no training data given", "pass --data: the teacher's training images (a folder or an npz)")
-    config = make_config(DistillConfig, values)
+    config = get_task(KIND).make_config(values)
     sampler, _ = solver_choice(config.teacher_solver)
     choice = validated(SamplingOptions, {**guidance, "sampler": sampler, "precision": config.precision})
     setup = resolve(source, choice, registry, upsampler=False, device=device, download=download, dist=dist,

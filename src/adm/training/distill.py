@@ -26,8 +26,9 @@ One step, per optimizer step (all its micro-batches and ranks):
   resumed run restores it exactly). The target runs with the student's dropout mask, as the
   reference's does.
 
-Distances (``DISTANCES``, chosen by ``loss``) are small callables of the sample size:
-pseudo-Huber, d = √(‖x − y‖² + c²) − c with c = 0.00054·√dim, and l2, the mean square.
+The distances are the task's named losses (``adm.training.tasks``, chosen by ``loss``): small
+callables of the sample size giving one per sample, pseudo-Huber, d = √(‖x − y‖² + c²) − c with
+c = 0.00054·√dim, and l2, the mean square.
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ from typing import Any, Protocol
 import torch
 from torch.func import functional_call
 
-from adm._version import __version__
 from adm.core.distributed import Dist
 from adm.core.errors import UsageError
 from adm.core.progress import ProgressFn
@@ -52,7 +52,9 @@ from adm.training.data import Augment, LabelledImages, SampleOrder, StreamDatase
 from adm.training.distill_config import KIND, DistillConfig
 from adm.training.engine import TrainResult, run_task
 from adm.training.metrics import quarter_sums
+from adm.training.rundir import run_config
 from adm.training.seeding import derive_seed, per_sample_normal, uniform
+from adm.training.tasks import get_task
 from adm.training.trainer import DeviceBatch, MicroOut, Trainer
 
 Tensor = torch.Tensor
@@ -87,7 +89,6 @@ def l2(dim: int, c: float | None = None) -> Distance:
     return distance
 
 
-DISTANCES: dict[str, Callable[[int, float | None], Distance]] = {"pseudo-huber": pseudo_huber, "l2": l2}
 
 
 # --------------------------------------------------------------------------------------------
@@ -169,7 +170,7 @@ class DistillTask:
         self.adapter, _ = parameterization(flags)
         self.levels = distill_levels(flags, config.scales)
         size = image_size(flags)
-        self.distance = DISTANCES[config.loss](3 * size * size, config.huber_c)
+        self.distance = get_task(KIND).loss(config.loss)(3 * size * size, config.huber_c)
         self.dataset = StreamDataset(source, SampleOrder(tuple(range(source.count)), config.seed),
                                      Augment(size, config.random_crop, config.random_flip), config.seed)
         self.model = build_model(flags, device="meta" if init else None)
@@ -248,8 +249,16 @@ def open_distill_data(flags: ModelFlags, config: DistillConfig, needs_labels: bo
 def distill_run_config(flags: ModelFlags, config: DistillConfig, teacher: dict[str, Any]) -> dict[str, Any]:
     """The run's ``config.json``: the student's flags, the resolved config and the teacher record
     (where it came from, its flags and weights' fingerprints, its guidance and solver)."""
-    return {"kind": KIND, "model_flags": flags.flag_dict(), "train": config.model_dump(mode="json"),
-            "adm_version": __version__, "preset": None, "teacher": teacher}
+    return {**run_config(KIND, flags, config.model_dump(mode="json")), "teacher": teacher}
+
+
+def fit_run(run: Any, *, dist: Dist | None = None, on_progress: ProgressFn | None = None,
+            resume: bool = False) -> TrainResult:
+    """The task's ``fit`` for ``train_task``: a distillation needs its teacher loaded and guided as
+    for sampling, which this layer cannot do; ``adm distill`` (``adm.distill``) starts and
+    continues it."""
+    raise UsageError(f"{run.run_dir}: a distillation is started and continued with its teacher by adm distill",
+                     f"run `adm distill --run-dir {run.run_dir} ...` (adm.distill in Python)")
 
 
 def fit_distill(

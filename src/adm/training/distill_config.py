@@ -5,14 +5,13 @@ The distillation itself is ``adm.training.distill``.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field, model_validator
 
 from adm.training.config import CommonTrainConfig
 
 KIND = "distillation"  # the run dir's kind
-Loss = Literal["pseudo-huber", "l2"]
 
 
 class DistillConfig(CommonTrainConfig):
@@ -34,8 +33,8 @@ class DistillConfig(CommonTrainConfig):
                                                     "(dpm++2m, unipc: on 2 levels they are euler)")
     target_ema: float = Field(0.95, gt=0, lt=1, description="EMA rate of the target network (Song et al. 2023: "
                                                              "0.95 for distillation)")
-    loss: Loss = Field("pseudo-huber", description="distance between the student and the target: pseudo-huber "
-                                                   "(Song & Dhariwal 2023) or l2")
+    loss: str = Field("pseudo-huber", description="distance between the student and the target: pseudo-huber "
+                                                  "(Song & Dhariwal 2023) or l2, the mean square")
     huber_c: float | None = Field(None, gt=0, description="the pseudo-Huber c; unset: 0.00054·sqrt(C·H·W)")
     dropout: float | None = Field(None, ge=0, lt=1, description="the student's dropout; unset: the teacher's")
 

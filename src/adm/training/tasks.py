@@ -138,6 +138,10 @@ BUILTIN: dict[str, TaskSpec] = {
         TaskSpec("classifier", ClassifierTrainConfig, "adm.training.classifier:fit_run", flags="classifier", noise=True,
                  command="adm train-classifier",
                  description="the noisy classifier that guides sampling: cross-entropy on noised images"),
+        TaskSpec("distillation", "adm.training.distill_config:DistillConfig", "adm.training.distill:fit_run",
+                 generator=True, command="adm distill",
+                 description="a consistency model distilled from a teacher adm samples (1-2 step sampling with cm)",
+                 losses={"pseudo-huber": "adm.training.distill:pseudo_huber", "l2": "adm.training.distill:l2"}),
     )
 }
 
