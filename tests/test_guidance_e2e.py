@@ -163,3 +163,29 @@ def test_torchrun_two_processes_give_the_single_process_result_with_cfg(runs, tm
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert np.array_equal(load(single)["arr_0"], load(double)["arr_0"])
+
+
+def test_guidance_that_changes_nothing_is_said(runs, tmp_path):
+    common = ["sample", "--run-dir", runs["run"], "-n", 2, "--sampler", "dpm++2m", "--steps", 3]
+    null = runner.invoke(app, [str(a) for a in [*common, "--classes", "null", "--cfg-scale", 2, "--out", tmp_path / "n.npz"]])
+    assert null.exit_code == 0 and "--cfg-scale changes nothing" in null.output
+    itself = runner.invoke(app, [str(a) for a in [*common, "--autoguidance", 1, "--guide-model", runs["run"],
+                                                  "--out", tmp_path / "s.npz"]])
+    assert itself.exit_code == 0 and "the guide model is the model itself" in itself.output
+
+
+def test_every_step_of_a_long_chain_is_noted(tmp_path):
+    from adm.api.options import SamplingOptions
+    from adm.api.setup import resolve
+    from adm.hub.checkpoints import save_state_dict
+    from adm.presets import default_registry
+    from adm.spec.factory import build_model
+    from adm.spec.flags import parse_model_flags
+
+    flags = ("--family improved-diffusion --image_size 16 --num_channels 32 --channel_mult 1,2 --num_res_blocks 1 "
+             "--attention_resolutions 8 --diffusion_steps 4000 --noise_schedule cosine --learn_sigma True")
+    path = tmp_path / "m.safetensors"
+    save_state_dict(build_model(parse_model_flags(flags)).state_dict(), path)
+    setup = resolve(ModelSource(model_flags=flags, model_path=path), SamplingOptions(), default_registry(),
+                    upsampler=False, device="cpu", download=False, dist=None)
+    assert setup.plan.evaluations == 4000 and any("--steps 250" in note for note in setup.plan.notes)

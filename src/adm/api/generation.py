@@ -124,6 +124,9 @@ def sample(
     classes = given_or(classes, defaults.classes if defaults else "random")
     if setup.plan.needs_labels(flags.class_cond):
         classes = parse_classes(classes, flags.num_classes)
+    if classes == "null" and setup.plan.settings.uses("null_label"):
+        setup.warnings += ("with --classes null, classifier-free guidance mixes the unconditional prediction with "
+                           "itself: --cfg-scale changes nothing",)
     setup.warn(on_progress, num_samples)
 
     def to(out: Path | None) -> Samples:

@@ -9,6 +9,7 @@ of the run then reuses ``Setup``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -199,6 +200,12 @@ def resolve(
         guide_model = load_guide(guide, device=device, download=download, registry=registry, on_progress=on_progress)
         guide_model.model = prepare(guide_model.model, settings.precision, compile=choice.compile)
     warnings = (*weights.warnings, *(guide.warnings if guide else ()), *precision_warnings(loaded.device, settings.precision))
+    if guide_model is not None and Path(guide_model.checkpoint).resolve() == Path(loaded.checkpoint).resolve():
+        warnings += ("the guide model is the model itself: autoguidance changes nothing (guide with an earlier "
+                     "snapshot, runs/x@STEP, or a smaller model)",)
+    if sampler.chain_only and rule.startswith("every step") and plan.evaluations > 1000:
+        plan.notes.append(f"sampling every one of the chain's {plan.evaluations} steps (the original's default); the "
+                          "published recipes use --steps 250, about as good and many times faster")
     return Setup(preset, loaded, plan, rule, warnings, guide_model)
 
 

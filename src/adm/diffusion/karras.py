@@ -94,7 +94,7 @@ class KarrasSchedule:
         raise UsageError("this model has continuous noise levels and no discrete chain (ddpm and ddim need one)")
 
     def describe(self) -> str:
-        return f"continuous sigma {self.sigma_min:g}..{self.sigma_max:g} (EDM)"
+        return f"continuous sigma {self.sigma_min:g}..{self.sigma_max:g}"
 
 
 # What a sampler walks: a VP model's discrete training schedule, or an EDM model's σ range.

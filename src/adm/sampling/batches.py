@@ -122,7 +122,8 @@ def sample_batch(
     settings = plan.settings
     if labels is None and plan.needs_labels(nets.class_cond):
         if classes == "null" and settings.uses("classifier"):
-            raise UsageError("--classes null asks for no class, and a classifier guides towards one", "drop --scale")
+            raise UsageError("--classes null asks for no class, and a classifier guides towards one",
+                             "pass --scale 0 (a preset's or classifier run's default scale counts)")
         labels = labels_for(classes, indices, nets.num_classes, generators, nets.null_label)
     noise = PerSampleNoise(generators)
     x = start(noise, labels) if start is not None else nets.start_noise(noise, len(indices), float(plan.sigmas[0]))

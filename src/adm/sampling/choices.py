@@ -67,7 +67,7 @@ class SamplingChoices(BaseModel):
     autoguidance_interval: tuple[float, float] | None = Field(None, description="apply autoguidance only where "
                                                               "LO <= t/T <= HI")
     guidance: dict[str, float] | None = Field(None, description="a plugin's guidance method at a scale, NAME=SCALE "
-                                              "(`adm samplers` lists the methods)")
+                                              "(`adm samplers` lists the installed methods)")
     threshold: float | None = Field(None, gt=0.5, le=1.0, description="dynamic thresholding of x0 at this quantile "
                                     "(e.g. 0.995) instead of clipping; helps strong guidance")
     clip_denoised: bool | None = Field(None, description="clamp the x0 estimate to [-1, 1]; unset: the preset's, "

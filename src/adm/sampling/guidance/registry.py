@@ -78,5 +78,9 @@ def available_guidance() -> dict[str, GuidanceSpec]:
 def get_guidance(name: str) -> GuidanceSpec:
     found = available_guidance()
     if name not in found:
-        raise UsageError(f"unknown guidance {name!r}", did_you_mean(name, sorted(found), "guidance methods:"))
+        plugins = sorted(set(found) - set(BUILTIN))
+        raise UsageError(f"unknown guidance {name!r}",
+                         did_you_mean(name, plugins, "installed plugin methods:") if plugins else
+                         "no plugin guidance is installed; the built-ins have their own options (--scale, --cfg-scale, "
+                         "--autoguidance); `adm samplers` lists the methods")
     return found[name]
