@@ -140,7 +140,7 @@ def test_a_plugin_task_trains_resumes_and_samples_with_run_dir(plugin, data, tmp
     found = json.loads(done.stdout.strip().splitlines()[-1])
     assert found["steps"] == [0, 2, 2, 3]  # the second call continued from the checkpoint of step 2
     assert found["loss_calls"] == 3 and found["kind"] == "toy"  # one micro-batch a step, through the L1 loss
-    assert found["diffusion_command"] == "adm train" and found["kinds"] == ["diffusion", "classifier", "broken", "toy", "toy-encoder"]
+    assert found["diffusion_command"] == "adm train" and found["kinds"] == ["diffusion", "classifier", "distillation", "broken", "toy", "toy-encoder"]
     assert "'broken'" in found["broken"] and "failed to load" in found["broken"]
     doc = json.loads((run_dir / "config.json").read_text())
     assert doc["kind"] == "toy" and doc["train"]["loss"] == "l1" and doc["model_flags"]["num_channels"] == 32

@@ -16,6 +16,7 @@ from adm.presets import (
 from adm.spec.flags import ModelFlags, SuperResFlags, image_size
 
 _SAMPLERS = ("SamplerSpec", "available_samplers", "get_sampler")  # adm.sampling.registry, on first use
+_GUIDANCE = ("available_guidance", "guidance_option")  # adm.sampling.guidance.registry, on first use
 
 __all__ = [
     "ModelFlags",
@@ -29,12 +30,19 @@ __all__ = [
     "image_size",
     "list_presets",
     *_SAMPLERS,
+    *_GUIDANCE,
 ]
 
 
 def __getattr__(name: str):
     if name in _SAMPLERS:
         from adm.sampling import registry
+
+        value = getattr(registry, name)
+        globals()[name] = value
+        return value
+    if name in _GUIDANCE:
+        from adm.sampling.guidance import registry
 
         value = getattr(registry, name)
         globals()[name] = value

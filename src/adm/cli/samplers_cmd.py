@@ -40,10 +40,8 @@ def samplers() -> None:
     for (key, description), names in described.items():
         console.print(f"  {key} ({', '.join(names)}):", markup=False, highlight=False)
         console.print(Padding(Text(description), (0, 0, 0, 4), expand=False), highlight=False)
-    from adm.sampling.choices import BUILTIN_GUIDANCE
-    from adm.sampling.guidance.registry import available_guidance
+    from adm.api.catalog import available_guidance, guidance_option
 
     console.print("Guidance methods (each with its scale; a plugin's: --guidance NAME=SCALE):")
     for name, spec in available_guidance().items():
-        option = BUILTIN_GUIDANCE.get(name, f"--guidance {name}=SCALE")
-        console.print(f"  {name} ({option}): {spec.description}", markup=False, highlight=False)
+        console.print(f"  {name} ({guidance_option(name)}): {spec.description}", markup=False, highlight=False)

@@ -84,3 +84,10 @@ def get_guidance(name: str) -> GuidanceSpec:
                          "no plugin guidance is installed; the built-ins have their own options (--scale, --cfg-scale, "
                          "--autoguidance); `adm samplers` lists the methods")
     return found[name]
+
+
+def guidance_option(name: str) -> str:
+    """The command-line option that sets a method's scale."""
+    from adm.sampling.choices import BUILTIN_GUIDANCE
+
+    return BUILTIN_GUIDANCE.get(name, f"--guidance {name}=SCALE")
