@@ -276,7 +276,7 @@ def resolve_distill(teacher: str | Path | None = None, *, run_dir: str | Path, t
     choice = validated(SamplingOptions, {**guidance, "sampler": sampler, "precision": config.precision})
     setup = resolve(source, choice, registry, upsampler=False, device=device, download=download, dist=dist,
                     on_progress=on_progress)
-    for warning in (*setup.warnings, *setup.plan.warnings):  # the teacher's, as adm sample would say them
+    for warning in setup.warnings:  # the teacher's weights and precision, as adm sample says them
         report(on_progress, "distill", 0, config.iterations, "step", message=f"warning: the teacher: {warning}")
     record = teacher_record(source, validated(SamplingOptions, guidance).model_dump(mode="json", exclude_unset=True),
                             setup)

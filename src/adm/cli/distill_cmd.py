@@ -61,7 +61,7 @@ def _finish(result, run_dir: Path) -> None:
     loss = result.metrics.get("loss")
     console.print(f"distilled a consistency model to step {result.step} in {run_dir}"
                   + (f"  (loss {loss:.4g})" if loss is not None else ""), soft_wrap=True)
-    console.print(f"sample it: adm sample --run-dir {run_dir} --sampler cm --steps 1 (or 2)", soft_wrap=True)
+    console.print(f"sample it in one step: adm sample --run-dir {run_dir} --steps 1 (2 for two)", soft_wrap=True)
 
 
 @guarded
