@@ -65,7 +65,8 @@ def _finish(result, run_dir: Path) -> None:
 
 
 @guarded
-@sampling_options(skip=NOT_TEACHER, scale_help="The teacher's classifier scale (default: the teacher preset's; "
+@sampling_options(skip=NOT_TEACHER, interval_help="Apply the teacher's classifier only where LO <= t/T <= HI "
+                  "(e.g. 0,0.6). Default: 0,1.", scale_help="The teacher's classifier scale (default: the teacher preset's; "
                   "0 = no classifier).")
 @config_options(DistillConfig, rename={
     **RENAMES,

@@ -76,16 +76,18 @@ def parse_guidance(values: list[str] | None) -> dict[str, float] | None:
     return found
 
 
-def sampling_options(*, skip: tuple[str, ...] = (), scale_help: str | None = None):
+INTERVAL_HELP = ("Apply the classifier only where LO <= t/T <= HI (e.g. 0,0.6); it is not run elsewhere. Default: 0,1 "
+                 "(guided ddim on a cosine schedule: 0,0.995; give 0,1 for the original's exact path).")
+
+
+def sampling_options(*, skip: tuple[str, ...] = (), scale_help: str | None = None, interval_help: str = INTERVAL_HELP):
     """The options of ``SamplingOptions``, as ``sampling: dict`` of the decorated command."""
     return config_options(SamplingOptions, param="sampling", skip=skip, rename={
         "sampler_options": Rename("--sampler-opt", "A sampler option KEY=VALUE, repeatable, e.g. order=1 "
                                   "(`adm samplers` lists them).", parse_sampler_options, repeat=True, metavar="KEY=VALUE"),
         "eta": Rename("--eta", "Shorthand for --sampler-opt eta=VALUE (ddim, dpm++2m-sde); unset: the sampler's own."),
         "scale": Rename("--scale", scale_help, short="-s"),
-        "guidance_interval": Rename("--guidance-interval", "Apply the classifier only where LO <= t/T <= HI "
-                                    "(e.g. 0,0.6); it is not run elsewhere. Default: 0,1 (guided ddim on a cosine "
-                                    "schedule: 0,0.995; give 0,1 for the original's exact path).", parse_interval),
+        "guidance_interval": Rename("--guidance-interval", interval_help, parse_interval),
         "cfg_scale": Rename("--cfg-scale", None),
         "cfg_interval": Rename("--cfg-interval", None, lambda text: parse_interval(text, "--cfg-interval")),
         "autoguidance": Rename("--autoguidance", None),
