@@ -1,4 +1,4 @@
-"""`adm recipe digits OUT`: re-create the shipped `digits` demo from scratch, on a CPU."""
+"""`adm recipe digits OUT` and `adm recipe digits-cfg OUT`: re-create the shipped digits demos from scratch, on a CPU."""
 
 from __future__ import annotations
 
@@ -30,6 +30,27 @@ def digits(
         table.add_column(column, justify="right")
     for row in report.scales:
         table.add_row(f"{row['scale']:g}", f"{row['accuracy']:.3f}", f"{row['digits_fd']:.2f}")
+    console.print(table)
+    console.print(json.dumps({"seconds": report.seconds, "numbers": report.numbers}, indent=2))
+    console.print(f"assets in {out / 'assets'}; copy them to src/adm/assets/ to ship them")
+
+
+@app.command("digits-cfg", cls=AdmCommand)
+@guarded
+def digits_cfg(
+    out: Path = typer.Argument(..., help="Working folder: data, runs, exported assets, recipe.json."),
+    quick: bool = typer.Option(False, "--quick", help="A few steps of every stage (a smoke test, not a usable model)."),
+) -> None:
+    """Train the digits-cfg model (label dropout) and its autoguidance guide digits-guide, and measure both guidances."""
+    from adm.recipes.digits import run_guidance_recipe
+
+    with RichProgress() as progress:
+        report = run_guidance_recipe(out, quick=quick, on_progress=progress)
+    table = Table(title="digits-cfg: guidance → judge accuracy / digits-FD (held-out)")
+    for column in ("cfg scale", "autoguidance", "accuracy", "digits-FD"):
+        table.add_column(column, justify="right")
+    for row in report.scales:
+        table.add_row(f"{row['cfg_scale']:g}", f"{row['autoguidance']:g}", f"{row['accuracy']:.3f}", f"{row['digits_fd']:.2f}")
     console.print(table)
     console.print(json.dumps({"seconds": report.seconds, "numbers": report.numbers}, indent=2))
     console.print(f"assets in {out / 'assets'}; copy them to src/adm/assets/ to ship them")

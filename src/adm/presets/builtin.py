@@ -189,7 +189,17 @@ DIGITS_ASSETS = {
     "digits-model": ("digits_model.safetensors", "69abd959a54c9d2b57b86ae523b91d633bb3e004ae93fa28891a05b4436f5a36", "checkpoint"),
     "digits-classifier": ("digits_classifier.safetensors", "8ef908555614eb7f89d5e9754acf3055cf883ef4333dbaeea2d2d8e3c67a0184", "checkpoint"),
     "digits-judge": ("digits_judge.safetensors", "75ec66ed1335c51778cf041ad03cf019a484aa5a7ca8c43c47d5c4539e9a3171", "weights"),
+    # made by `adm recipe digits-cfg` (docs/guidance.md)
+    "digits-cfg-model": ("digits_cfg_model.safetensors", "597da2807ea75f5b44a4e771affaffbf5da52fe651a2ca7bdd5c0ec989fdb233", "checkpoint"),
+    "digits-guide-model": ("digits_guide_model.safetensors", "1999c167bce655e60a8b8f56baffc8884269309daf2e6cb6fe82aa0172fe4ab6", "checkpoint"),
 }
+# 25 evaluations of the stochastic DPM-Solver++(2M): the fewest at which it is within 5% of
+# DDPM-250's digits-FD guided and unguided, per seed and on average over seeds, at a tenth of the
+# cost (docs/sampling.md, "Quality against evaluations"). The guidance models sample the same way.
+DIGITS_SAMPLING = SamplingDefaults(sampler="dpm++2m-sde", steps="25", batch_size=50, num_samples=50, classes="balanced")
+# digits-cfg's default guidance: the best point of benchmarks/guidance.py (docs/guidance.md)
+DIGITS_CFG_SCALE = 0.0
+DIGITS_AUTOGUIDANCE = 0.0
 
 
 def _digits() -> Preset:
@@ -204,11 +214,38 @@ def _digits() -> Preset:
         checkpoint="digits-model",
         classifier_checkpoint="digits-classifier",
         classifier_scale=DIGITS_SCALE,
-        # 25 evaluations of the stochastic DPM-Solver++(2M): the fewest at which it is within 5% of
-        # DDPM-250's digits-FD guided and unguided, per seed and on average over seeds, at a tenth
-        # of the cost (docs/sampling.md, "Quality against evaluations").
-        sampling=SamplingDefaults(sampler="dpm++2m-sde", steps="25", batch_size=50, num_samples=50, classes="balanced"),
+        sampling=DIGITS_SAMPLING,
     )
+
+
+def _digits_guidance() -> list[Preset]:
+    """The digits model fine-tuned with label dropout, and the weak model that autoguides it."""
+    from adm.presets.training import DIGITS_CFG_MODEL, DIGITS_CLASSIFIER, DIGITS_GUIDE_MODEL
+
+    return [
+        Preset(
+            name="digits-cfg",
+            family="demo",
+            description="offline demo: the digits model fine-tuned with label dropout, for classifier-free guidance "
+                        "and autoguidance (guide: digits-guide); ships with adm",
+            model_flags=DIGITS_CFG_MODEL,
+            classifier_flags=DIGITS_CLASSIFIER,  # --scale S guides it with the digits classifier too
+            checkpoint="digits-cfg-model",
+            classifier_checkpoint="digits-classifier",
+            cfg_scale=DIGITS_CFG_SCALE,
+            autoguidance=DIGITS_AUTOGUIDANCE,
+            guide_model="digits-guide",
+            sampling=DIGITS_SAMPLING,
+        ),
+        Preset(
+            name="digits-guide",
+            family="demo",
+            description="offline demo: a small, early digits model, the autoguidance guide of digits-cfg; ships with adm",
+            model_flags=DIGITS_GUIDE_MODEL,
+            checkpoint="digits-guide-model",
+            sampling=DIGITS_SAMPLING,
+        ),
+    ]
 
 
 def _artifacts(family_checkpoints: list[Artifact]) -> list[Artifact]:
@@ -252,7 +289,7 @@ def register(registry: Registry) -> None:
     families = family_presets()
     for artifact in _artifacts([artifact for _, artifact in families]):
         registry.add_artifact(artifact)
-    for preset in [*_presets(), *(preset for preset, _ in families), _digits()]:
+    for preset in [*_presets(), *(preset for preset, _ in families), _digits(), *_digits_guidance()]:
         registry.add_preset(preset)
     for training in builtin_training_presets():
         registry.add_training_preset(training)

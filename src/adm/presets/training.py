@@ -76,6 +76,18 @@ DIGITS_CLASSIFIER = (
     "--classifier_pool attention"
 )
 DIGITS_TRAIN = dict(batch_size=64, random_flip=False, workers=0, save_every=1000, log_every=50, keep=1)
+# Classifier-free guidance and autoguidance on digits (docs/guidance.md): `digits-cfg` is the digits
+# model fine-tuned with label dropout (it gains the null class), `digits-guide` a small model of the
+# same conditioning whose early snapshot is digits-cfg's autoguidance guide.
+DIGITS_CFG_MODEL = DIGITS_MODEL + " --null_class True"
+DIGITS_GUIDE_MODEL = (
+    "--image_size 16 --num_channels 32 --channel_mult 1,2 --num_res_blocks 1 --attention_resolutions 8 "
+    "--num_head_channels 32 --learn_sigma True --class_cond True --num_classes 10 --null_class True "
+    "--diffusion_steps 1000 --noise_schedule cosine --resblock_updown True --use_scale_shift_norm True --dropout 0.1"
+)
+DIGITS_LABEL_DROPOUT = 0.15
+DIGITS_GUIDE_CHECKPOINT = (1000, "model")  # (step, ema | model): the digits-guide checkpoint shipped (measured)
+DIGITS_GUIDE_SNAPSHOTS = (250, 500, 1000)
 
 
 def builtin_training_presets() -> list[TrainPreset]:
@@ -135,5 +147,19 @@ def builtin_training_presets() -> list[TrainPreset]:
             train={**DIGITS_TRAIN, "iterations": 3000, "lr": 1e-3, "ema_rates": (), "weight_decay": 0.05,
                    "random_crop": False, "val_fraction": 0.1},
             description="the `digits` demo's noisy classifier",
+        ),
+        TrainPreset(
+            name="digits-cfg", kind="diffusion", flags=DIGITS_CFG_MODEL,
+            train={**DIGITS_TRAIN, "iterations": 2000, "lr": 2e-4, "ema_rates": (0.999,), "save_every": 500,
+                   "label_dropout": DIGITS_LABEL_DROPOUT, "snapshots": (250,)},
+            description="the `digits-cfg` demo model: the digits model (give its weights with --init) fine-tuned "
+                        "with label dropout for classifier-free guidance",
+        ),
+        TrainPreset(
+            name="digits-guide", kind="diffusion", flags=DIGITS_GUIDE_MODEL,
+            train={**DIGITS_TRAIN, "iterations": 1500, "lr": 5e-4, "ema_rates": (0.999,), "save_every": 500,
+                   "label_dropout": DIGITS_LABEL_DROPOUT, "snapshots": DIGITS_GUIDE_SNAPSHOTS},
+            description="the `digits-guide` demo model: a small digits model whose early snapshot guides "
+                        "digits-cfg (autoguidance)",
         ),
     ]

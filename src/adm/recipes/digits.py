@@ -2,6 +2,12 @@
 shipped weights → the guidance-scale table. ``adm recipe digits OUT`` runs it (about 45 minutes on
 2 CPU cores); ``--quick`` runs every stage for a few steps (the test suite does).
 
+``adm recipe digits-cfg OUT`` makes the `digits-cfg` and `digits-guide` presets the same way: the
+shipped digits model fine-tuned with label dropout (``adm train --preset digits-cfg --init ...``),
+a small model trained from scratch whose early checkpoint guides it (``adm train --preset
+digits-guide``), their float16 weights and a short table of classifier-free guidance and
+autoguidance (docs/guidance.md has the full measurement, ``benchmarks/guidance.py``).
+
 Each stage is adm's ordinary machinery (``adm data digits``, ``adm train --preset digits``,
 ``adm train-classifier --preset digits``), so the recipe is also a worked example of training your
 own guided model.
@@ -25,6 +31,8 @@ from adm.presets.registry import Registry, default_registry
 
 ASSETS = ("digits_model.safetensors", "digits_classifier.safetensors", "digits_judge.safetensors")  # as shipped
 SCALES = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
+GUIDANCE_ASSETS = ("digits_cfg_model.safetensors", "digits_guide_model.safetensors")  # as shipped
+GUIDANCE_ROWS = ((0.0, 0.0), (1.0, 0.0), (0.0, 1.0))  # (cfg scale, autoguidance) of the recipe's table
 
 
 @dataclass
@@ -138,4 +146,68 @@ def run_recipe(out: str | Path, *, quick: bool = False, registry: Registry | Non
     return rep
 
 
-__all__ = ["ASSETS", "RecipeReport", "guidance_table", "run_recipe", "save_half"]
+def cfg_table(model_path: Path, guide_path: Path, referee: Judge, *, rows, num_samples: int, steps: str,
+              seed: int = 0) -> list[dict]:
+    """Judge accuracy and digits-FD of class-balanced samples of the CFG model at each (cfg scale,
+    autoguidance) of ``rows`` (same seeds)."""
+    from adm.api.generation import sample
+    from adm.api.sources import ModelSource
+    from adm.presets.training import DIGITS_CFG_MODEL, DIGITS_GUIDE_MODEL
+
+    table = []
+    for cfg_scale, autoguidance in rows:
+        guide = {"guide_model": str(guide_path), "guide_flags": DIGITS_GUIDE_MODEL} if autoguidance else {}
+        source = ModelSource(model_flags=DIGITS_CFG_MODEL, model_path=model_path, **guide)
+        samples = sample(source=source, cfg_scale=cfg_scale, autoguidance=autoguidance, steps=steps,
+                         num_samples=num_samples, classes="balanced", seed=seed, device="cpu")
+        scores = referee.score(samples.images, samples.labels)
+        table.append({"cfg_scale": cfg_scale, "autoguidance": autoguidance, "accuracy": scores.accuracy,
+                      "digits_fd": scores.digits_fd, "num_samples": num_samples})
+    return table
+
+
+def run_guidance_recipe(out: str | Path, *, quick: bool = False, registry: Registry | None = None,
+                        on_progress: ProgressFn | None = None) -> RecipeReport:
+    """Train `digits-cfg` (from the shipped digits weights) and `digits-guide`, export both, measure."""
+    from adm.hub.download import ensure_artifact
+    from adm.presets.training import DIGITS_GUIDE_CHECKPOINT
+    from adm.training import TrainConfig, fit_diffusion, latest_weights
+    from adm.training.config import make_config
+    from adm.training.rundir import read_run
+
+    registry = registry or default_registry()
+    out = Path(out)
+    rep = RecipeReport(out)
+    clock = time.perf_counter
+    data = write_digits(out / "data" / "digits-train.npz", split="train", overwrite=True)
+    shorten = {"iterations": 20, "save_every": 20, "log_every": 5, "snapshots": (10,)} if quick else {}
+    init = {"init": str(ensure_artifact("digits-model", registry=registry))}  # fine-tuned, not trained anew
+    for k, (name, extra) in enumerate((("digits-cfg", init), ("digits-guide", {})), start=1):
+        preset = registry.training_preset(name, "diffusion")
+        start = clock()
+        report(on_progress, "recipe", k, 3, message=f"training {name} (adm train --preset {name})")
+        config = make_config(TrainConfig, {**preset.train, **shorten, **extra, "data": str(data)})
+        result = fit_diffusion(config, registry.network_flags(preset), out / "runs" / name, preset=name,
+                               on_progress=on_progress)
+        rep.seconds[name] = clock() - start
+        rep.numbers[f"{name}_steps_trained"] = result.step
+        if "loss" in result.metrics:
+            rep.numbers[f"{name}_final_loss"] = float(result.metrics["loss"])
+
+    report(on_progress, "recipe", 3, 3, message="exporting float16 weights, measuring guidance")
+    assets = out / "assets"
+    step, weights = (10, "model") if quick else DIGITS_GUIDE_CHECKPOINT
+    save_half(load_state_dict(latest_weights(out / "runs" / "digits-cfg")[1]), assets / GUIDANCE_ASSETS[0])
+    save_half(load_state_dict(read_run(out / "runs" / "digits-guide", step).weights(weights)), assets / GUIDANCE_ASSETS[1])
+    start = clock()
+    referee = Judge.load(ensure_artifact("digits-judge", registry=registry))
+    heldout = Judge.fit_statistics(referee.net, load_digits().split("heldout"))  # what no model trained on
+    rep.scales = cfg_table(assets / GUIDANCE_ASSETS[0], assets / GUIDANCE_ASSETS[1], heldout, rows=GUIDANCE_ROWS,
+                           num_samples=20 if quick else 200, steps="10" if quick else "25")
+    rep.seconds["guidance_table"] = clock() - start
+    write_json_atomic(out / "recipe.json", rep.as_dict())
+    return rep
+
+
+__all__ = ["ASSETS", "GUIDANCE_ASSETS", "RecipeReport", "cfg_table", "guidance_table", "run_guidance_recipe", "run_recipe",
+           "save_half"]
