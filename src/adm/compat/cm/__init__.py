@@ -11,7 +11,7 @@ package imports nothing heavy.
 
 from __future__ import annotations
 
-import importlib
+from adm.compat.forward import forwarding
 
 SUBMODULES = ("karras_diffusion", "nn", "random_util", "script_util", "unet")
 SHARED = ("dist_util", "logger", "losses")  # guided-diffusion's modules, unchanged in consistency_models
@@ -27,24 +27,6 @@ _HOMES = {  # name -> the submodule that defines it
 }
 
 
-def module_path(name: str) -> str:
-    """The adm module that stands for ``cm.<name>``."""
-    return f"adm.compat.{name}" if name in SHARED else f"adm.compat.cm.{name}"
-
-
-def __getattr__(name: str):
-    if name in _HOMES:
-        value = getattr(importlib.import_module(module_path(_HOMES[name])), name)
-    elif name in SUBMODULES or name in SHARED:
-        value = importlib.import_module(module_path(name))
-    else:
-        raise AttributeError(f"module 'adm.compat.cm' has no attribute {name!r}")
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_HOMES, *SUBMODULES, *SHARED})
-
+module_path, __getattr__, __dir__ = forwarding(__name__, _HOMES, SUBMODULES, SHARED)
 
 __all__ = sorted(_HOMES)

@@ -11,7 +11,7 @@ defaults and signatures. Importing this package imports nothing heavy.
 
 from __future__ import annotations
 
-import importlib
+from adm.compat.forward import forwarding
 
 SUBMODULES = ("gaussian_diffusion", "respace", "script_util", "unet")
 SHARED = ("dist_util", "logger", "losses", "nn")  # guided-diffusion's modules, unchanged in improved-diffusion
@@ -31,24 +31,6 @@ _HOMES = {  # name -> the submodule that defines it
 }
 
 
-def module_path(name: str) -> str:
-    """The adm module that stands for ``improved_diffusion.<name>``."""
-    return f"adm.compat.{name}" if name in SHARED else f"adm.compat.improved.{name}"
-
-
-def __getattr__(name: str):
-    if name in _HOMES:
-        value = getattr(importlib.import_module(module_path(_HOMES[name])), name)
-    elif name in SUBMODULES or name in SHARED:
-        value = importlib.import_module(module_path(name))
-    else:
-        raise AttributeError(f"module 'adm.compat.improved' has no attribute {name!r}")
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_HOMES, *SUBMODULES, *SHARED})
-
+module_path, __getattr__, __dir__ = forwarding(__name__, _HOMES, SUBMODULES, SHARED)
 
 __all__ = sorted(_HOMES)
