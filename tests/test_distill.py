@@ -38,6 +38,7 @@ from adm.training.distill import (
     student_flags,
 )
 from adm.training.metrics import read_metrics
+from adm.training.rundir import read_run
 from adm.training.trainer import DeviceBatch, Trainer
 from tiny import CLASSIFIER_FLAGS, MODEL_FLAGS, randomize, tiny_registry, write_tiny_checkpoints
 
@@ -374,6 +375,22 @@ def test_the_student_run_dir_samples_as_any_generator(files, tmp_path):
     path = tmp_path / "run" / "ema_0.999_000002.pt"
     api = adm.sample(source=adm.ModelSource(model_path=path), steps="1", num_samples=3)
     assert np.array_equal(api.images, np.load(tmp_path / "r1.npz")["arr_0"])
+
+
+def test_the_student_run_dir_samples_on_the_grid_it_was_distilled_on(files, tmp_path):
+    """--steps 2 of a student run dir spreads over its own --scales levels (the distillation task's
+    sampler defaults), unless the user names another grid."""
+    guided(files, tmp_path / "run", sigma_max=10.0, scales=12)
+    flags = read_run(tmp_path / "run").flags
+    trained = distill_levels(flags, 12)
+    for extra, level in (((), float(trained[round(11 / 2)])), (("--sampler-opt", "karras_steps=40"), None)):
+        out = tmp_path / f"g{len(extra)}.npz"
+        invoke("sample", "--run-dir", tmp_path / "run", "--steps", 2, "-n", 2, "--out", out, "-q", *extra)
+        grid = json.loads(out.with_suffix(".json").read_text())["key"]["grid"]
+        if level is not None:
+            assert grid[1] == pytest.approx(level, rel=1e-9)
+        else:
+            assert grid[1] != pytest.approx(float(trained[round(11 / 2)]), rel=1e-3)
 
 
 def test_an_edm_teacher_distils_into_consistency_models_format(files, tmp_path):

@@ -18,6 +18,7 @@ from adm.api.options import SamplingOptions
 from adm.api.sources import (
     Guide,
     ModelSource,
+    Weights,
     guide_identity,
     identity,
     load_guide,
@@ -107,8 +108,10 @@ def choose_steps(flags: ModelFlags | SuperResFlags, preset: Preset | None, sampl
     return DEFAULT_SOLVER_STEPS, f"the default for solvers ({DEFAULT_SOLVER_STEPS} evaluations)"
 
 
-def _sampler_options(choice: SamplingOptions, preset: Preset | None, sampler: str) -> dict:
+def _sampler_options(choice: SamplingOptions, preset: Preset | None, weights: Weights, sampler: str) -> dict:
+    """The sampler's options: the preset's (for its own sampler) or the run's (its task's), then the user's."""
     options = dict(preset.sampling.options) if preset is not None and preset.sampling.sampler == sampler else {}
+    options.update(weights.sampler_defaults.get(sampler, {}))
     options.update(choice.sampler_options)
     if choice.eta is not None:
         if "eta" in choice.sampler_options:
@@ -167,7 +170,7 @@ def resolve(
     steps, rule = choose_steps(flags, preset, sampler, choice.steps)
     defaults = preset.sampling if preset else None
     settings = SamplerSettings.make(
-        sampler=sampler.name, steps=steps, spacing=choice.spacing, options=_sampler_options(choice, preset, sampler.name),
+        sampler=sampler.name, steps=steps, spacing=choice.spacing, options=_sampler_options(choice, preset, weights, sampler.name),
         scale=scale, threshold=choice.threshold,  # an unset interval lets the plan choose (guided ddim, cosine)
         guidance_interval=choice.guidance_interval,
         cfg_scale=given_or(choice.cfg_scale, preset.cfg_scale if preset else 0.0), cfg_interval=choice.cfg_interval,

@@ -12,7 +12,7 @@ autoguidance's guide model (``--guide-model``).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -86,6 +86,7 @@ class Weights:
     classifier_path: Path | None = None
     warnings: tuple[str, ...] = ()
     classifier_noise: DiffusionFlags | None = None  # what the classifier was trained on, where recorded
+    sampler_defaults: dict[str, dict[str, Any]] = field(default_factory=dict)  # a run's, by sampler (its task's)
 
     def check_guidance(self) -> None:
         """A model with continuous noise levels reads a classifier's time through the classifier's own
@@ -103,28 +104,30 @@ def resolve_weights(source: ModelSource, preset: Preset | None = None) -> Weight
     Flags come from, first to last: the flags given, the run dir, the preset, the ``config.json``
     of the run dir a checkpoint sits in.
     """
-    model_flags, model_path, warnings = _model_weights(source, preset)
+    model_flags, model_path, warnings, defaults = _model_weights(source, preset)
     classifier_flags, classifier_path, noise = _classifier_weights(source, preset)
     if noise is not None and classifier_flags is not None and not model_flags.is_karras:
         warnings += _noise_mismatch(noise, model_flags, classifier_path)
     noise_flags = parse_flags(DiffusionFlags, noise) if noise is not None and classifier_flags is not None else None
-    return Weights(model_flags, model_path, classifier_flags, classifier_path, tuple(warnings), noise_flags)
+    return Weights(model_flags, model_path, classifier_flags, classifier_path, tuple(warnings), noise_flags, defaults)
 
 
-def _model_weights(source: ModelSource, preset: Preset | None) -> tuple[ModelFlags | SuperResFlags, Path | None, list[str]]:
+def _model_weights(source: ModelSource, preset: Preset | None) -> tuple[ModelFlags | SuperResFlags, Path | None, list[str], dict]:
+    """(flags, weights file, warnings, sampler defaults of the run that trained it)."""
     if source.model_flags is not None:
-        return parse_model_flags(source.model_flags), source.model_path, []
+        return parse_model_flags(source.model_flags), source.model_path, [], {}
     if preset is not None:
-        return preset.model_flags, source.model_path, []
+        return preset.model_flags, source.model_path, [], {}
     if source.run_dir is None:
-        return _recorded(source.model_path, "diffusion")[0], source.model_path, []
+        return _recorded(source.model_path, "diffusion")[0], source.model_path, [], {}
     from adm.training.rundir import read_run
 
     run = read_run(source.run_dir)
     if not run.task.generator:
         raise UsageError(f"{source.run_dir} is a {run.task.trains}, not a diffusion model", _no_generator_hint(run))
     weights = run.weights(source.weights, rate=source.ema_rate)
-    return run.flags, source.model_path or weights, _ema_warnings(run, source.weights, source.ema_rate)
+    return (run.flags, source.model_path or weights, _ema_warnings(run, source.weights, source.ema_rate),
+            run.task.sampler_defaults(run.doc))
 
 
 def _no_generator_hint(run) -> str:

@@ -128,6 +128,12 @@ def distill_levels(flags: ModelFlags, scales: int) -> Tensor:
     return karras_grid(noise_schedule(flags), scales)[:-1]
 
 
+def sampling_defaults(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A student samples on the grid it was distilled on: ``cm``'s ``karras_steps`` is its ``--scales``,
+    so ``--steps 0,6`` names training levels and ``--steps 2`` spreads over them."""
+    return {"cm": {"karras_steps": int(doc["train"]["scales"])}}
+
+
 def level_index(seed: int, step: int, scales: int) -> int:
     """The level n (0 … N − 2) of optimizer step ``step``: uniform, a function of (seed, step) alone."""
     return min(int(uniform(seed, "level", step) * (scales - 1)), scales - 2)

@@ -23,6 +23,9 @@ training presets and the sampling commands' run-kind checks (``adm.api.sources``
   own business (the diffusion task's: ``adm.diffusion.losses.ChainLoss``);
 * ``document``: ``document(run) -> dict``, the ``config.json`` its ``fit`` will write (what
   ``--dry-run`` prints); None: the resolved flags with the data's class count filled in;
+* ``sampling``: ``sampling(doc) -> {sampler: {option: value}}``, the sampler options a run of this
+  kind is sampled with unless the user gives them (a distillation: ``cm``'s ``karras_steps``, the
+  grid it was distilled on); None: the samplers' own defaults;
 * ``description`` (one line) and ``command`` (what trains it, for messages).
 
 Other packages register tasks under the entry-point group ``adm.training_tasks``; the entry
@@ -52,6 +55,7 @@ from adm.training.config import (
 
 FitFn = Callable[..., Any]  # fit(run: ResolvedRun, *, dist=None, on_progress=None, resume=False) -> TrainResult
 DocumentFn = Callable[[Any], dict[str, Any]]  # document(run: ResolvedRun) -> the config.json dict
+SamplingFn = Callable[[dict[str, Any]], dict[str, dict[str, Any]]]  # sampling(config.json) -> options per sampler
 ENTRY_POINTS = "adm.training_tasks"
 FLAG_KEYS: dict[str, str] = {"model": "model_flags", "classifier": "classifier_flags"}  # config.json key per flag set
 NOISE_KEY = "diffusion_flags"
@@ -82,6 +86,7 @@ class TaskSpec:
     command: str = ""
     losses: Mapping[str, Callable[..., Any] | str] = field(default_factory=dict)
     document: DocumentFn | str | None = None
+    sampling: SamplingFn | str | None = None
 
     def __post_init__(self):
         if self.flags not in FLAG_KEYS:
@@ -100,6 +105,10 @@ class TaskSpec:
     @property
     def document_fn(self) -> DocumentFn | None:
         return None if self.document is None else _resolved(self.document)
+
+    def sampler_defaults(self, doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """The options each sampler takes by default for a run of this kind (``doc``: its config.json)."""
+        return dict(_resolved(self.sampling)(doc)) if self.sampling is not None else {}
 
     @property
     def flags_key(self) -> str:
@@ -141,7 +150,8 @@ BUILTIN: dict[str, TaskSpec] = {
         TaskSpec("distillation", "adm.training.distill_config:DistillConfig", "adm.training.distill:fit_run",
                  generator=True, command="adm distill",
                  description="a consistency model distilled from a teacher adm samples (1-2 step sampling with cm)",
-                 losses={"pseudo-huber": "adm.training.distill:pseudo_huber", "l2": "adm.training.distill:l2"}),
+                 losses={"pseudo-huber": "adm.training.distill:pseudo_huber", "l2": "adm.training.distill:l2"},
+                 sampling="adm.training.distill:sampling_defaults"),
     )
 }
 
