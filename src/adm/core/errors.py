@@ -78,6 +78,17 @@ class StorageError(AdmError):
     exit_code = EXIT_ENVIRONMENT
 
 
+class DivergedError(AdmError):
+    """A training run stopped because its loss or gradients stayed non-finite (exit code 2).
+
+    A usage error in kind: the remedy is other options (a lower ``--lr``, ``--grad-clip``, another
+    ``--precision``) or other data, then the same run dir continues from its last good checkpoint,
+    which the message names and the run kept.
+    """
+
+    exit_code = EXIT_USAGE
+
+
 class DownloadError(AdmError):
     """A download failed: the server said no or could not be reached (exit code 3)."""
 

@@ -42,6 +42,8 @@ class CommonTrainConfig(BaseModel):
     ema_rates: tuple[float, ...] = Field((0.9999,), description="EMA decay rates, one EMA copy each")
     grad_clip: float | None = Field(None, gt=0, description="clip the global gradient norm to this value; None = no clipping")
     precision: Precision = Field("fp32", description="fp32, or torch.amp autocast in bf16 / fp16 (fp16 with a GradScaler)")
+    max_nonfinite: int = Field(10, ge=0, description="stop after this many steps in a row whose loss or gradient is not finite "
+                                                    "(each is skipped, not trained on); 0 = never stop")
     grad_checkpoint: bool = Field(False, description="recompute activations in backward (the flags' use_checkpoint)")
     compile: bool = Field(False, description="torch.compile the network")
     seed: int = Field(0, ge=0, description="seeds data order, augmentation, noise, timesteps and dropout")

@@ -62,7 +62,8 @@ class _Meter:
         for out in outs:
             for name, (total, count) in out.sums.items():
                 self.sums.add(name, total, count)
-        self.sums.add("grad_norm", norm, 1)
+        if took:  # a skipped step's norm is not finite (adm.training.guard)
+            self.sums.add("grad_norm", norm, 1)
 
     def record(self, trainer: Trainer, done: int) -> dict[str, Any]:
         """The means since the last record (all ranks), speed, norms; resets the sums."""
@@ -75,6 +76,7 @@ class _Meter:
         )
         record: dict[str, Any] = {**self.sums.means(dist), "steps_per_sec": rate, "img_per_sec": rate * self.config.batch_size}
         record["param_norm"] = trainer.param_norm()
+        record.update(trainer.guard.fields())
         if trainer.scaler is not None:
             record.update(loss_scale=trainer.scaler.get_scale(), skipped_steps=self.skipped_steps)
         if self.skipped_total:
@@ -169,6 +171,8 @@ def fit(
             task.after_step(outs, dist)
             meter.add(outs, norm, took)
             done = step + 1
+            if note := trainer.guard.check(done, run_dir):  # raises once a run has diverged
+                report(on_progress, "train", done, config.iterations, "step", message=note)
             record = meter.record(trainer, done) if done % config.log_every == 0 or done == config.iterations else {}
             if eval_every and done % eval_every == 0:
                 record.update(task.evaluate(trainer, done))

@@ -2,9 +2,9 @@
 
 Besides the model, EMAs and optimizer (``adm.training.checkpoint``), a checkpoint's state records
 the step, the position in the data stream, every rank's RNG state, the task's state (e.g. the
-loss-second-moment sampler's history) and the loss scaler, so that continuing a run gives bitwise
-the weights of an uninterrupted one (same world size); on another world size the dropout RNGs are
-reseeded and the run says so.
+loss-second-moment sampler's history), the loss scaler and the non-finite step counts, so that
+continuing a run gives bitwise the weights of an uninterrupted one (same world size); on another
+world size the dropout RNGs are reseeded and the run says so.
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ def restore(
         group["weight_decay"] = config.weight_decay
     if trainer.scaler is not None and state.get("scaler"):
         trainer.scaler.load_state_dict(state["scaler"])
+    trainer.guard.load_state_dict(state.get("guard", {}))
     task.load_state_dict(state.get("task", {}))
     rng = state.get("rng") or []
     if int(state.get("world_size", 0)) == dist.world_size and len(rng) == dist.world_size:
@@ -74,6 +75,7 @@ def restore(
 
 
 def save(trainer: Trainer, task: Task, run_dir: Path, step: int, plan: StreamPlan, config: CommonTrainConfig) -> None:
+    trainer.guard.check_weights(trainer.params, step, run_dir)  # never a checkpoint of non-finite weights
     rng = trainer.dist.all_gather_objects(rng_state(trainer.device))
     if trainer.dist.is_main:
         state = {
@@ -86,6 +88,7 @@ def save(trainer: Trainer, task: Task, run_dir: Path, step: int, plan: StreamPla
             "rng": rng,
             "task": task.state_dict(),
             "scaler": trainer.scaler.state_dict() if trainer.scaler is not None else {},
+            "guard": trainer.guard.state_dict(),
             "adm_version": __version__,
         }
         write_checkpoint(

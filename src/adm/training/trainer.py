@@ -12,6 +12,9 @@ backward and then steps:
 * Precision: fp32; or bf16/fp16 under ``torch.autocast`` with float32 master weights (the
   network's output is cast to float32 before the loss). fp16 scales the loss with a
   ``GradScaler``; a step whose gradients overflow is skipped and so is the EMA update.
+* Non-finite losses and gradients, in every precision: ``NonFiniteGuard`` (``adm.training.guard``)
+  decides, with every rank, whether the step is taken; a skipped step changes no weight and no
+  EMA.
 * The gradient norm is computed every step (after unscaling); ``grad_clip`` clips it.
 
 A *task* (diffusion or classifier) supplies the model, the dataset and the loss (``Task``).
@@ -31,6 +34,7 @@ from adm.core.distributed import Dist
 from adm.training.config import CommonTrainConfig
 from adm.training.data import StreamDataset
 from adm.training.ema import EMA
+from adm.training.guard import NonFiniteGuard
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -58,6 +62,7 @@ class Trainer:
             torch.amp.GradScaler(self.device.type, growth_interval=1000) if config.precision == "fp16" else None
         )
         self.ema = EMA(self.model, config.ema_rates)
+        self.guard = NonFiniteGuard(config.max_nonfinite, dist)
 
     def autocast(self):
         if self.amp_dtype is None:
@@ -84,31 +89,37 @@ class Trainer:
     def step(self, micro_losses: Sequence[Callable[[], torch.Tensor]]) -> tuple[torch.Tensor, bool]:
         """Backward every micro-batch loss (already weighted by its share), then one optimizer step.
 
-        Returns ``(grad_norm, took_step)``; ``took_step`` is False only for an fp16 overflow.
+        Returns ``(grad_norm, took_step)``; ``took_step`` is False when the guard skips the step
+        (a loss or gradient that is not finite on some rank, fp16 overflows included; its verdict
+        is ``self.guard.last``).
         """
         self.optimizer.zero_grad(set_to_none=True)
+        losses = []
         for i, micro_loss in enumerate(micro_losses):
             last = i == len(micro_losses) - 1
             sync = contextlib.nullcontext() if (self.ddp is None or last) else self.ddp.no_sync()
             with sync:
                 loss = micro_loss()
+                losses.append(loss.detach())
                 (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         grads = [p.grad for p in self.params if p.grad is not None]
         norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.device)
+        verdict = self.guard.judge(torch.stack(losses), norm, self.scaler.get_scale if self.scaler is not None else None)
+        if verdict.skip:
+            if self.scaler is not None:
+                self.scaler.update()  # lowers the scale when the gradients overflowed, as GradScaler does
+            return norm.detach(), False
         if self.config.grad_clip is not None:
             torch.nn.utils.clip_grads_with_norm_(self.params, self.config.grad_clip, norm)
-        took = True
         if self.scaler is not None:
-            took = bool(torch.isfinite(norm))
-            self.scaler.step(self.optimizer)  # skips the update itself when the gradients overflowed
+            self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
             self.optimizer.step()
-        if took:
-            self.ema.update(self.model)
-        return norm.detach(), took
+        self.ema.update(self.model)
+        return norm.detach(), True
 
     @torch.no_grad()
     def param_norm(self) -> float:
@@ -170,7 +181,8 @@ def train_step(trainer: Trainer, task: Task, batch: DeviceBatch, micro: int) -> 
     """One optimizer step on a rank's batch, in micro-batches of ``micro`` samples.
 
     Each micro-batch loss is weighted by its share of the batch, so the accumulated gradient is
-    the batch mean whatever ``micro`` is.
+    the batch mean whatever ``micro`` is. A step whose loss was not finite (on any rank) returns no
+    ``outs``: nothing of it is logged or fed to the task.
     """
     outs: list[MicroOut] = []
 
@@ -180,4 +192,4 @@ def train_step(trainer: Trainer, task: Task, batch: DeviceBatch, micro: int) -> 
         return out.loss * (len(part) / len(batch))
 
     norm, took = trainer.step([lambda p=p: run_micro(p) for p in batch.split(micro)])
-    return norm, took, outs
+    return norm, took, outs if trainer.guard.last.loss_finite else []
