@@ -68,6 +68,8 @@ def test_a_missing_step_lists_the_steps_the_run_has(run):
         read_run(f"{run}@3")
     one_line(info)
     with pytest.raises(UsageError, match="after @ comes the step"):
+        read_run(f"{run}@last")
+    with pytest.raises(UsageError, match="never evaluated"):  # @best names an evaluated run's best step
         read_run(f"{run}@best")
 
 

@@ -37,6 +37,7 @@ class Rename:
     repeat: bool = False  # the option may be given several times (parse gets the list)
     flag: bool = False  # a boolean that can only be switched on (--compile, no --no-compile)
     metavar: str | None = None  # what the help shows for the value, e.g. KEY=VALUE
+    panel: str | None = None  # the help panel it is listed in (default: Options)
 
 
 def _shown(value: Any) -> str:
@@ -111,7 +112,8 @@ def config_options(model: type[BaseModel], *, skip: tuple[str, ...] = (), rename
             if not info.is_required() and info.default is not PydanticUndefined and not any(w in text for w in said):
                 text += f" Default: {_shown(info.default)}."
             annotation = (list[kind] if spec and spec.repeat else kind) | None
-            default = typer.Option(None, *decls, help=text, show_default=False, metavar=spec.metavar if spec else None)
+            default = typer.Option(None, *decls, help=text, show_default=False, metavar=spec.metavar if spec else None,
+                                   rich_help_panel=spec.panel if spec else None)
             params.append(inspect.Parameter(param, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation))
             generated[param] = (name, spec)
 

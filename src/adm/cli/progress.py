@@ -67,7 +67,12 @@ class SpeedColumn(TransferSpeedColumn):
 
 
 class RemainingColumn(TimeRemainingColumn):
-    """Time left (after ``label``), or nothing when there is no total to estimate it from."""
+    """Time left (after ``label``), or nothing when there is no total to estimate it from.
+
+    A task that reports its own estimate (``info["eta"]``, seconds: training, whose pace leaves
+    out the time spent on sample grids and evaluations and adds the ones still to come) shows
+    that; others rich's estimate from the recent updates.
+    """
 
     def __init__(self, label: str = "", **kwargs):
         super().__init__(**kwargs)
@@ -76,7 +81,17 @@ class RemainingColumn(TimeRemainingColumn):
     def render(self, task: Task) -> Text:
         if task.total is None:
             return Text("")
+        eta = task.fields.get("eta")
+        if eta is not None and not task.finished:
+            return Text(self.label + _clock(eta), style="progress.remaining")
         return Text(self.label, style="progress.remaining") + super().render(task)
+
+
+def _clock(seconds: float) -> str:
+    """``1:02:05`` (as rich writes times left)."""
+    minutes, secs = divmod(round(max(seconds, 0.0)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
 
 
 def _bounded(completed: float, total: float | None) -> tuple[float, float | None]:
@@ -132,8 +147,12 @@ class RichProgress:
             self._started = True
         if event.message:  # one line in a log however long (the terminal wraps it); the library's text, no markup
             self._bars.console.print(event.message, highlight=False, markup=False, soft_wrap=True)
-        info = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in event.info.items())
+        figures = {k: v for k, v in event.info.items() if k != "eta"}  # the ETA has its own column
+        info = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in figures.items())
         completed, total = _bounded(event.completed, event.total)
         if event.task not in self._tasks:
-            self._tasks[event.task] = self._bars.add_task(event.task, total=total, unit=event.unit, info=info)
-        self._bars.update(self._tasks[event.task], completed=completed, total=total, info=info)
+            self._tasks[event.task] = self._bars.add_task(event.task, total=total, unit=event.unit, info=info, eta=None)
+        fields: dict = {"eta": event.info["eta"]} if "eta" in event.info else {}
+        if event.info or not event.message:  # a message alone leaves the figures shown
+            fields["info"] = info
+        self._bars.update(self._tasks[event.task], completed=completed, total=total, **fields)

@@ -45,6 +45,18 @@ RENAMES = {
 }
 
 
+WATCHING = "Watching a run"  # the help panel of what shows a run's progress beyond metrics.jsonl
+LOG = Rename("--log", "jsonl: metrics.jsonl only (always written); tensorboard: also TensorBoard event files in RUN/tb "
+             "(losses, lr, grad norm, metrics, sample grids; needs pip install \"adm-diffusion\\[tensorboard]\").",
+             panel=WATCHING)
+WATCH_RENAMES = {
+    "log": LOG,
+    **{name: Rename("--" + name.replace("_", "-"), panel=WATCHING)
+       for name in ("sample_every", "sample_count", "sample_sampler", "sample_steps",
+                    "eval_every", "eval_metric", "eval_samples", "eval_ref")},
+}
+
+
 def _iterations(options: dict, steps: int | None, command: str) -> None:
     """``--steps``, the old name of ``--iterations``: still works, with a warning.
 
@@ -93,7 +105,7 @@ def _finish(result, run_dir: Path, what: str) -> None:
 
 
 @guarded
-@config_options(TrainConfig, rename=RENAMES)
+@config_options(TrainConfig, rename={**RENAMES, **WATCH_RENAMES})
 def train(
     options: dict,
     run_dir: Path = RUN_DIR,
@@ -117,6 +129,7 @@ def train(
 @guarded
 @config_options(ClassifierTrainConfig, rename={
     **RENAMES,
+    "log": LOG,
     "precision": Rename("--precision", "fp32, bf16 or fp16 (torch.amp autocast; fp16 with loss scaling; --classifier_use_fp16 True means fp16)."),
 })
 def train_classifier(

@@ -12,6 +12,9 @@ Layout of a run dir (step = optimizer steps done, 6 digits as the original)::
                               timestep-sampler and loss-scaler state
     metrics.jsonl             one JSON record per logged step
     loss.png                  with --plot
+    best.json, eval.png       with --eval-every: the best-scoring checkpoint (kept), the metric's curve
+    samples/                  with --sample-every: 000200.png, ... and latest.png
+    tb/                       with --log tensorboard: TensorBoard event files
 
 Every file is written to a temporary name and renamed; ``checkpoint.json`` is rewritten last, so
 a run killed in the middle of a save resumes from the previous complete checkpoint. Resume reads
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,12 +106,13 @@ def write_checkpoint(
     state: Mapping[str, Any],
     keep: int,
     snapshot: bool = False,
+    protect: Collection[int] = (),
 ) -> CheckpointRecord:
     """Write one checkpoint, commit it in ``checkpoint.json``, then delete those beyond ``keep``.
 
     ``keep`` counts the newest checkpoints; older ones are deleted unless they are snapshots
     (``snapshot``: marked in the commit record, so they stay even if a later call of the run
-    names other snapshot steps).
+    names other snapshot steps) or their step is in ``protect`` (the best one, ``best.json``).
     """
     run_dir = Path(run_dir)
     record = CheckpointRecord(step, model_file(step), opt_file(step), state_file(step), snapshot=snapshot)
@@ -121,7 +125,7 @@ def write_checkpoint(
 
     records = [r for r in read_records(run_dir) if r.step != step] + [record]
     records.sort(key=lambda r: r.step)
-    dropped = [r for r in records[:-keep] if not r.snapshot] if keep else []
+    dropped = [r for r in records[:-keep] if not r.snapshot and r.step not in protect] if keep else []
     kept = [r for r in records if r not in dropped]
     write_text_atomic(run_dir / POINTER, json.dumps({"checkpoints": [r.to_json() for r in kept]}, indent=1) + "\n")
     still_used = {f for r in kept for f in r.files()}

@@ -22,6 +22,7 @@ from adm.core.validation import validated
 Precision = Literal["fp32", "bf16", "fp16"]
 LabelSource = Literal["auto", "prefix", "folder"]
 ScheduleSampler = Literal["uniform", "loss-second-moment"]
+LogFormat = Literal["jsonl", "tensorboard"]
 
 
 class CommonTrainConfig(BaseModel):
@@ -51,6 +52,8 @@ class CommonTrainConfig(BaseModel):
     keep: int = Field(2, ge=0, description="checkpoints to keep (the newest); 0 keeps all")
     log_every: int = Field(10, ge=1, description="steps between metrics.jsonl records and progress updates")
     plot: bool = Field(False, description="draw loss.png from metrics.jsonl at every checkpoint")
+    log: LogFormat = Field("jsonl", description="jsonl: metrics.jsonl (always written); tensorboard: also TensorBoard "
+                                                "event files in RUN/tb (pip install \"adm-diffusion[tensorboard]\")")
     workers: int = Field(2, ge=0, description="data-loading worker processes per rank")
     init: str | None = Field(None, description="fine-tune: initial weights (a state_dict file) for the network")
 
@@ -90,7 +93,34 @@ class CommonTrainConfig(BaseModel):
         return self.microbatch or self.local_batch(world_size)
 
 
-class TrainConfig(CommonTrainConfig):
+class WatchConfig(BaseModel):
+    """Watching a run while it trains: grids of the EMA model's samples and a metric of them.
+
+    The engine calls the run's monitors (``adm.training.monitor``) at these steps; the API builds
+    them from these fields (``adm.api.monitors``: samplers and metrics live above this layer). A
+    mixin, so any task whose weights are a generator can take the same options.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sample_every: int = Field(0, ge=0, description="write a PNG grid of the EMA model's samples to RUN/samples/STEP.png "
+                                                   "(and latest.png) every this many steps; 0 = off")
+    sample_count: int = Field(16, ge=1, le=1024, description="samples in each grid (fixed seeds; balanced labels for a "
+                                                             "class-conditional model)")
+    sample_sampler: str | None = Field(None, description="sampler of the grids and evals (adm samplers); unset: dpm++2m, "
+                                                         "or cm for a consistency model")
+    sample_steps: str | None = Field(None, description="its steps; unset: 20 evaluations for a solver, 1 for cm")
+    eval_every: int = Field(0, ge=0, description="compute --eval-metric on the EMA model's samples every this many "
+                                                 "steps, with a checkpoint there (best.json names the best: RUN@best); 0 = off")
+    eval_metric: str = Field("auto", description="a metric of adm evaluate (digits, inception, a plugin's) or one of its "
+                                                 "values (digits_fd, digits_accuracy, fid, sfid, precision, recall, "
+                                                 "inception_score); auto: digits for 16x16 models, else inception")
+    eval_samples: int = Field(256, ge=2, description="samples per evaluation (fixed seeds)")
+    eval_ref: str | None = Field(None, description="the metric's reference: an ADM reference batch, an npz of images or "
+                                                   "a folder (needed for inception; digits: default the real digits)")
+
+
+class TrainConfig(WatchConfig, CommonTrainConfig):
     """Training a diffusion model (base or super-resolution)."""
 
     schedule_sampler: ScheduleSampler = Field("uniform", description="how training timesteps are drawn")

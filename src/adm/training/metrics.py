@@ -1,24 +1,32 @@
-"""Training metrics: running sums on the device, ``metrics.jsonl`` in the run dir, a loss plot.
+"""Training metrics: running sums on the device, ``metrics.jsonl`` in the run dir, plots, TensorBoard.
 
 Sums stay on the device between log steps (no host sync per step); at a log step they are
-averaged over ranks in one all-reduce and written by rank 0 as one JSON line.
+averaged over ranks in one all-reduce and written by rank 0 as one JSON line. With ``--log
+tensorboard`` (the optional extra ``adm-diffusion[tensorboard]``) rank 0 also writes each record
+to TensorBoard event files in ``RUN/tb``: the training figures under ``train/``, the monitors'
+numbers under ``eval/`` and their images (the sample grids) as images; ``metrics.jsonl`` is
+written either way.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from adm.core.distributed import Dist
+from adm.core.errors import UsageError
 from adm.core.fileio import atomic_path, write_text_atomic
 
 METRICS = "metrics.jsonl"
 PLOT = "loss.png"
+EVAL_PLOT = "eval.png"
+TENSORBOARD = "tb"
+NOT_PLOTTED = ("step", "samples")  # a record's keys that are positions, not figures
 
 
 class RunningSums:
@@ -62,23 +70,69 @@ def quarter_sums(
     return out
 
 
-class MetricsLog:
-    """``metrics.jsonl``: appended by rank 0; a resumed run first drops records after its step."""
+def summary_writer_class():
+    """TensorBoard's ``SummaryWriter``; without the package, a one-line error saying how to get it."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise UsageError("--log tensorboard needs the tensorboard package",
+                         'pip install "adm-diffusion[tensorboard]" (or drop --log tensorboard)') from None
+    return SummaryWriter
 
-    def __init__(self, run_dir: Path, enabled: bool = True):
+
+def check_log_format(log: str) -> None:
+    """Refuse ``--log tensorboard`` without the package before anything is written."""
+    if log == "tensorboard":
+        summary_writer_class()
+
+
+class MetricsLog:
+    """``metrics.jsonl``: appended by rank 0; a resumed run first drops records after its step.
+
+    ``tensorboard``: the records (and images) go to TensorBoard event files in ``RUN/tb`` as
+    well; a resumed run's events after its step are purged there too.
+    """
+
+    def __init__(self, run_dir: Path, enabled: bool = True, *, tensorboard: bool = False):
         self.path = Path(run_dir) / METRICS
         self.enabled = enabled
+        self.tensorboard = tensorboard and enabled
+        self._writer = None
 
     def truncate_after(self, step: int) -> None:
+        """Start at ``step``: drop the records after it (a resumed run writes them again)."""
+        if self.tensorboard and self._writer is None:
+            self._writer = summary_writer_class()(log_dir=str(self.path.parent / TENSORBOARD),
+                                                  purge_step=step + 1 if step else None)
         if not self.enabled or not self.path.is_file():
             return
         kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= step]
         write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
-    def append(self, record: Mapping[str, Any]) -> None:
-        if self.enabled:
-            with self.path.open("a") as f:
-                f.write(json.dumps(dict(record)) + "\n")
+    def append(self, record: Mapping[str, Any], *, evals: Collection[str] = ()) -> None:
+        """One record (``step`` and figures); the keys in ``evals`` are the monitors' numbers."""
+        if not self.enabled:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps(dict(record)) + "\n")
+        if self._writer is not None:
+            step = int(record["step"])
+            for key, value in record.items():
+                if key not in NOT_PLOTTED and isinstance(value, (int, float)) and math.isfinite(value):
+                    self._writer.add_scalar(f"{'eval' if key in evals else 'train'}/{key}", value, step)
+            self._writer.flush()
+
+    def images(self, step: int, images: Mapping[str, Any]) -> None:
+        """uint8 ``[H, W, C]`` images (the sample grids) into TensorBoard, by tag."""
+        if self._writer is not None and images:
+            for tag, image in images.items():
+                self._writer.add_image(tag, image, step, dataformats="HWC")
+            self._writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
@@ -156,12 +210,15 @@ def plot_curve(
     return path
 
 
-def plot_run(run_dir: str | Path, key: str = "loss") -> Path | None:
-    """``loss.png`` from a run's metrics (None when nothing was logged yet)."""
+def plot_run(run_dir: str | Path, key: str = "loss", *, path: str | Path | None = None,
+             title: str | None = None) -> Path | None:
+    """``loss.png`` (or ``path``) from a run's metrics: ``key`` over the steps (None when nothing
+    was logged yet)."""
     run_dir = Path(run_dir)
     if not (run_dir / METRICS).is_file():
         return None
-    records = [r for r in read_metrics(run_dir) if key in r]
+    records = [r for r in read_metrics(run_dir) if isinstance(r.get(key), (int, float))]
     if not records:
         return None
-    return plot_curve([r["step"] for r in records], [r[key] for r in records], run_dir / PLOT, title=f"training {key}")
+    return plot_curve([r["step"] for r in records], [r[key] for r in records], path or run_dir / PLOT,
+                      title=title or f"training {key}")

@@ -9,6 +9,7 @@ world size the dropout RNGs are reseeded and the run says so.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +75,9 @@ def restore(
     return step, int(state["data_position"])
 
 
-def save(trainer: Trainer, task: Task, run_dir: Path, step: int, plan: StreamPlan, config: CommonTrainConfig) -> None:
+def save(trainer: Trainer, task: Task, run_dir: Path, step: int, plan: StreamPlan, config: CommonTrainConfig,
+         protect: Collection[int] = ()) -> None:
+    """Write the checkpoint of ``step`` (rank 0); ``protect``: steps ``--keep`` must not delete."""
     trainer.guard.check_weights(trainer.params, step, run_dir)  # never a checkpoint of non-finite weights
     rng = trainer.dist.all_gather_objects(rng_state(trainer.device))
     if trainer.dist.is_main:
@@ -100,6 +103,7 @@ def save(trainer: Trainer, task: Task, run_dir: Path, step: int, plan: StreamPla
             state=state,
             keep=config.keep,
             snapshot=step in getattr(config, "snapshots", ()),
+            protect=protect,
         )
         if config.plot:
             plot_run(run_dir)

@@ -14,8 +14,9 @@
 ``read_run`` reads a run dir once (``config.json`` and the commit record); its ``weights`` picks
 the weights to sample with: the newest checkpoint's EMA of the slowest rate by default, its model
 weights otherwise. A run dir named with ``@STEP`` (``runs/x@2000``) means that step's checkpoint
-instead of the newest (``split_step``). ``newest_checkpoint`` is the one rule for "can this run
-dir be continued".
+instead of the newest, and ``@best`` the checkpoint ``best.json`` names (``split_step``): the one
+whose evaluation (``adm train --eval-every``) scored best. ``newest_checkpoint`` is the one rule
+for "can this run dir be continued".
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from adm.training.tasks import (
 )
 
 CONFIG = "config.json"
+BEST = "best.json"
 
 
 def run_config(
@@ -130,16 +132,58 @@ def _checkpoints(run_dir: Path) -> dict[int, tuple[str | None, dict[float, str]]
     return _scan(run_dir)
 
 
+@dataclass(frozen=True)
+class Best:
+    """``best.json``: the checkpoint whose evaluation scored best, and by what."""
+
+    step: int
+    metric: str  # the metrics.jsonl key compared (digits_fd, fid, ...)
+    value: float
+    direction: Literal["min", "max"]  # lower or higher is better
+
+    def to_json(self) -> dict[str, Any]:
+        return {"step": self.step, "metric": self.metric, "value": self.value, "direction": self.direction}
+
+
+def read_best(run_dir: str | Path) -> Best | None:
+    """The run's best checkpoint (None: it was never evaluated)."""
+    path = Path(run_dir) / BEST
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        return Best(int(data["step"]), str(data["metric"]), float(data["value"]), data["direction"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise UsageError(f"{path} is damaged ({err})", "delete it: the next evaluation writes it again") from None
+
+
+def write_best(run_dir: str | Path, best: Best) -> None:
+    write_text_atomic(Path(run_dir) / BEST, json.dumps(best.to_json(), indent=1) + "\n")
+
+
 def split_step(run_dir: str | Path) -> tuple[Path, int | None]:
-    """``runs/x@2000`` → ``(runs/x, 2000)``: a run dir at a given step. A path without ``@STEP``,
-    or an existing folder whose name has an ``@``, is itself with step None."""
+    """``runs/x@2000`` → ``(runs/x, 2000)``: a run dir at a given step; ``runs/x@best`` the step
+    its ``best.json`` names. A path without ``@``, or an existing folder whose name has an ``@``,
+    is itself with step None."""
     path = Path(run_dir)
     base, at, step = path.name.rpartition("@")
     if not at or path.is_dir():
         return path, None
+    if base and step == "best":
+        return path.with_name(base), _best_step(path.with_name(base))
     if not base or not step.isdigit():
-        raise UsageError(f"{run_dir}: after @ comes the step of a checkpoint", f"e.g. {base or 'runs/x'}@2000")
+        raise UsageError(f"{run_dir}: after @ comes the step of a checkpoint, or best",
+                         f"e.g. {base or 'runs/x'}@2000 or {base or 'runs/x'}@best")
     return path.with_name(base), int(step)
+
+
+def _best_step(run_dir: Path) -> int:
+    best = read_best(run_dir) if run_dir.is_dir() else None
+    if best is None:
+        read_run_config(run_dir)  # no such run dir: that error first
+        raise UsageError(f"{run_dir}@best: the run was never evaluated (no {BEST})",
+                         f"train it with --eval-every N --eval-metric NAME, or name a step: {run_dir}@STEP")
+    return best.step
 
 
 def newest_checkpoint(run_dir: str | Path) -> CheckpointRecord | None:
