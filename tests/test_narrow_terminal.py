@@ -40,12 +40,13 @@ def test_presets_fit_with_whole_headers_and_one_line_per_released_model():
     released, _, training = text.partition("training presets")
     for header in ("name", "size", "classes", "guidance", "sampler"):
         assert f" {header} " in released
-    for header in ("name", "kind", "network", "description"):
+    for header in ("name", "size", "params", "GFLOPs", "description"):
         assert f" {header} " in training
     for preset in default_registry().presets.values():
         line = row(released, preset.name)
         assert f" {preset.sampling.sampler} {preset.sampling.steps} " in line
-    assert "released (128)" in row(training, "imagenet128") and "own flags (8→16)" in row(training, "tiny-sr")
+    assert " 128 " in row(training, "imagenet128") and " 8→16 " in row(training, "tiny-sr")
+    assert " 552.8M " in row(training, "adm-256") and " 2240 " in row(training, "adm-256")  # cost cells whole
 
 
 def test_download_list_shows_each_file_on_its_row(tmp_path):

@@ -23,15 +23,18 @@ def test_listing_has_a_training_table():
     assert result.exit_code == 0, result.output
     released, _, training = result.stdout.partition("training presets")
     assert "imagenet64" in released and "tiny-cond" not in released
-    rows = [line for line in training.splitlines() if line.startswith("│ tiny")]
-    assert {(row.split("│")[1].strip(), row.split("│")[2].strip()) for row in rows} == {
-        ("tiny", "diffusion"), ("tiny-cond", "diffusion"), ("tiny-sr", "diffusion"), ("tiny", "classifier"),
-    }
-    tiny = next(row for row in rows if "diffusion" in row and row.split("│")[1].strip() == "tiny")
-    assert "own flags (16)" in tiny and "CPU tests" in tiny
-    assert "--iterations 400 --batch-size 16" in invoke("presets", "tiny").stdout  # the options it sets: in full
-    imagenet128 = next(line for line in training.splitlines() if line.startswith("│ imagenet128 "))
-    assert "released (128)" in imagenet128  # the released model of the same name
+    diffusion, _, classifier = training.partition("│ classifier ")  # one section per kind, headed by it
+
+    def tiny_rows(section: str) -> dict[str, list[str]]:
+        rows = [line for line in section.splitlines() if line.startswith("│ tiny")]
+        return {row.split("│")[1].strip(): [cell.strip() for cell in row.split("│")[2:-1]] for row in rows}
+
+    assert set(tiny_rows(diffusion)) == {"tiny", "tiny-cond", "tiny-sr"} and set(tiny_rows(classifier)) == {"tiny"}
+    size, params, _, description = tiny_rows(diffusion)["tiny"]
+    assert (size, params) == ("16", "828k") and "CPU tests" in description
+    shown = invoke("presets", "tiny").stdout
+    assert "--iterations 400 --batch-size 16" in shown and "own flags (16)" in shown  # the options it sets: in full
+    assert "released (128)" in invoke("presets", "imagenet128").stdout  # the released model of the same name
 
 
 def test_one_training_preset_as_json():

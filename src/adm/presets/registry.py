@@ -32,6 +32,7 @@ from adm.spec.flags import (
     SuperResFlags,
     parse_flags,
     parse_model_flags,
+    split_flag_string,
 )
 
 ENTRY_POINT_GROUP = "adm.presets"
@@ -104,19 +105,18 @@ class Registry:
         raise UsageError(f"unknown {what} {name!r}", did_you_mean(name, sorted(known), "adm presets"))
 
     def network_flags(self, preset: TrainPreset, flags: FlagSet | None = None) -> ModelFlags | SuperResFlags | ClassifierFlags:
-        """The network a training preset trains: its own flags, or its released preset's (``flags``:
-        the flag set of its task, as for ``training_preset``)."""
+        """The network a training preset trains: its own flags, or its released preset's with its
+        ``changes`` (``flags``: the flag set of its task, as for ``training_preset``)."""
         classifier = flag_set(preset.kind, flags) == "classifier"
         if preset.flags is not None:
             if classifier:
                 return parse_flags(ClassifierFlags, preset.flags)
             return parse_model_flags(preset.flags)
         released = self.preset(preset.released or preset.name)
-        if classifier:
-            if released.classifier_flags is None:
-                raise UsageError(f"preset {released.name!r} has no classifier")
-            return released.classifier_flags
-        return released.model_flags
+        if classifier and released.classifier_flags is None:
+            raise UsageError(f"preset {released.name!r} has no classifier")
+        network = released.classifier_flags if classifier else released.model_flags
+        return network.replace(**split_flag_string(preset.changes)) if preset.changes else network
 
     @property
     def presets(self) -> dict[str, Preset]:

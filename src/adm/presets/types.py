@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from adm.spec.flags import (
     ClassifierFlags,
@@ -181,11 +181,23 @@ class TrainPreset(BaseModel):
     description: str = ""
     flags: str | None = Field(None, description="network flags (original syntax); None: the released preset's")
     released: str | None = Field(None, description="adm preset whose flags (and checkpoint) this is")
+    changes: str = Field(
+        "", description="network flags on top of the released preset's (original syntax): its network, changed "
+                        "(e.g. --class_cond False), so the flags are written once, in the released preset"
+    )
     diffusion_flags: str = Field("", description="classifiers: the noising process (diffusion_defaults names)")
     train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig values")
     source: str = ""
     unverified: tuple[str, ...] = Field((), description="values transcribed from memory of the paper: check them")
     unknown: tuple[str, ...] = Field((), description="what the sources do not state")
+
+    @model_validator(mode="after")
+    def _changes_need_a_release(self) -> TrainPreset:
+        """Own flags are written whole; only a released preset's network is changed by ``changes``."""
+        if self.changes and (self.flags is not None or self.released is None):
+            raise ValueError(f"training preset {self.name!r}: `changes` applies to a released preset's flags "
+                             "(give `released`, not `flags`)")
+        return self
 
     def noise_flags(self) -> DiffusionFlags:
         return parse_flags(DiffusionFlags, self.diffusion_flags)
