@@ -202,11 +202,15 @@ def test_at_best_samples_that_checkpoint_and_a_run_without_evals_says_so(runs, t
     (("--eval-every", 2, "--eval-metric", "digit_fd"), "unknown --eval-metric 'digit_fd' (did you mean digits_fd"),
     (("--eval-every", 2, "--eval-metric", "fid"), "needs --eval-ref"),
     (("--eval-every", 2, "--eval-metric", "digits", "--eval-ref", "nowhere.npz"), "--eval-ref nowhere.npz does not exist"),
+    (("--eval-every", 2, "--eval-metric", "digits", "--eval-ref", "{big}"), "holds 32x32 images and the model makes 16x16"),
+    (("--eval-every", 2, "--eval-metric", "digits_accuracy", "--model-flags", "--class_cond False"), "unconditional"),
     (("--sample-every", 2, "--sample-sampler", "dpm++2"), "unknown sampler 'dpm++2'"),
     (("--sample-every", 2, "--sample-steps", "ddim5"), "--sample-steps"),
 ])
 def test_bad_watch_options_are_one_line_errors(data, tmp_path, args, expected):
     run = tmp_path / "run"
+    np.savez(tmp_path / "big.npz", arr_0=np.zeros((4, 32, 32, 3), np.uint8))
+    args = [str(a).replace("{big}", str(tmp_path / "big.npz")) for a in args]
     result = invoke("train", "--preset", "tiny-cond", "--data", data, "--run-dir", run, "--iterations", 2, *args)
     assert result.exit_code == 2, result.output
     assert expected in error_line(result)

@@ -41,7 +41,7 @@ from adm.core.fileio import atomic_path
 from adm.core.progress import Progress
 from adm.core.suggest import did_you_mean
 from adm.data.grid import make_grid, save_grid
-from adm.data.images import ImageCollection, open_images
+from adm.data.images import ImageCollection, npz_keys, open_images
 from adm.evaluation.metrics import (
     EvaluationRequest,
     MetricSpec,
@@ -192,8 +192,8 @@ class MetricMonitor:
             raise UsageError(f"--eval-metric {config.eval_metric} needs --eval-ref (a reference of your data)",
                              "pass --eval-ref DATA (an npz or folder of images, e.g. --data) or a reference batch "
                              "made by `adm evaluate --make-ref DATA -o REF.npz`")
-        if ref is not None and not ref.exists():
-            raise UsageError(f"--eval-ref {ref} does not exist")
+        if ref is not None:
+            _check_ref(ref, flags.image_size, metric)
         if metric.name in NEEDS_REF:
             from adm.evaluation.evaluator import inception_weights_path
 
@@ -232,6 +232,20 @@ def eval_metric(name: str, image_size: int) -> tuple[MetricSpec, Objective]:
                          did_you_mean(name, ["auto", *metrics, *values], "metrics and their values:"))
     direction: Literal["min", "max"] = "max" if key in HIGHER_IS_BETTER else "min"
     return spec, Objective(key, direction)
+
+
+def _check_ref(ref: Path, size: int, metric: MetricSpec) -> None:
+    """A reference the built-in metrics can compare the samples with: it exists, and its images
+    (when it has any: a reference batch may hold statistics only) have the samples' size."""
+    if not ref.exists():
+        raise UsageError(f"--eval-ref {ref} does not exist")
+    if metric.name not in HEADLINE or (ref.suffix == ".npz" and "arr_0" not in npz_keys(ref)):
+        return
+    images = open_images(ref, name="--eval-ref")
+    if (images.height, images.width) != (size, size):
+        raise UsageError(f"--eval-ref {ref} holds {images.width}x{images.height} images and the model makes "
+                         f"{size}x{size} samples", f"pass {size}x{size} images (the training data resized and "
+                         "center-cropped as adm train does) or a reference batch of such images")
 
 
 def _value_keys(spec: MetricSpec) -> list[str]:

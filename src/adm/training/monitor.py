@@ -248,7 +248,7 @@ class Watcher:
         if self.evaluated == step and self.objective is not None:
             better = "lower" if self.objective.direction == "min" else "higher"
             plot_run(self.run_dir, self.objective.key, path=self.run_dir / EVAL_PLOT,
-                     title=f"{self.objective.key} of the EMA model's samples ({better} is better)")
+                     title=f"{self.objective.key} of the samples while training ({better} is better)")
 
     @property
     def seconds(self) -> float:
