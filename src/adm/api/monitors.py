@@ -74,7 +74,7 @@ def run_monitors(run: WatchedRun) -> list[Monitor]:
     if not isinstance(config, WatchConfig) or not (config.sample_every or config.eval_every):
         return []
     flags = _watched_flags(run)
-    drawer = Drawer.make(flags, config, run.dist)
+    drawer = Drawer.make(flags, config, run.dist, get_task(run.doc["kind"]).sampler_defaults(run.doc))
     monitors: list[Monitor] = []
     if config.eval_every:
         monitors.append(MetricMonitor.make(config, flags, drawer, run.dist))
@@ -108,13 +108,16 @@ class Drawer:
     notes: list[str] = field(default_factory=list)  # the plan's warnings, said with the first samples
 
     @classmethod
-    def make(cls, flags: ModelFlags, config: WatchConfig, dist: Dist) -> Drawer:
-        """The sampler planned once on the model's schedule (a bad --sample-sampler/--sample-steps fails here)."""
+    def make(cls, flags: ModelFlags, config: WatchConfig, dist: Dist,
+             defaults: dict[str, dict] | None = None) -> Drawer:
+        """The sampler planned once on the model's schedule (a bad --sample-sampler/--sample-steps
+        fails here), with the options the run's task gives each sampler (``TaskSpec.sampling``: a
+        distilled student's grid), as ``adm sample --run-dir`` uses them."""
         name = config.sample_sampler or ("cm" if flags.is_consistency else DEFAULT_SAMPLER)
         try:
             sampler = get_sampler(name)
             steps, _ = choose_steps(flags, None, sampler, config.sample_steps)
-            settings = SamplerSettings.make(sampler=sampler.name, steps=steps,
+            settings = SamplerSettings.make(sampler=sampler.name, steps=steps, options=(defaults or {}).get(sampler.name, {}),
                                             precision=default_precision(dist.device, flags.use_fp16))
             plan = settings.plan(noise_schedule(flags))
         except UsageError as err:
