@@ -209,20 +209,19 @@ def fit(
             if note := trainer.guard.check(done, run_dir):  # raises once a run has diverged
                 report(on_progress, "train", done, config.iterations, "step", message=note)
             record = meter.record(trainer, done) if done % config.log_every == 0 or done == config.iterations else {}
-            if eval_every and done % eval_every == 0:
-                record.update(task.evaluate(trainer, done))
+            evals: dict[str, Any] = task.evaluate(trainer, done) if eval_every and done % eval_every == 0 else {}
             began = time.perf_counter()
             seen = watcher(trainer, done)  # the monitors due now (rank 0, the RNG states kept)
             if seen is not None:
                 meter.exclude(time.perf_counter() - began)
-                record.update(seen.metrics)
+                evals.update(seen.metrics)
                 log.images(done, seen.images)
                 for note in seen.notes:
                     report(on_progress, "train", done, config.iterations, "step", message=note)
-            if record:
-                result.metrics = {"step": done, "samples": plan.step_start(done), "lr": lr, **record}
+            if record or evals:
+                result.metrics = {"step": done, "samples": plan.step_start(done), "lr": lr, **record, **evals}
                 result.skipped_images = meter.skipped_total
-                log.append(result.metrics, evals=seen.metrics if seen is not None else ())
+                log.append(result.metrics, evals=evals)  # TensorBoard: validation and monitors under eval/
                 if shown := _shown(result.metrics):  # not an evaluation alone: the bar keeps its figures
                     eta = meter.eta(done)
                     if eta is not None:
