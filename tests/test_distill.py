@@ -393,6 +393,15 @@ def test_the_student_run_dir_samples_on_the_grid_it_was_distilled_on(files, tmp_
             assert grid[1] != pytest.approx(float(trained[round(11 / 2)]), rel=1e-3)
 
 
+def test_a_distillation_is_watched_as_adm_train_and_keeps_its_weights(files, tmp_path):
+    """--sample-every draws the student's grid (cm, on its grid) without changing what it learns."""
+    invoke(*guided_args(files, tmp_path / "watched", "--sigma-max", 10, "--sample-every", 2, "--sample-count", 4))
+    guided(files, tmp_path / "plain", sigma_max=10.0)
+    assert (tmp_path / "watched" / "samples" / "000002.png").is_file()
+    assert (tmp_path / "watched" / "samples" / "latest.png").is_file()
+    same_files(tmp_path / "watched", tmp_path / "plain", ["model000002.pt", "ema_0.95_000002.pt"])
+
+
 def test_an_edm_teacher_distils_into_consistency_models_format(files, tmp_path):
     result = adm.distill(teacher_path=files["edm"], teacher_flags=EDM_FLAGS, data=str(files["data"]),
                          run_dir=tmp_path, teacher_solver="euler", **FAST)

@@ -208,10 +208,14 @@ class ResolvedDistill:
 
     def start(self, *, dist: Dist | None = None, on_progress: ProgressFn | None = None,
               resume: bool = False) -> TrainResult:
+        from adm.api.monitors import run_monitors
         from adm.training.distill import fit_distill
+        from adm.training.monitor import watching
 
-        return fit_distill(self.config, self.flags, self.run_dir, self.step, doc=self.document, source=self.data,
-                           init=self.config.init or self.setup.loaded.checkpoint, dist=dist, on_progress=on_progress, resume=resume)
+        with watching(run_monitors):  # --sample-every, --eval-every: as adm train
+            return fit_distill(self.config, self.flags, self.run_dir, self.step, doc=self.document, source=self.data,
+                               init=self.config.init or self.setup.loaded.checkpoint, dist=dist, on_progress=on_progress,
+                               resume=resume)
 
 
 def _saved(run_dir: Path) -> dict[str, Any] | None:

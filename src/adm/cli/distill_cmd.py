@@ -20,7 +20,7 @@ from adm.cli.common import console, guarded
 from adm.cli.config_options import Rename, config_options
 from adm.cli.progress import RichProgress
 from adm.cli.sample_cmd import GUIDE_FLAGS, sampling_options
-from adm.cli.train_cmd import DEVICE, DRY_RUN, RENAMES, RESUME
+from adm.cli.train_cmd import DEVICE, DRY_RUN, RENAMES, RESUME, WATCH_RENAMES
 
 # the sampling options that are not the teacher's: its step is --teacher-solver, its precision the training's
 NOT_TEACHER = ("sampler", "steps", "spacing", "sampler_options", "eta", "compile", "precision")
@@ -70,6 +70,7 @@ def _finish(result, run_dir: Path) -> None:
                   "0 = no classifier).")
 @config_options(DistillConfig, rename={
     **RENAMES,
+    **WATCH_RENAMES,
     "init": Rename("--init", "The student's initial weights (a state_dict file of the teacher's network); default: "
                    "the teacher's own."),
 })

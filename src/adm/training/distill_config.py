@@ -9,15 +9,16 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from adm.training.config import CommonTrainConfig
+from adm.training.config import CommonTrainConfig, WatchConfig
 
 KIND = "distillation"  # the run dir's kind
 
 
-class DistillConfig(CommonTrainConfig):
+class DistillConfig(WatchConfig, CommonTrainConfig):
     """Consistency distillation: the training knobs of ``adm train`` plus the distillation's own.
 
-    ``target_ema`` is always one of ``ema_rates`` (added when missing): the trainer keeps, saves
+    The student is a generator, so a distillation is watched as ``adm train`` is (``WatchConfig``:
+    ``--sample-every``, ``--eval-every``). ``target_ema`` is always one of ``ema_rates`` (added when missing): the trainer keeps, saves
     and restores the target network like any EMA.
     """
 
