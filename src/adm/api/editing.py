@@ -19,7 +19,7 @@ from adm.api.sources import ModelSource, content_fingerprint
 from adm.core.distributed import Dist
 from adm.core.errors import UsageError
 from adm.core.progress import ProgressFn
-from adm.data.images import npz_labels, open_images
+from adm.data.images import for_channels, npz_labels, open_images
 from adm.presets import Registry, default_registry
 from adm.sampling.edit import EditProducer, EditSettings, fit_masks, read_masks
 from adm.sampling.job import SampleJob
@@ -76,6 +76,7 @@ def edit(
     setup = resolve(source, sampling, registry, upsampler=False, device=run.device, download=run.download, dist=dist,
                     on_progress=on_progress, strength=editing.strength)
     flags = setup.loaded.flags
+    collection = for_channels(collection, flags.in_channels, "inputs")
     conditioned = setup.plan.needs_labels(flags.class_cond)
     if conditioned and input_labels is None and classes is None:
         raise UsageError(f"{inputs} has no labels (arr_1), and this model is class-conditional or guided",

@@ -6,6 +6,10 @@ Unset options take the preset's defaults; the networks are loaded and the sample
 >>> import adm
 >>> out = adm.sample("digits", num_samples=20, sampler="dpm++2m-sde", steps=20)
 >>> out.images.shape, out.labels          # (20, 16, 16, 3) uint8, int64 labels
+
+A model of C channels (``in_channels``, e.g. trained on grayscale data) makes uint8
+``[N, H, W, C]`` images; the PNG grid shows them as a PNG of that many channels would
+(``adm.data.grid``).
 """
 
 from __future__ import annotations
@@ -22,8 +26,9 @@ from adm.api.setup import given_or, resolve
 from adm.api.sources import ModelSource, content_fingerprint
 from adm.core.distributed import Dist
 from adm.core.errors import UsageError
-from adm.core.progress import ProgressFn
-from adm.data.images import npz_labels, open_images
+from adm.core.progress import ProgressFn, report
+from adm.data.grid import grid_note
+from adm.data.images import for_channels, npz_labels, open_images
 from adm.presets import Registry, default_registry
 from adm.sampling.batches import SampleProducer, UpsampleProducer
 from adm.sampling.job import (
@@ -80,6 +85,9 @@ def columns(classes, num_classes: int) -> int | None:
 
 def run_job(job: SampleJob, producer, dist: Dist | None, on_progress) -> Samples:
     """To ``job.out`` (sharded, resumable, across torchrun ranks), or in memory when it is None."""
+    note = grid_note(producer.nets.image_shape[0]) if job.out is not None and job.grid_size else None
+    if note is not None:
+        report(on_progress, producer.task, 0, job.num_samples, unit="img", message=f"note: {note}")
     if job.out is None:
         if dist is not None and dist.world_size > 1:
             raise UsageError("under torchrun, samples are written to a file", "pass out= (--out)")
@@ -183,6 +191,7 @@ def upsample(
                                                         "autoguidance": 0.0}),
                     registry or default_registry(), upsampler=True, device=run.device, download=run.download,
                     dist=dist, on_progress=on_progress)
+    base = for_channels(base, setup.loaded.flags.in_channels, "base samples")
     total = given_or(run.num_samples, base.count)
     setup.warn(on_progress, total)
 

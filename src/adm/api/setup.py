@@ -59,7 +59,7 @@ class Setup:
         superres = isinstance(flags, SuperResFlags)
         size = flags.large_size if superres else flags.image_size
         return Networks(self.loaded.model, self.loaded.schedule, self.loaded.adapter, self.loaded.device,
-                        (3, size, size), flags.num_classes, flags.class_cond, self.loaded.classifier,
+                        (flags.in_channels, size, size), flags.num_classes, flags.class_cond, self.loaded.classifier,
                         flags.small_size if superres else None, self.loaded.classifier_schedule,
                         self.guide.model if self.guide is not None else None, null_label(flags))
 

@@ -106,6 +106,9 @@ def resolve_weights(source: ModelSource, preset: Preset | None = None) -> Weight
     """
     model_flags, model_path, warnings, defaults = _model_weights(source, preset)
     classifier_flags, classifier_path, noise = _classifier_weights(source, preset)
+    if classifier_flags is not None and classifier_flags.classifier_in_channels != model_flags.in_channels:
+        raise UsageError(f"the classifier reads {classifier_flags.classifier_in_channels}-channel images, the model "
+                         f"makes {model_flags.in_channels}-channel ones", "guide with a classifier of the model's data")
     if noise is not None and classifier_flags is not None and not model_flags.is_karras:
         warnings += _noise_mismatch(noise, model_flags, classifier_path)
     noise_flags = parse_flags(DiffusionFlags, noise) if noise is not None and classifier_flags is not None else None
@@ -339,6 +342,7 @@ def _conditioning(flags: ModelFlags | SuperResFlags) -> dict[str, Any]:
     return {
         "kind": "an upsampler" if is_sr else "a base model",
         "image size": image_size(flags),
+        "channels": flags.in_channels,
         "low-res size": flags.small_size if is_sr else None,
         "class_cond": flags.class_cond,
         "num_classes": flags.num_classes if flags.class_cond else None,

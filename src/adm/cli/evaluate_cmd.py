@@ -20,7 +20,8 @@ def evaluate(
     samples: Path | None = typer.Argument(
         None,
         metavar="SAMPLES",
-        help="Samples: an npz (arr_0 uint8 [N, H, W, 3]) or a folder of images.",
+        help="Samples: an npz (arr_0 uint8 [N, H, W, C]; C = 3 for the Inception metrics) or a folder of images "
+        "(read as RGB).",
         show_default=False,
     ),
     ref: Path | None = typer.Option(
@@ -84,6 +85,10 @@ def evaluate(
     judge: Path | None = typer.Option(
         None, "--judge", help="Digits judge weights (default: the one shipped with adm).", show_default=False
     ),
+    gray_as_rgb: bool = typer.Option(
+        False, "--gray-as-rgb", help="Inception metrics of grayscale (1-channel) samples and references: show each "
+        "image as RGB, the channel three times (the common practice for grayscale FID). Without it they are refused.",
+    ),
 ) -> None:
     """Inception Score, FID, sFID, precision and recall of samples, as OpenAI's evaluator computes them.
 
@@ -122,11 +127,11 @@ def evaluate(
         if make_ref is not None:
             path = make_reference(make_ref, output, max_images=max_images, batch_size=batch_size,
                                   inception_weights=inception_weights, download=download, dist=dist,
-                                  on_progress=on_progress)
+                                  on_progress=on_progress, gray_as_rgb=gray_as_rgb)
         else:
             request = EvaluationRequest(ref=ref, batch_size=batch_size, inception_weights=inception_weights,
                                         judge=judge, download=download, cache=not no_cache, dist=dist,
-                                        on_progress=on_progress)
+                                        on_progress=on_progress, gray_as_rgb=gray_as_rgb)
             evaluation = evaluate_samples(collection, spec.name, request)
     if not dist.is_main:
         return

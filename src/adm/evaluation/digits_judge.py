@@ -174,6 +174,10 @@ def _read_digits(path: str | Path, name: str) -> np.ndarray:
             raise UsageError(f"{name} {path} holds Inception statistics but no images; the digits metric compares "
                              "the judge's features of images", "pass an npz whose arr_0 holds images, or a folder")
     collection = open_images(path, name=name)
+    if collection.channels not in (1, 3):
+        raise UsageError(f"the digits judge reads grayscale or RGB images; {name} {path} holds "
+                         f"{collection.channels}-channel ones", "use a metric for any channel count (--metric NAME)")
+    collection = collection.as_rgb()  # grayscale: the digits are grey replicated to RGB (adm.data.digits)
     if (collection.height, collection.width) != (16, 16):
         raise UsageError(f"the digits judge reads 16x16 images; {name} {path} holds "
                          f"{collection.width}x{collection.height}")

@@ -12,7 +12,7 @@ features for its share of the images, rank 0 computes the metrics and every rank
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +111,24 @@ def open_samples(
             f"{images.path} holds {images.count} image(s); at least {minimum} are needed"
         )
     return images
+
+
+INCEPTION_METRICS = "the Inception metrics (FID, sFID, IS, precision, recall)"
+
+
+def inception_images(images: ImageCollection, gray_as_rgb: bool = False, *, what: str = "") -> ImageCollection:
+    """The images as Inception reads them: 8-bit RGB. Other channel counts are refused with what
+    to do; with ``gray_as_rgb`` a grayscale channel is shown three times (R = G = B), as FID of
+    grayscale data is commonly computed (and as a folder of grayscale files is read anyway)."""
+    if images.channels == 3:
+        return images
+    where = f"{what} {images.path}" if what else str(images.path)
+    if images.channels == 1 and gray_as_rgb:
+        return images.as_rgb()
+    hint = ("pass --gray-as-rgb (gray_as_rgb=True) to show each grayscale image as RGB, the channel three times, "
+            "or use a metric for any channel count (--metric NAME)" if images.channels == 1
+            else "use a metric for any channel count (--metric NAME, e.g. a plugin's under adm.metrics)")
+    raise UsageError(f"{where} holds {images.channels}-channel images; {INCEPTION_METRICS} read RGB images", hint)
 
 
 def _dist(dist: Dist | None, device: str | torch.device | None) -> Dist:
@@ -259,6 +277,7 @@ def evaluate(
     registry=None,
     dist: Dist | None = None,
     on_progress: ProgressFn | None = None,
+    gray_as_rgb: bool = False,
 ) -> dict[str, float | int | None]:
     """Inception Score, FID, sFID, precision and recall of ``samples`` against ``ref``.
 
@@ -267,7 +286,8 @@ def evaluate(
     for precision/recall), a plain npz of images or a folder; ``None`` picks OpenAI's ImageNet
     reference batch for the samples' resolution from the adm cache (``download`` fetches it, and
     the Inception weights). ``inception_weights`` overrides the cached ``inception`` artifact.
-    Reference features are cached below the adm cache root unless ``cache`` is false.
+    Reference features are cached below the adm cache root unless ``cache`` is false. Images
+    must be RGB (``inception_images``); ``gray_as_rgb`` shows grayscale ones as RGB.
 
     Returns the keys of ``METRIC_KEYS``; precision and recall are ``None`` when the reference has
     no images (or either side has fewer than 4).
@@ -275,13 +295,14 @@ def evaluate(
     if batch_size < 1:
         raise UsageError(f"batch size must be at least 1, got {batch_size}")
     dist = _dist(dist, device)
-    sample_images = open_samples(samples)
+    sample_images = inception_images(open_samples(samples), gray_as_rgb, what="samples")
     if ref is None:
         _, ref = default_reference(
             sample_images, download=download, cache_dir=cache_dir, registry=registry, on_progress=on_progress
         )
     reference = open_reference(ref)
     if reference.images is not None:
+        reference = replace(reference, images=inception_images(reference.images, gray_as_rgb, what="reference"))
         got, want = (
             (sample_images.height, sample_images.width),
             (reference.images.height, reference.images.width),
@@ -377,6 +398,7 @@ def make_reference(
     registry=None,
     dist: Dist | None = None,
     on_progress: ProgressFn | None = None,
+    gray_as_rgb: bool = False,
 ) -> Path:
     """Write an ADM reference batch of ``data``: statistics over ALL its images, the first
     ``max_images`` of them as ``arr_0`` (for precision/recall). Written atomically by rank 0."""
@@ -385,7 +407,7 @@ def make_reference(
     if batch_size < 1:
         raise UsageError(f"batch size must be at least 1, got {batch_size}")
     dist = _dist(dist, device)
-    images = open_samples(data, name="images")
+    images = inception_images(open_samples(data, name="images"), gray_as_rgb)
     output = Path(output).expanduser()
     if output.suffix != ".npz":
         raise UsageError(f"the reference batch must be an .npz file, got {output}")

@@ -9,6 +9,11 @@ and, for ``--metric auto``, which samples it is the natural choice for. Built in
   reference's images or else the real digits), the natural choice for 16x16 samples.
 
 Other packages add metrics under the entry-point group ``adm.metrics`` (a ``MetricSpec``).
+
+Samples of any channel count (``ImageCollection.channels``: a grayscale or N-channel model's
+npz) reach every metric, which takes what it can read: ``inception`` RGB only (a one-line error
+otherwise; ``gray_as_rgb`` shows grayscale images as RGB), ``digits`` grayscale or RGB (the
+digits are grey), a plugin whatever it handles.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ class EvaluationRequest:
     cache: bool = True
     dist: Dist | None = None
     on_progress: ProgressFn | None = None
+    gray_as_rgb: bool = False  # inception: show grayscale images as RGB (the channel three times)
 
 
 @dataclass(frozen=True)
@@ -68,14 +74,16 @@ class MetricSpec:
 
 
 def _inception(samples: ImageCollection, request: EvaluationRequest) -> dict[str, Any]:
-    from adm.evaluation.evaluator import default_reference, evaluate
+    from adm.evaluation.evaluator import default_reference, evaluate, inception_images
 
+    samples = inception_images(samples, request.gray_as_rgb, what="samples")  # before any download
     ref = request.ref
     if ref is None:
         name, ref = default_reference(samples, download=request.download, on_progress=request.on_progress)
         report(request.on_progress, "reference", 0, None, message=f"reference: {name} ({ref})")
     result = evaluate(samples, ref, batch_size=request.batch_size, inception_weights=request.inception_weights,
-                      download=request.download, cache=request.cache, dist=request.dist, on_progress=request.on_progress)
+                      download=request.download, cache=request.cache, dist=request.dist, on_progress=request.on_progress,
+                      gray_as_rgb=request.gray_as_rgb)
     return {**result, "ref": str(ref)}
 
 

@@ -67,7 +67,7 @@ class Networks:
 
 @dataclass(frozen=True)
 class Produced:
-    images: np.ndarray  # uint8 [B, H, W, 3]
+    images: np.ndarray  # uint8 [B, H, W, C]
     labels: np.ndarray | None  # int64 [B]
     extra: dict[str, np.ndarray] = field(default_factory=dict)  # kept beside the npz (e.g. latents)
 
@@ -163,6 +163,17 @@ def _labels(labels: torch.Tensor | None) -> np.ndarray | None:
     return labels.cpu().numpy().astype(np.int64) if labels is not None else None
 
 
+def check_channels(images: ImageCollection, channels: int, what: str, model: str) -> None:
+    """Images a model is conditioned on must have the model's channel count, in 8 bits."""
+    if images.channels != channels:
+        how = "" if images.is_npz else " (a folder's images are read as they are stored)"
+        raise UsageError(f"{what} have {images.channels} channel(s){how}, {model} takes {channels}",
+                         f"pass {what} with {channels} channel(s), e.g. an npz of uint8 [N, H, W, {channels}]")
+    if images.dtype != "uint8":
+        raise UsageError(f"{what} are {images.layout.describe()}; {model} reads 8-bit images (samples' format)",
+                         "pass them as uint8 (an npz of uint8 [N, H, W, C], or 8-bit image files)")
+
+
 @dataclass
 class SampleProducer:
     """New samples from noise (``adm sample``)."""
@@ -199,6 +210,7 @@ class UpsampleProducer:
         size = self.nets.low_res_size
         if (self.base.height, self.base.width) != (size, size):
             raise UsageError(f"base samples are {self.base.width}x{self.base.height}, the upsampler expects {size}x{size}")
+        check_channels(self.base, self.nets.image_shape[0], "base samples", "the upsampler")
         if self.num_samples > self.base.count:
             raise UsageError(f"asked for {self.num_samples} upsampled images but the base has only {self.base.count}")
         labels = self.base_labels

@@ -36,7 +36,7 @@ from adm.data.images import ImageCollection
 from adm.data.pixels import from_uint8, to_uint8
 from adm.diffusion.gaussian import predict_eps_from_xstart, q_sample
 from adm.diffusion.process import extract
-from adm.sampling.batches import Networks, Produced, grouped_columns, sample_batch
+from adm.sampling.batches import Networks, Produced, check_channels, grouped_columns, sample_batch
 from adm.sampling.chain import ChainDenoiser, ddim_reverse_step, ddpm_step
 from adm.sampling.denoiser import Denoiser
 from adm.sampling.edit_settings import EditSettings
@@ -156,9 +156,10 @@ class EditProducer:
 
     def __post_init__(self):
         self.settings.check(self.plan, self.masks is not None)
-        _, h, w = self.nets.image_shape
+        c, h, w = self.nets.image_shape
         if (self.inputs.height, self.inputs.width) != (h, w):
             raise UsageError(f"inputs are {self.inputs.width}x{self.inputs.height}, the model takes {w}x{h}")
+        check_channels(self.inputs, c, "inputs", "the model")
         if self.masks is not None and self.masks.shape[1:] != (h, w):  # fit_masks makes them so
             raise UsageError(f"masks are {self.masks.shape[2]}x{self.masks.shape[1]}, the model takes {w}x{h}")
 
@@ -212,7 +213,7 @@ class EditProducer:
         columns = [inputs]
         mask = self._mask(range(start, start + len(images)))
         if mask is not None:
-            columns.append(np.repeat((mask[..., None] * 255).astype(np.uint8), 3, axis=-1))
+            columns.append(np.repeat((mask[..., None] * 255).astype(np.uint8), images.shape[-1], axis=-1))
         columns.append(images)
         return np.stack(columns, axis=1).reshape(-1, *images.shape[1:]), grouped_columns(len(images), len(columns))
 

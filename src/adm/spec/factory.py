@@ -42,9 +42,9 @@ def unet_kwargs(flags: ModelFlags | SuperResFlags) -> dict[str, Any]:
                 _heads_fit(width, flags.num_heads_upsample, flags.num_head_channels, "model decoder")
     return dict(
         image_size=flags.large_size if is_sr else flags.image_size,
-        in_channels=3,
+        in_channels=flags.in_channels,
         model_channels=flags.num_channels,
-        out_channels=6 if flags.learn_sigma else 3,
+        out_channels=flags.in_channels * (2 if flags.learn_sigma else 1),
         num_res_blocks=flags.num_res_blocks,
         attention_resolutions=rates,
         dropout=flags.dropout,
@@ -86,7 +86,7 @@ def classifier_kwargs(flags: ClassifierFlags) -> dict[str, Any]:
             _heads_fit(int(mult * flags.classifier_width), 1, flags.classifier_num_head_channels, "classifier")
     return dict(
         image_size=flags.image_size,
-        in_channels=3,
+        in_channels=flags.classifier_in_channels,
         model_channels=flags.classifier_width,
         out_channels=flags.classifier_num_classes,
         num_res_blocks=flags.classifier_depth,

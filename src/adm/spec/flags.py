@@ -8,8 +8,9 @@ that a wrong flag is a one-line error instead of a wall of state_dict mismatches
 Three flag sets mirror ``script_util``'s defaults dicts: ``ModelFlags`` (base model + diffusion,
 ``model_and_diffusion_defaults``), ``SuperResFlags`` (``sr_model_and_diffusion_defaults``) and
 ``ClassifierFlags`` (``classifier_defaults``). A few extension flags that the original hard-codes
-(``num_classes``, the classifier's ``channel_mult``/head width) are marked as such; their defaults
-reproduce the original. ``null_class`` (classifier-free guidance's "no class" label) is adm's own.
+(``num_classes``, the classifier's ``channel_mult``/head width, the image's channel count
+``in_channels`` / ``classifier_in_channels``) are marked as such; their defaults reproduce the
+original. ``null_class`` (classifier-free guidance's "no class" label) is adm's own.
 """
 
 from __future__ import annotations
@@ -103,6 +104,9 @@ class _NetworkFlags(DiffusionFlags):
     # "no class"; every other key and shape stays the original's (spec.factory.null_label)
     null_class: bool = False
     family: Family = "guided-diffusion"  # extension: whose defaults and conventions the flags use
+    # extension: channels of the images the network makes (the original hard-codes 3, RGB); its
+    # output has twice as many with a learned variance. `adm train` takes it from the data.
+    in_channels: int = 3
 
 
 class ModelFlags(_NetworkFlags):
@@ -157,6 +161,7 @@ class ClassifierFlags(_Flags):
     classifier_channel_mult: str = ""  # extension: the original derives it from image_size
     classifier_num_head_channels: int = 64  # extension: hard-coded 64 in create_classifier
     classifier_num_classes: int = 1000  # extension: hard-coded 1000 in the original
+    classifier_in_channels: int = 3  # extension: the images' channels (hard-coded 3, RGB, in the original)
 
 
 F = TypeVar("F", bound=_Flags)
@@ -346,6 +351,16 @@ def image_size(flags: ModelFlags | SuperResFlags | ClassifierFlags) -> int:
     return flags.large_size if isinstance(flags, SuperResFlags) else flags.image_size
 
 
+def in_channels(flags: ModelFlags | SuperResFlags | ClassifierFlags) -> int:
+    """Channels of the images a network reads (and a diffusion model makes): 3 (RGB) unless set."""
+    return flags.classifier_in_channels if isinstance(flags, ClassifierFlags) else flags.in_channels
+
+
+def in_channels_flag(flags: ModelFlags | SuperResFlags | ClassifierFlags) -> str:
+    """The flag that sets ``in_channels`` of this flag set (its name in errors and in ``replace``)."""
+    return "classifier_in_channels" if isinstance(flags, ClassifierFlags) else "in_channels"
+
+
 def attention_downsample_rates(flags) -> tuple[int, ...]:
     """Attention resolutions (pixels) → downsample rates, as ``create_model`` converts them."""
     if isinstance(flags, ClassifierFlags):
@@ -387,6 +402,8 @@ def check_flags(flags: _Flags) -> None:
     num_classes = flags.classifier_num_classes if isinstance(flags, ClassifierFlags) else flags.num_classes
     if num_classes < 1:
         raise UsageError("the number of classes must be at least 1")
+    if in_channels(flags) < 1:
+        raise UsageError(f"--{in_channels_flag(flags)} must be at least 1, got {in_channels(flags)}")
     if isinstance(flags, _NetworkFlags) and flags.null_class and not flags.class_cond:
         raise UsageError("--null_class True needs a class-conditional model", "add --class_cond True, or drop --null_class")
     if isinstance(flags, DiffusionFlags) and flags.predict_v and flags.predict_xstart:

@@ -1,8 +1,12 @@
 """Training data: image folders and npz files, the original's crops, and a rank-independent order.
 
 Sources
-    A folder is searched recursively for image files; an npz holds ``arr_0`` (uint8 ``[N, H, W, 3]``)
-    and, for labels, ``arr_1`` (``[N]`` integers). Class names come from the file-name prefix before
+    A folder is searched recursively for image files (PNG, TIFF, JPEG, ... and ``.npy`` arrays);
+    an npz holds ``arr_0`` (``[N, H, W]`` or ``[N, H, W, C]``) and, for labels, ``arr_1`` (``[N]``
+    integers). Images keep their channels and bit depth (``adm.data.stored``: 8 or 16 bits, or
+    float in [0, 1]; a folder's images must share them, except that a folder of RGB images reads
+    every file as RGB, as the original did), and map to [-1, 1] by their bit depth. The network's
+    channel count is the data's (``open_training_data``). Class names come from the file-name prefix before
     the first ``_`` (the original's rule: ImageNet's ``n01440764_10026.JPEG``) or from the top-level
     sub-folder (``root/cat/x.png``); ``auto`` picks sub-folders when every image sits in one.
     Indices are positions in the sorted list of names, as the original assigns them.
@@ -35,8 +39,16 @@ import torch
 
 from adm.core.errors import UsageError
 from adm.data.crops import center_crop, random_crop
-from adm.data.images import ImageCollection, list_images, load_npz_array, npz_keys, open_images
-from adm.spec.flags import ClassifierFlags, ModelFlags, SuperResFlags
+from adm.data.images import (
+    ImageCollection,
+    folder_images,
+    list_images,
+    load_npz_array,
+    npz_keys,
+    open_images,
+)
+from adm.data.pixels import to_unit
+from adm.spec.flags import ClassifierFlags, ModelFlags, SuperResFlags, in_channels, in_channels_flag
 from adm.spec.flags import image_size as network_size
 from adm.training.config import LabelSource
 from adm.training.seeding import derive_seed
@@ -64,6 +76,10 @@ class LabelledImages:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def channels(self) -> int:
+        return self.images.channels
 
     def label(self, index: int) -> int:
         return -1 if self.labels is None else int(self.labels[index])
@@ -104,11 +120,13 @@ def open_training_data(flags: Network, data: str | Path, label_source: LabelSour
     ``model_fields_set``), data with more classes is refused; when they do not, the count is the
     data's, so ten classes do not silently train a 1000-way network (the original's hard-coded
     default, with a loss near ln 1000). With ``init`` the network must load those weights, so
-    the flags' count is kept (and checked) as well.
+    the flags' count is kept (and checked) as well. The channel count is settled the same way,
+    for every network (``with_data_channels``).
     """
     is_classifier = isinstance(flags, ClassifierFlags)
     need_labels = is_classifier or flags.class_cond
     source = open_source(data, image_size=network_size(flags), need_labels=need_labels, label_source=label_source)
+    flags = with_data_channels(flags, source)
     if not need_labels:
         return flags, source
     field = "classifier_num_classes" if is_classifier else "num_classes"
@@ -124,12 +142,27 @@ def open_training_data(flags: Network, data: str | Path, label_source: LabelSour
     return flags, source
 
 
+def with_data_channels(flags: Network, source: LabelledImages) -> Network:
+    """``flags`` with the data's channel count: taken from the data when the flags do not set it
+    (``model_fields_set``), a one-line error when they set another. With 3 channels (RGB) the
+    flags stay as they are, so an RGB run's flags and network are exactly the original's."""
+    name, have, found = in_channels_flag(flags), in_channels(flags), source.channels
+    if have == found:
+        return flags
+    if name not in flags.model_fields_set:
+        return flags.replace(**{name: found})
+    where = source.images.name(0) if not source.images.is_npz else str(source.path)
+    raise UsageError(
+        f"--data has {found}-channel images ({where}: {source.images.layout.describe()}) but the flags say --{name} {have}",
+        f"leave --{name} out to take it from the data, or convert the images to {have} channels",
+    )
+
+
 def _open_folder(path: Path, need_labels: bool, label_source: LabelSource, known: Sequence[str] | None, what: str) -> LabelledImages:
     files = tuple(list_images(path))
     if not files:
-        raise UsageError(f"{what} {path} contains no images (.png, .jpg, .jpeg, .webp, ...)")
-    height, width = _header_size(files[0])
-    images = ImageCollection(path, len(files), height, width, files)
+        raise UsageError(f"{what} {path} contains no images (.png, .jpg, .jpeg, .webp, .tif, .npy, ...)")
+    images = folder_images(path, files, stored=True)
     if not need_labels:
         return LabelledImages(images)
     relative = [f.relative_to(path) for f in files]
@@ -168,7 +201,7 @@ def _open_npz(path: Path, need_labels: bool, known: Sequence[str] | None, what: 
     keys = npz_keys(path)
     if "arr_0" not in keys:
         raise UsageError(f"{what} {path} has no arr_0 (it has: {', '.join(keys) or 'nothing'})")
-    images = open_images(path, name=what)
+    images = open_images(path, name=what, stored=True)
     if images.count == 0:
         raise UsageError(f"{what} {path} holds no images")
     images.array  # noqa: B018 - loaded once here, before data-loader workers fork
@@ -198,17 +231,6 @@ def _check_size(source: LabelledImages, image_size: int, what: str) -> None:
             f"{what}: images are smaller than the model ({where} is {width}x{height}, the model needs {image_size}x{image_size})",
             "use larger images or a model of a smaller image size",
         )
-
-
-def _header_size(path: Path) -> tuple[int, int]:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise UsageError(f"cannot read image {path}: {err}") from None
-    return height, width
 
 
 # --------------------------------------------------------------------------------------------
@@ -265,7 +287,8 @@ class StreamDataset(torch.utils.data.Dataset):
             except Exception as err:  # any decoding failure (PIL raises a zoo of types): skip the file
                 broken.append(f"{self.source.images.name(candidate)}: {getattr(err, 'message', None) or err}")
                 continue
-            return torch.from_numpy(np.array(array, copy=True)), self.source.label(candidate), position, broken
+            pixels = np.array(array, copy=True) if array.dtype == np.uint8 else to_unit(array)  # see to_model_input
+            return torch.from_numpy(pixels), self.source.label(candidate), position, broken
         raise UsageError(f"no readable image in {self.source.path} ({broken[0]})")
 
     def _load(self, index: int, position: int) -> np.ndarray:
@@ -282,7 +305,8 @@ class StreamDataset(torch.utils.data.Dataset):
 
 @dataclass
 class Batch:
-    """A rank's batch: uint8 NHWC images (convert on the device), labels, stream positions."""
+    """A rank's batch: NHWC images (uint8, converted on the device; deeper ones already in
+    [-1, 1] as float32), labels, stream positions."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -304,9 +328,10 @@ def collate(items) -> Batch:
 
 
 def to_model_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 NHWC → float32 NCHW in [-1, 1] on ``device`` (the original's ``x / 127.5 - 1``)."""
+    """NHWC → float32 NCHW in [-1, 1] on ``device``: uint8 by the original's ``x / 127.5 - 1``
+    there (a quarter of the bytes to move), deeper pixels as the loader mapped them (``to_unit``)."""
     x = images.to(device, non_blocking=True).permute(0, 3, 1, 2).float()
-    return x / 127.5 - 1
+    return x / 127.5 - 1 if images.dtype == torch.uint8 else x
 
 
 @dataclass(frozen=True)

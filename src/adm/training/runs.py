@@ -65,7 +65,9 @@ class ResolvedRun:
 
     def document(self) -> dict[str, Any]:
         """The run's ``config.json`` as it will be written: the task's ``document``, or the flags
-        with the class count read from the data."""
+        with the class count and the channel count read from the data (``open_training_data``:
+        the preset's or continued run's network takes the data's channels unless the request's
+        flags set them, and then they must agree)."""
         document = self.task.document_fn
         if document is not None:
             return document(self)
