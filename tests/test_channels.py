@@ -303,7 +303,7 @@ def test_n_channel_npz_samples_as_nhwc_with_its_grid(data, tmp_path, monkeypatch
 # ---- guidance, edits and upsampling of grayscale models -----------------------------------
 
 
-def test_a_grayscale_classifier_guides_a_grayscale_model(data, gray_run, tmp_path):
+def test_a_grayscale_classifier_guides_a_grayscale_model_and_other_channels_are_refused(data, gray_run, tmp_path):
     classifier = tmp_path / "cls"
     ok("train-classifier", "--preset", "tiny", "--data", data["gray8"], "--run-dir", classifier, *FAST)
     assert json.loads((classifier / "config.json").read_text())["classifier_flags"]["classifier_in_channels"] == 1
@@ -317,6 +317,11 @@ def test_a_grayscale_classifier_guides_a_grayscale_model(data, gray_run, tmp_pat
     line = refused("sample", "--run-dir", gray_run, "--classifier-run-dir", rgb, "-n", 2, "--steps", 3,
                    "--out", tmp_path / "x.npz")
     assert "classifier reads 4-channel images, the model makes 1-channel" in line
+    four = tmp_path / "four"
+    ok("train", "--preset", "tiny-cond", "--data", data["rgba.npz"], "--run-dir", four, *FAST)
+    line = refused("sample", "--run-dir", gray_run, "--guide-model", four, "--autoguidance", 1.5, "-n", 2,
+                   "--steps", 3, "--out", tmp_path / "y.npz")
+    assert "has channels 4, the model 1" in line
 
 
 def test_edits_and_upsampling_take_grayscale_folders(data, gray_run, tmp_path):
