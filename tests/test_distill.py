@@ -421,6 +421,10 @@ def test_bad_requests_are_one_line_errors(files, tmp_path):
         guided(files, tmp_path / "r", sampler="heun")
     with pytest.raises(UsageError, match="unknown option"):
         guided(files, tmp_path / "r", itertions=3)
+    gray = tmp_path / "gray.npz"
+    np.savez(gray, np.zeros((4, 16, 16, 1), np.uint8), np.arange(4))
+    assert "--data has 1-channel images but the teacher makes 3-channel ones" in error_line(
+        invoke(*guided_args(files, tmp_path / "r", "--data", gray), code=2))
     assert not (tmp_path / "r").exists()
 
 

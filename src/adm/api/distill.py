@@ -287,15 +287,9 @@ def resolve_distill(teacher: str | Path | None = None, *, run_dir: str | Path, t
     if saved is not None:
         _same_teacher(saved["teacher"], record, run_dir)
     flags = student_flags(setup.loaded.flags, config)
-    data = open_distill_data(flags, config, setup.plan.needs_labels(flags.class_cond), _classes(setup))
+    data = open_distill_data(flags, config, setup.plan.needs_labels(flags.class_cond), setup.num_classes)
     return ResolvedDistill(run_dir, config, flags, distill_run_config(flags, config, record), setup,
                            teacher_step(setup.networks(), setup.plan, config.teacher_solver), data)
-
-
-def _classes(setup: Setup) -> int:
-    """How many classes the teacher's labels may name: its classifier's, else the model's."""
-    classifier = setup.loaded.classifier_flags
-    return classifier.classifier_num_classes if classifier is not None else setup.loaded.flags.num_classes
 
 
 def distill(teacher: str | Path | None = None, *, run_dir: str | Path, resume: bool = False,

@@ -82,12 +82,12 @@ def edit(
         raise UsageError(f"{inputs} has no labels (arr_1), and this model is class-conditional or guided",
                          "pass --classes: the inputs' classes, or the classes to turn them into")
     if conditioned and input_labels is not None and (classes is None or editing.invert):  # the labels are used
-        check_labels(input_labels[:total], flags.num_classes, f"{inputs} (arr_1)",
+        check_labels(input_labels[:total], setup.num_classes, f"{inputs} (arr_1)",
                      "the inversion is conditioned on them: fix them" if editing.invert
                      else "fix them, or pass --classes: the classes to edit the inputs into")
     target = None
     if classes is not None and conditioned:
-        ids = parse_classes(classes, flags.num_classes)
+        ids = parse_classes(classes, setup.num_classes)
         if not isinstance(ids, list):
             raise UsageError("--classes for adm edit lists class ids (random/balanced would invent the inputs' classes)")
         target = np.array([ids[i % len(ids)] for i in range(collection.count)], dtype=np.int64)

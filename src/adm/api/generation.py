@@ -131,7 +131,7 @@ def sample(
     num_samples = given_or(run.num_samples, defaults.num_samples if defaults else 16)
     classes = given_or(classes, defaults.classes if defaults else "random")
     if setup.plan.needs_labels(flags.class_cond):
-        classes = parse_classes(classes, flags.num_classes)
+        classes = parse_classes(classes, setup.num_classes)
     if classes == "null" and setup.plan.settings.uses("null_label"):
         setup.warnings += ("with --classes null, classifier-free guidance mixes the unconditional prediction with "
                            "itself: --cfg-scale changes nothing",)
@@ -143,7 +143,7 @@ def sample(
             plan=setup.plan, classes=classes, grid_size=run.grid,
             identity=setup.identity(), notes=setup.notes(), overwrite=run.overwrite,
         )
-        producer = SampleProducer(setup.networks(), setup.plan, run.seed, classes, columns(classes, flags.num_classes))
+        producer = SampleProducer(setup.networks(), setup.plan, run.seed, classes, columns(classes, setup.num_classes))
         return run_job(job, producer, dist, on_progress)
 
     if then_upsample is None:

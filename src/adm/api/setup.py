@@ -54,12 +54,21 @@ class Setup:
     def batch_size(self, requested: int | None) -> int:
         return given_or(requested, self.preset.sampling.batch_size if self.preset else 16)
 
+    @property
+    def num_classes(self) -> int:
+        """How many classes a label may name: the model's when it is class-conditional, else its
+        guiding classifier's (an unconditional model guided by a 10-class classifier draws 0..9)."""
+        flags, classifier = self.loaded.flags, self.loaded.classifier_flags
+        if flags.class_cond or classifier is None:
+            return flags.num_classes
+        return classifier.classifier_num_classes
+
     def networks(self) -> Networks:
         flags = self.loaded.flags
         superres = isinstance(flags, SuperResFlags)
         size = flags.large_size if superres else flags.image_size
         return Networks(self.loaded.model, self.loaded.schedule, self.loaded.adapter, self.loaded.device,
-                        (flags.in_channels, size, size), flags.num_classes, flags.class_cond, self.loaded.classifier,
+                        (flags.in_channels, size, size), self.num_classes, flags.class_cond, self.loaded.classifier,
                         flags.small_size if superres else None, self.loaded.classifier_schedule,
                         self.guide.model if self.guide is not None else None, null_label(flags))
 

@@ -246,6 +246,9 @@ def open_distill_data(flags: ModelFlags, config: DistillConfig, needs_labels: bo
     """``--data``: the images x_0 starts from, with their classes when the teacher needs them (a
     class-conditional model, or guidance towards a class): at most ``num_classes`` of them."""
     source = open_source(config.data, image_size=image_size(flags), need_labels=needs_labels, label_source=config.labels)
+    if source.channels != flags.in_channels:
+        raise UsageError(f"--data has {source.channels}-channel images but the teacher makes {flags.in_channels}-channel ones",
+                         "distil on the teacher's own training images")
     if needs_labels and source.num_classes > num_classes:
         raise UsageError(f"--data has {source.num_classes} classes but the teacher knows {num_classes}",
                          "distil on the teacher's own training images")
