@@ -23,7 +23,7 @@ NUM_CLASSES = 10
 
 @dataclass(frozen=True)
 class Digits:
-    images: np.ndarray  # uint8 [N, 16, 16, 3]
+    images: np.ndarray  # uint8 [N, 16, 16, 3] (grayscale: [N, 16, 16])
     labels: np.ndarray  # int64 [N]
 
     def split(self, part: str) -> Digits:
@@ -53,13 +53,17 @@ def load_digits(size: int = SIZE) -> Digits:
 
 
 def write_digits(out: str | Path, *, split: str = "all", image_format: str = "npz", size: int = SIZE,
-                 overwrite: bool = False) -> Path:
+                 overwrite: bool = False, grayscale: bool = False) -> Path:
     """Write the digits as ``OUT`` (.npz with arr_0/arr_1) or a folder of ``LABEL_INDEX.png`` files
     (the original's label-prefix naming, which ``adm train`` reads). An existing file is replaced
-    only with ``overwrite``: nothing marks a file as adm's, and it may be the user's own data."""
+    only with ``overwrite``: nothing marks a file as adm's, and it may be the user's own data.
+    ``grayscale`` writes one channel (``L`` PNGs, npz ``[N, H, W]``), which trains a 1-channel
+    model: the shape of most people's own scans, masks and medical images."""
     if image_format not in ("npz", "png"):
         raise UsageError(f"unknown format {image_format!r}", "choose npz or png")
     digits = load_digits(size).split(split)
+    if grayscale:
+        digits = Digits(digits.images[..., 0], digits.labels)  # the three channels are equal
     out = Path(out)
     if image_format == "npz":
         if out.suffix != ".npz":
