@@ -33,6 +33,7 @@ from adm.training.distill import (
     DistillConfig,
     DistillTask,
     distill_levels,
+    level_groups,
     level_index,
     pseudo_huber,
     student_flags,
@@ -223,6 +224,13 @@ def test_levels_are_the_cm_sampler_s_grid_and_drawn_per_step():
     torch.testing.assert_close(consistency_grid(schedule, "0,9", 18)[:2], levels[[0, 9]], rtol=0, atol=0)
     drawn = [level_index(3, step, 18) for step in range(400)]
     assert set(drawn) == set(range(17)) and drawn == [level_index(3, step, 18) for step in range(400)]
+    # a step's batch is split by place into near-equal groups, each with its own level
+    assert level_groups(range(32), 32, 4) == [g for g in range(4) for _ in range(8)]
+    assert level_groups(range(10), 10, 4) == [0, 0, 0, 1, 1, 2, 2, 2, 3, 3]
+    assert level_groups(range(3), 3, 8) == [0, 1, 2]  # at most one group per sample
+    assert level_groups([8, 9], 32, 4) == [1, 1]  # a micro-batch's places give the full batch's groups
+    per_step = {level_index(3, 7, 18, group) for group in range(4)}
+    assert len(per_step) > 1
 
 
 def test_pseudo_huber_is_song_and_dhariwal_s():

@@ -13,9 +13,11 @@ One step, per optimizer step (all its micro-batches and ranks):
 * the N levels σ_0 > … > σ_{N−1} = σ_min of a Karras grid (ρ = 7) on the student's schedule,
   from its top (the teacher's start, or ``sigma_max`` lower) down: exactly the grid the ``cm``
   sampler builds with ``karras_steps`` N;
-* one level index n, uniform in 0 … N − 2 and a function of (seed, step) alone, so that every
-  sample of the step shares the teacher's 2-level grid (σ_n, σ_{n+1}) and micro-batches, ranks
-  and a resumed run draw the same n;
+* ``levels_per_step`` level indices n, uniform in 0 … N − 2: the step's batch is split by stream
+  position into that many near-equal groups and each group draws its own n from (seed, step,
+  group) alone, so micro-batches, ranks and a resumed run agree, and each group is one teacher
+  call on its 2-level grid (σ_n, σ_{n+1}). The reference draws n per sample; one level for the
+  whole step made the raw weights drift from one step's level to the next (docs/distill.md);
 * per sample (seeded by its stream position): z, and x = x_0 + σ_n·z from the training images;
 * the teacher's step x̂ from σ_n to σ_{n+1}: one step of an adm solver with the teacher's
   (guided) denoiser (``TeacherStep``, built by ``adm.api.distill``: this layer never sees a
@@ -134,9 +136,17 @@ def sampling_defaults(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {"cm": {"karras_steps": int(doc["train"]["scales"])}}
 
 
-def level_index(seed: int, step: int, scales: int) -> int:
-    """The level n (0 … N − 2) of optimizer step ``step``: uniform, a function of (seed, step) alone."""
-    return min(int(uniform(seed, "level", step) * (scales - 1)), scales - 2)
+def level_index(seed: int, step: int, scales: int, group: int = 0) -> int:
+    """The level n (0 … N − 2) of ``group`` of optimizer step ``step``: uniform, a function of
+    (seed, step, group) alone."""
+    return min(int(uniform(seed, "level", step, group) * (scales - 1)), scales - 2)
+
+
+def level_groups(offsets: Tensor | list[int], batch_size: int, groups: int) -> list[int]:
+    """The group of each sample at ``offsets`` (its place in the step's global batch): ``groups``
+    near-equal runs of consecutive places (at most one per sample)."""
+    groups = min(groups, batch_size)
+    return [int(offset) * groups // batch_size for offset in offsets]
 
 
 # --------------------------------------------------------------------------------------------
@@ -187,9 +197,8 @@ class DistillTask:
         """The optimizer step a batch belongs to (stream positions [s·B, (s+1)·B))."""
         return batch.positions[0] // self.config.batch_size
 
-    def consistency(self, network: Callable[..., Tensor], x: Tensor, sigma: float, labels: Tensor | None) -> Tensor:
-        """f(x, σ) of ``network`` read through the student's adapter."""
-        sigmas = torch.full((x.shape[0],), sigma, dtype=torch.float64)
+    def consistency(self, network: Callable[..., Tensor], x: Tensor, sigmas: Tensor, labels: Tensor | None) -> Tensor:
+        """f(x, σ) of ``network`` read through the student's adapter (``sigmas``: one per sample, float64)."""
         time = self.schedule.network_time(sigmas).to(device=x.device, dtype=torch.float32)
         kwargs = {"y": labels} if self.flags.class_cond else {}
         return self.adapter.denoise(network, time, x, sigmas, **kwargs)[0]
@@ -206,22 +215,29 @@ class DistillTask:
 
     def micro(self, trainer: Trainer, batch: DeviceBatch) -> MicroOut:
         x0, count, device = batch.x, len(batch), batch.x.device
-        n = level_index(self.seed, self.step_of(batch), self.config.scales)
-        sigma, sigma_next = float(self.levels[n]), float(self.levels[n + 1])
+        step, size = self.step_of(batch), self.config.batch_size
+        groups = level_groups([p - step * size for p in batch.positions], size, self.config.levels_per_step)
+        drawn = {g: level_index(self.seed, step, self.config.scales, g) for g in dict.fromkeys(groups)}
+        n = torch.tensor([drawn[g] for g in groups])
+        sigma, sigma_next = self.levels[n], self.levels[n + 1]  # float64, one per sample
         noise = per_sample_normal([derive_seed(self.seed, "noise", p) for p in batch.positions], x0.shape[1:], device)
         labels = batch.y if bool((batch.y >= 0).all()) else None
-        x = x0 + sigma * noise
+        x = x0 + sigma.to(device=device, dtype=x0.dtype).view(-1, 1, 1, 1) * noise
         replay = rng_replay(device)
         student = self.consistency(trainer, x, sigma, labels)
         with torch.no_grad():
-            x_next = self.teacher(x, sigma, sigma_next, labels)
+            x_next = torch.empty_like(x)
+            for group, level in drawn.items():  # one teacher call per level
+                rows = torch.tensor([i for i, g in enumerate(groups) if g == group], device=device)
+                x_next[rows] = self.teacher(x[rows], float(self.levels[level]), float(self.levels[level + 1]),
+                                            None if labels is None else labels[rows])
             replay()
             target = self.consistency(self.target_network(trainer), x_next, sigma_next, labels)
         losses = self.distance(student, target)
         per_sample = losses.detach()
         sums = {"loss": (per_sample.sum(), count),
                 "mse": ((student.detach() - target).square().flatten(1).mean(1).sum(), count)}
-        near_data = torch.full((count,), self.config.scales - 2 - n, device=device)  # q0: the levels near the data
+        near_data = (self.config.scales - 2 - n).to(device)  # q0: the levels near the data
         sums.update(quarter_sums(per_sample, near_data, self.config.scales - 1))
         return MicroOut(losses.mean(), sums, batch.positions)
 

@@ -27,6 +27,9 @@ class DistillConfig(WatchConfig, CommonTrainConfig):
     ema_rates: tuple[float, ...] = Field((0.999,), description="EMA decay rates for sampling (--target-ema is added)")
     scales: int = Field(18, ge=2, le=10_000, description="N: levels of the Karras grid the student is distilled on "
                                                          "(Song et al. 2023: 18 for CIFAR-10, 40 for ImageNet-64)")
+    levels_per_step: int = Field(4, ge=1, description="levels one optimizer step trains: the batch is split into this "
+                                                       "many groups, each with its own level and one teacher call "
+                                                       "(the reference: one per sample)")
     sigma_max: float | None = Field(None, gt=0, description="the grid's top sigma; unset: where the teacher's own sampling starts (set 10 for "
                                                             "an eps-prediction VP teacher: its x0 is poor above)")
     teacher_solver: str = Field("heun", description="the teacher's ODE step between adjacent levels: heun (2 "
