@@ -217,6 +217,16 @@ def test_bad_watch_options_are_one_line_errors(data, tmp_path, args, expected):
     assert not run.exists()
 
 
+def test_an_inception_metric_of_a_four_channel_model_is_refused_before_training(tmp_path):
+    four = tmp_path / "four.npz"
+    np.savez(four, arr_0=np.zeros((8, 16, 16, 4), np.uint8), arr_1=np.arange(8) % 2)
+    run = tmp_path / "run"
+    result = invoke("train", "--preset", "tiny-cond", "--data", four, "--run-dir", run, "--iterations", 2,
+                    "--eval-every", 2, "--eval-metric", "fid", "--eval-ref", four)
+    assert result.exit_code == 2, result.output
+    assert "makes 4-channel ones" in error_line(result) and not run.exists()
+
+
 def test_an_upsampler_is_not_watched_and_the_training_layer_refuses_what_it_cannot_draw(data, tmp_path):
     result = invoke("train", "--preset", "tiny-sr", "--data", data, "--run-dir", tmp_path / "sr", "--sample-every", 2)
     assert result.exit_code == 2 and "upsampler" in error_line(result)

@@ -200,9 +200,15 @@ class MetricMonitor:
         if metric.name in NEEDS_REF:
             from adm.evaluation.evaluator import inception_weights_path
 
+            if flags.in_channels not in (1, 3):  # now, not at the first eval step
+                raise UsageError(f"--eval-metric {config.eval_metric} is an Inception metric, for RGB (or grayscale) "
+                                 f"images, and this model makes {flags.in_channels}-channel ones",
+                                 "evaluate with a metric for your data (a plugin of adm.metrics)")
             inception_weights_path(None)  # a one-line error now, not after the first eval steps
         messages = _Messages()
-        request = EvaluationRequest(ref=ref, dist=Dist(device=dist.device), on_progress=messages)
+        # a grayscale model is scored as FID of grayscale data usually is: the channel shown three times
+        request = EvaluationRequest(ref=ref, dist=Dist(device=dist.device), on_progress=messages,
+                                    gray_as_rgb=flags.in_channels == 1)
         return cls(config.eval_every, config.eval_samples, draw, metric, objective, request, messages)
 
     def __call__(self, model: nn.Module, step: int) -> Observation:
