@@ -131,8 +131,9 @@ def test_labels_from_prefix_folder_and_auto(tmp_path):
     assert flat.class_names == ("cat", "dog") and flat.labels.tolist() == [0, 0, 1]
     tree = open_source(tmp_path / "tree", image_size=8, need_labels=True)  # auto -> folder
     assert tree.class_names == ("a", "b") and tree.labels.tolist() == [0, 0, 1]
-    with pytest.raises(UsageError, match="no class prefix"):
+    with pytest.raises(UsageError, match="no class prefix") as refused:
         open_source(tmp_path / "tree", image_size=8, need_labels=True, label_source="prefix")
+    assert '--class_cond False' in refused.value.hint  # unlabelled data: an unconditional model
     with pytest.raises(UsageError, match="not in a class sub-folder"):
         open_source(tmp_path / "flat", image_size=8, need_labels=True, label_source="folder")
     unlabelled = open_source(tmp_path / "tree", image_size=8, need_labels=False)

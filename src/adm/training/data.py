@@ -181,7 +181,8 @@ def _open_folder(path: Path, need_labels: bool, label_source: LabelSource, known
         if unlabelled:
             raise UsageError(
                 f"{what}: {len(unlabelled)} image(s) have no class prefix (CLASS_rest.ext), e.g. {unlabelled[0]}",
-                "name files CLASS_xxx.png, or use --labels folder with one sub-folder per class",
+                "name files CLASS_xxx.png, or use --labels folder with one sub-folder per class; unlabelled data "
+                "trains an unconditional model: --model-flags \"--class_cond False\"",
             )
         names = [f.name.split("_", 1)[0] for f in files]
     class_names, labels = _index_labels(names, known, what)
