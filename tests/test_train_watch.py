@@ -206,6 +206,8 @@ def test_at_best_samples_that_checkpoint_and_a_run_without_evals_says_so(runs, t
     (("--eval-every", 2, "--eval-metric", "digits_accuracy", "--model-flags", "--class_cond False"), "unconditional"),
     (("--sample-every", 2, "--sample-sampler", "dpm++2"), "unknown sampler 'dpm++2'"),
     (("--sample-every", 2, "--sample-steps", "ddim5"), "--sample-steps"),
+    (("--eval-metric", "digit"), "add --eval-every N"),  # nothing uses it: a mistake, not a no-op
+    (("--sample-steps", "5"), "add --sample-every N"),
 ])
 def test_bad_watch_options_are_one_line_errors(data, tmp_path, args, expected):
     run = tmp_path / "run"
@@ -225,6 +227,14 @@ def test_an_inception_metric_of_a_four_channel_model_is_refused_before_training(
                     "--eval-every", 2, "--eval-metric", "fid", "--eval-ref", four)
     assert result.exit_code == 2, result.output
     assert "makes 4-channel ones" in error_line(result) and not run.exists()
+
+
+def test_a_young_ema_is_said_once_when_its_grids_would_look_like_noise(data, tmp_path):
+    said: list[str] = []
+    train(tmp_path / "run", data, sample_every=2, sample_count=4, sample_steps="2", ema_rates=(0.999,),
+          on_progress=lambda event: said.append(event.message or ""))
+    young = [m for m in said if "still weighs the initial weights" in m]
+    assert len(young) == 1 and "EMA of rate 0.999" in young[0] and "--ema-rate 0.99" in young[0]
 
 
 def test_an_upsampler_is_not_watched_and_the_training_layer_refuses_what_it_cannot_draw(data, tmp_path):

@@ -36,7 +36,7 @@ from adm.api.generation import columns
 from adm.api.models import LoadedModel
 from adm.api.setup import Setup, choose_steps
 from adm.core.distributed import Dist
-from adm.core.errors import UsageError
+from adm.core.errors import AdmError, UsageError
 from adm.core.fileio import atomic_path
 from adm.core.progress import Progress
 from adm.core.suggest import did_you_mean
@@ -64,6 +64,7 @@ LATEST = "latest.png"
 DEFAULT_SAMPLER = "dpm++2m"  # cheap and good at 20 evaluations for every family
 HEADLINE = {"inception": "fid", "digits": "digits_fd"}  # the value of a metric that ranks checkpoints
 HIGHER_IS_BETTER = {"inception_score", "precision", "recall", "digits_accuracy"}  # the others: lower is better
+IMAGE_METRICS = {"inception", "digits"}  # the built-in metrics read RGB or grayscale images only
 NEEDS_REF = {"inception"}  # an Inception metric against ImageNet means nothing for other data: no default
 MIN_SAMPLE_BATCH = 16
 
@@ -71,7 +72,10 @@ MIN_SAMPLE_BATCH = 16
 def run_monitors(run: WatchedRun) -> list[Monitor]:
     """The monitors a run's config asks for (none for a config without ``WatchConfig``'s fields)."""
     config = run.config
-    if not isinstance(config, WatchConfig) or not (config.sample_every or config.eval_every):
+    if not isinstance(config, WatchConfig):
+        return []
+    _check_unused(config)
+    if not (config.sample_every or config.eval_every):
         return []
     flags = _watched_flags(run)
     drawer = Drawer.make(flags, config, run.dist, get_task(run.doc["kind"]).sampler_defaults(run.doc))
@@ -82,6 +86,16 @@ def run_monitors(run: WatchedRun) -> list[Monitor]:
         monitors.append(SampleGrid(config.sample_every, config.sample_count, drawer, run.run_dir / SAMPLES,
                                    columns("balanced" if drawer.classes else None, flags.num_classes)))
     return monitors
+
+
+def _check_unused(config: WatchConfig) -> None:
+    """An option of the grids or the evaluations given without what uses it is a mistake, not a no-op."""
+    if not config.eval_every and (config.eval_metric != "auto" or config.eval_ref):
+        raise UsageError("--eval-metric and --eval-ref choose what --eval-every computes, and it is not given",
+                         "add --eval-every N (steps between evaluations)")
+    if not (config.sample_every or config.eval_every) and (config.sample_sampler or config.sample_steps):
+        raise UsageError("--sample-sampler and --sample-steps choose how --sample-every and --eval-every sample, "
+                         "and neither is given", "add --sample-every N (steps between sample grids)")
 
 
 def _watched_flags(run: WatchedRun) -> ModelFlags:
@@ -106,6 +120,8 @@ class Drawer:
     batch: int
     classes: str | None  # "balanced" for a class-conditional model
     notes: list[str] = field(default_factory=list)  # the plan's warnings, said with the first samples
+    rate: float | None = None  # the EMA watched (the slowest, what adm sample --run-dir samples); None: raw weights
+    young: bool = True  # the EMA may still be mostly its starting weights (said once)
 
     @classmethod
     def make(cls, flags: ModelFlags, config: WatchConfig, dist: Dist,
@@ -125,7 +141,20 @@ class Drawer:
         local = config.batch_size // max(dist.world_size, 1)
         classes = "balanced" if plan.needs_labels(flags.class_cond) else None
         notes = [f"warning: samples while training: {warning}" for warning in plan.warnings]
-        return cls(flags, plan, config.seed, max(MIN_SAMPLE_BATCH, local), classes, notes)
+        rate = max(config.ema_rates) if config.ema_rates else None
+        return cls(flags, plan, config.seed, max(MIN_SAMPLE_BATCH, local), classes, notes, rate)
+
+    def said_at(self, step: int) -> list[str]:
+        """The notes not said yet, and once, while the watched EMA still weighs its starting weights by
+        more than half (its samples look like the start, noise, though the raw weights learn): why."""
+        notes = self.said()
+        if self.young and self.rate is not None and self.rate**step > 0.5:
+            grown = math.ceil(math.log(0.1) / math.log(self.rate))
+            notes.append(f"warning: the grids and evaluations watch the EMA of rate {self.rate:g}, which at step {step} "
+                         f"still weighs the initial weights by {self.rate**step:.0%} (10% at step {grown}): noise until "
+                         "then is expected; --ema-rate 0.99 watches a faster one")
+            self.young = False
+        return notes
 
     def said(self) -> list[str]:
         """The notes not said yet (once per run)."""
@@ -167,7 +196,7 @@ class SampleGrid:
             shutil.copyfile(path, tmp)
         notes = [] if self.said else [f"sample grids: {self.folder / LATEST} (every {self.every} steps)"]
         self.said = True
-        return Observation(images={"samples": make_grid(images, self.columns)}, notes=notes + self.draw.said())
+        return Observation(images={"samples": make_grid(images, self.columns)}, notes=notes + self.draw.said_at(step))
 
 
 @dataclass
@@ -197,14 +226,17 @@ class MetricMonitor:
                              "made by `adm evaluate --make-ref DATA -o REF.npz`")
         if ref is not None:
             _check_ref(ref, flags.image_size, metric)
+        if metric.name in IMAGE_METRICS and flags.in_channels not in (1, 3):  # now, not at the first eval step
+            raise UsageError(f"--eval-metric {config.eval_metric} scores RGB (or grayscale) images, and this model "
+                             f"makes {flags.in_channels}-channel ones",
+                             "evaluate with a metric for your data (a plugin of adm.metrics)")
         if metric.name in NEEDS_REF:
             from adm.evaluation.evaluator import inception_weights_path
 
-            if flags.in_channels not in (1, 3):  # now, not at the first eval step
-                raise UsageError(f"--eval-metric {config.eval_metric} is an Inception metric, for RGB (or grayscale) "
-                                 f"images, and this model makes {flags.in_channels}-channel ones",
-                                 "evaluate with a metric for your data (a plugin of adm.metrics)")
-            inception_weights_path(None)  # a one-line error now, not after the first eval steps
+            try:
+                inception_weights_path(None)  # a one-line error now, not after the first eval steps
+            except AdmError as err:
+                raise UsageError(err.message, "run `adm download inception` first (adm train downloads nothing)") from None
         messages = _Messages()
         # a grayscale model is scored as FID of grayscale data usually is: the channel shown three times
         request = EvaluationRequest(ref=ref, dist=Dist(device=dist.device), on_progress=messages,
@@ -219,7 +251,7 @@ class MetricMonitor:
             result = evaluate_samples(open_images(path), self.metric.name, self.request).result
         numbers = {key: float(value) for key, value in result.items()
                    if isinstance(value, float) and math.isfinite(value)}
-        return Observation(numbers, notes=self.draw.said() + self.messages.said())
+        return Observation(numbers, notes=self.draw.said_at(step) + self.messages.said())
 
 
 def eval_metric(name: str, image_size: int) -> tuple[MetricSpec, Objective]:

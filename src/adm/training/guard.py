@@ -25,7 +25,8 @@ TINY_LOSS_SCALE = 1.0
 overflow unscaled, which no smaller scale cures (GradScaler starts at 2**16 and halves per overflow,
 so it takes 16 overflows in a row to get here: its warm-up never does)."""
 
-HINT = "lower --lr, set --grad-clip or train in --precision fp32, then run adm train on the same --run-dir"
+HINT = ("lower --lr or set --grad-clip (in fp16: try bf16), then run adm train on the same --run-dir; if param_norm "
+        "in metrics.jsonl had already grown huge, start a new --run-dir")
 
 
 @dataclass(frozen=True)
