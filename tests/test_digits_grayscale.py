@@ -22,12 +22,15 @@ def test_grayscale_pngs_are_L_images_of_the_rgb_digits(tmp_path):
         assert np.array_equal(np.asarray(g), np.asarray(c)[..., 0])
 
 
-def test_grayscale_npz_is_nhw(tmp_path):
+def test_grayscale_npz_is_one_channel_nhwc_and_evaluates_as_samples_and_reference(tmp_path):
     result = runner.invoke(app, ["data", "digits", str(tmp_path / "d.npz"), "--split", "heldout", "--grayscale"])
     assert result.exit_code == 0, result.output
     with np.load(tmp_path / "d.npz") as data:
-        assert data["arr_0"].shape == (359, 16, 16) and data["arr_0"].dtype == np.uint8
+        assert data["arr_0"].shape == (359, 16, 16, 1) and data["arr_0"].dtype == np.uint8
         assert data["arr_1"].shape == (359,)
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "d.npz"), "--ref", str(tmp_path / "d.npz"),
+                                 "--metric", "digits"])
+    assert result.exit_code == 0, result.output
 
 
 def test_the_grayscale_folder_trains_a_one_channel_digits_model(tmp_path):

@@ -61,7 +61,8 @@ def _finish(result, run_dir: Path) -> None:
     loss = result.metrics.get("loss")
     console.print(f"distilled a consistency model to step {result.step} in {run_dir}"
                   + (f"  (loss {loss:.4g})" if loss is not None else ""), soft_wrap=True)
-    console.print(f"sample it in one step: adm sample --run-dir {run_dir} --steps 1 (2 for two)", soft_wrap=True)
+    console.print(f"sample it in one step: adm sample --run-dir {run_dir} --steps 1 (two: --steps 0,K re-noises to "
+                  "level K of its grid; docs/distill.md)", soft_wrap=True)
 
 
 @guarded

@@ -57,8 +57,9 @@ def write_digits(out: str | Path, *, split: str = "all", image_format: str = "np
     """Write the digits as ``OUT`` (.npz with arr_0/arr_1) or a folder of ``LABEL_INDEX.png`` files
     (the original's label-prefix naming, which ``adm train`` reads). An existing file is replaced
     only with ``overwrite``: nothing marks a file as adm's, and it may be the user's own data.
-    ``grayscale`` writes one channel (``L`` PNGs, npz ``[N, H, W]``), which trains a 1-channel
-    model: the shape of most people's own scans, masks and medical images."""
+    ``grayscale`` writes one channel (``L`` PNGs, npz ``[N, H, W, 1]``: the sample format, so
+    ``adm evaluate`` reads it as samples or as a reference), which trains a 1-channel model: the
+    shape of most people's own scans, masks and medical images."""
     if image_format not in ("npz", "png"):
         raise UsageError(f"unknown format {image_format!r}", "choose npz or png")
     digits = load_digits(size).split(split)
@@ -69,8 +70,9 @@ def write_digits(out: str | Path, *, split: str = "all", image_format: str = "np
         if out.suffix != ".npz":
             out = out.with_suffix(".npz")
         _refuse_existing([out], overwrite)
+        images = digits.images[..., None] if digits.images.ndim == 3 else digits.images  # NHWC, C = 1
         with atomic_path(out) as tmp, open(tmp, "wb") as f:
-            np.savez(f, arr_0=digits.images, arr_1=digits.labels)
+            np.savez(f, arr_0=images, arr_1=digits.labels)
         return out
     from PIL import Image
 
