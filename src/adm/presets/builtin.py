@@ -192,6 +192,8 @@ DIGITS_ASSETS = {
     # made by `adm recipe digits-cfg` (docs/guidance.md)
     "digits-cfg-model": ("digits_cfg_model.safetensors", "597da2807ea75f5b44a4e771affaffbf5da52fe651a2ca7bdd5c0ec989fdb233", "checkpoint"),
     "digits-guide-model": ("digits_guide_model.safetensors", "1999c167bce655e60a8b8f56baffc8884269309daf2e6cb6fe82aa0172fe4ab6", "checkpoint"),
+    # made by `adm recipe digits-cm` (docs/distill.md)
+    "digits-cm-model": ("digits_cm_model.safetensors", "dc4935e1046ce4811bfce80a664ade61c0a081857b81dc1ac56bcd505b00fe24", "checkpoint"),
 }
 # 25 evaluations of the stochastic DPM-Solver++(2M): the fewest at which it is within 5% of
 # DDPM-250's digits-FD guided and unguided, per seed and on average over seeds, at a tenth of the
@@ -249,6 +251,29 @@ def _digits_guidance() -> list[Preset]:
     ]
 
 
+# The guided digits sampler distilled (`adm distill --teacher digits`, adm.recipes.digits_cm.DISTILL):
+# the teacher's network read as a consistency model over its own VP reading, from σ 10 down to the
+# cosine schedule's lowest σ (adm.training.distill.student_flags decides both; a test checks them).
+DIGITS_CM_FLAGS = " --family guided-diffusion --training_mode consistency_distillation --sigma_min 0.006425412771142062 --sigma_max 10"
+DIGITS_CM_STEPS = "0,2"  # two evaluations, re-noised to the grid's level 2 (σ 5.7): the best measured (docs/distill.md)
+DIGITS_CM_SCALES = 18  # the grid it was distilled on (cm's karras_steps)
+
+
+def _digits_cm() -> Preset:
+    from adm.presets.training import DIGITS_MODEL
+
+    return Preset(
+        name="digits-cm",
+        family="demo",
+        description="offline demo: the guided digits sampler distilled into a consistency model (adm distill): "
+                    "1-2 network evaluations per image, no classifier; ships with adm",
+        model_flags=DIGITS_MODEL + DIGITS_CM_FLAGS,
+        checkpoint="digits-cm-model",
+        sampling=SamplingDefaults(sampler="cm", steps=DIGITS_CM_STEPS, options={"karras_steps": DIGITS_CM_SCALES},
+                                  batch_size=50, num_samples=50, classes="balanced"),
+    )
+
+
 def _artifacts(family_checkpoints: list[Artifact]) -> list[Artifact]:
     """Every artifact, checkpoints first, family by family (`adm download --list` keeps the order)."""
     artifacts = [
@@ -290,7 +315,7 @@ def register(registry: Registry) -> None:
     families = family_presets()
     for artifact in _artifacts([artifact for _, artifact in families]):
         registry.add_artifact(artifact)
-    for preset in [*_presets(), *(preset for preset, _ in families), _digits(), *_digits_guidance()]:
+    for preset in [*_presets(), *(preset for preset, _ in families), _digits(), *_digits_guidance(), _digits_cm()]:
         registry.add_preset(preset)
     for training in builtin_training_presets():
         registry.add_training_preset(training)
