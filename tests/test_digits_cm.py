@@ -28,15 +28,6 @@ def invoke(*args):
     return result
 
 
-@pytest.fixture
-def offline(tmp_path, monkeypatch):
-    """An empty cache and no network: everything must come from the wheel."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("ADM_HOME", str(tmp_path / "empty-cache"))
-    monkeypatch.setenv("ADM_BASE_URL", "http://127.0.0.1:9/")  # a download would fail
-    return tmp_path
-
-
 def test_the_shipped_weights_are_small_and_match_their_sha256():
     artifact = default_registry().artifacts["digits-cm-model"]
     path = ensure_artifact("digits-cm-model")  # verifies the sha256 too

@@ -32,15 +32,6 @@ def load(path):
         return data["arr_0"], data["arr_1"]
 
 
-@pytest.fixture
-def offline(tmp_path, monkeypatch):
-    """An empty cache and no network: everything must come from the wheel."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("ADM_HOME", str(tmp_path / "empty-cache"))
-    monkeypatch.setenv("ADM_BASE_URL", "http://127.0.0.1:9/")  # a download would fail
-    return tmp_path
-
-
 @pytest.mark.parametrize("name", SHIPPED)
 def test_the_shipped_weights_are_small_and_match_their_sha256(name):
     artifact = default_registry().artifacts[name]
