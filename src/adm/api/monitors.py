@@ -35,6 +35,7 @@ from torch import nn
 from adm.api.generation import columns
 from adm.api.models import LoadedModel
 from adm.api.setup import Setup, choose_steps
+from adm.api.sources import ema_is_young
 from adm.core.distributed import Dist
 from adm.core.errors import AdmError, UsageError
 from adm.core.fileio import atomic_path
@@ -145,20 +146,15 @@ class Drawer:
         return cls(flags, plan, config.seed, max(MIN_SAMPLE_BATCH, local), classes, notes, rate)
 
     def said_at(self, step: int) -> list[str]:
-        """The notes not said yet, and once, while the watched EMA still weighs its starting weights by
-        more than half (its samples look like the start, noise, though the raw weights learn): why."""
-        notes = self.said()
-        if self.young and self.rate is not None and self.rate**step > 0.5:
+        """The notes not said yet, and once, while the watched EMA is young (``ema_is_young``, the rule
+        ``adm sample --run-dir`` warns by): why its samples look like noise."""
+        notes, self.notes = self.notes, []
+        if self.young and self.rate is not None and ema_is_young(self.rate, step):
             grown = math.ceil(math.log(0.1) / math.log(self.rate))
             notes.append(f"warning: the grids and evaluations watch the EMA of rate {self.rate:g}, which at step {step} "
                          f"still weighs the initial weights by {self.rate**step:.0%} (10% at step {grown}): noise until "
                          "then is expected; --ema-rate 0.99 watches a faster one")
             self.young = False
-        return notes
-
-    def said(self) -> list[str]:
-        """The notes not said yet (once per run)."""
-        notes, self.notes = self.notes, []
         return notes
 
     def __call__(self, model: nn.Module, count: int) -> tuple[np.ndarray, np.ndarray | None]:

@@ -140,6 +140,12 @@ def _no_generator_hint(run) -> str:
     return f"a {run.kind} run yields no generator to sample: sample a diffusion run (adm train)"
 
 
+def ema_is_young(rate: float, step: int) -> bool:
+    """An EMA that still weighs its starting weights by more than half (rate^step > 0.5): its
+    samples look like the start (noise) although the raw weights have learned."""
+    return rate**step > 0.5
+
+
 def _ema_warnings(run, weights: str, ema_rate: float | None, whose: str = "",
                   how: str = "sample the raw weights with --weights model, or a faster EMA with --ema-rate") -> list[str]:
     """Right after a short run, the slow EMA is still mostly the initial weights: say how to choose."""
@@ -147,7 +153,7 @@ def _ema_warnings(run, weights: str, ema_rate: float | None, whose: str = "",
         return []
     rates = sorted(run.emas)
     rate, step = (ema_rate or rates[-1]), run.step
-    if rate**step <= 0.5:
+    if not ema_is_young(rate, step):
         return []
     return [
         f"{whose}the EMA of rate {rate:g} at step {step} still weighs the initial weights by {rate**step:.1%}; "

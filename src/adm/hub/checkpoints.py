@@ -113,11 +113,9 @@ def read_signature(path: str | Path, *, fmt: str | None = None, shown: str | Non
 
 def network_signature(flags) -> Signature:
     """The key/shape signature of the network a flag set builds (on the meta device: no memory)."""
-    from adm.spec.factory import build_classifier, build_model
-    from adm.spec.flags import ClassifierFlags
+    from adm.spec.factory import build_network
 
-    builder = build_classifier if isinstance(flags, ClassifierFlags) else build_model
-    return signature(builder(flags, device="meta"))
+    return signature(build_network(flags, device="meta"))
 
 
 def _as_state_dict(obj: object, path: str) -> StateDict:

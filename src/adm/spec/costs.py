@@ -38,10 +38,10 @@ class NetworkCost:
 
 
 def build_network(flags: Network, device: str | torch.device) -> nn.Module:
-    """The network a flag set describes: a classifier for classifier flags, else the U-Net."""
-    from adm.spec.factory import build_classifier, build_model
+    """``adm.spec.factory.build_network``, imported when called (this module loads no torch)."""
+    from adm.spec.factory import build_network as build
 
-    return build_classifier(flags, device) if isinstance(flags, ClassifierFlags) else build_model(flags, device)
+    return build(flags, device)
 
 
 def example_inputs(net: nn.Module, flags: Network, batch: int, device: str | torch.device,

@@ -112,6 +112,12 @@ def build_classifier(flags: ClassifierFlags, device: torch.device | str | None =
         return NoisyClassifier(**kwargs)
 
 
+def build_network(flags: ModelFlags | SuperResFlags | ClassifierFlags,
+                  device: torch.device | str | None = None) -> torch.nn.Module:
+    """The network any flag set describes: the noisy classifier for classifier flags, else the U-Net."""
+    return build_classifier(flags, device) if isinstance(flags, ClassifierFlags) else build_model(flags, device)
+
+
 def parameterization(flags: DiffusionFlags):
     """``(ModelAdapter, LossType)``: how the network's output is read, and the training loss.
 
